@@ -1,0 +1,187 @@
+"""Data sets as numpy arrays: images float32 (N, C, H, W), labels int64 (N,).
+
+Every loader returns train / validation / test splits. The validation slice is small and
+comes out of the training data; subnetworks score themselves on it for AGWU's accuracy
+weight. The test split is held out and used only to report accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+
+BUILTIN = ("digits", "digits-aug", "synthetic")
+MIN_SAMPLES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What to load. `name` is a built-in name or a path to an .npz file."""
+
+    name: str = "digits"
+    samples: int | None = None  # digits-aug and synthetic: training samples to generate
+    size: int | None = None  # synthetic: image side length
+    channels: int = 1  # synthetic
+    classes: int = 10  # synthetic
+    seed: int = 0
+
+    @property
+    def is_file(self) -> bool:
+        return self.name not in BUILTIN
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.x_train.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test))
+
+
+def load(spec: DatasetSpec) -> Dataset:
+    if spec.name == "digits":
+        return digits(spec.seed)
+    if spec.name == "digits-aug":
+        return digits_aug(spec.samples or 20_000, spec.seed)
+    if spec.name == "synthetic":
+        return synthetic(spec.samples or 10_000, spec.size or 28, spec.channels, spec.classes, spec.seed)
+    if not spec.name.endswith(".npz"):
+        raise ConfigError(f"unknown data set {spec.name!r}; choose one of {', '.join(BUILTIN)} or a path to an .npz file")
+    return from_npz(spec.name, spec.seed)
+
+
+def _split(x, y, seed, test_fraction=0.2, val_fraction=0.08, name="data", num_classes=None) -> Dataset:
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, int(round(len(x) * test_fraction)))
+    n_val = max(1, int(round(len(x) * val_fraction)))
+    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    classes = num_classes or int(y.max()) + 1
+    return Dataset(name, x[train], y[train], x[val], y[val], x[test], y[test], classes)
+
+
+def digits(seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, no download)."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = (raw.images / 16.0).astype(np.float32)[:, None, :, :]
+    return _split(x, raw.target.astype(np.int64), seed, name="digits", num_classes=10)
+
+
+def _distort(images: np.ndarray, rng: np.random.Generator, size: int, strength: float) -> np.ndarray:
+    """Resize to size x size and apply a random affine map (rotation, scale, shift, shear)."""
+    import torch
+    import torch.nn.functional as F
+
+    n = len(images)
+    angle = np.deg2rad(rng.uniform(-15, 15, n)) * strength
+    scale = 1.0 + rng.uniform(-0.12, 0.12, n) * strength
+    shear = rng.uniform(-0.15, 0.15, n) * strength
+    shift = rng.uniform(-0.12, 0.12, (n, 2)) * strength
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    theta = np.stack([np.stack([cos, -sin + shear, shift[:, 0]], 1), np.stack([sin, cos, shift[:, 1]], 1)], 1)
+    src = torch.from_numpy(images)
+    up = F.interpolate(src, size=(size, size), mode="bilinear", align_corners=False)
+    grid = F.affine_grid(torch.from_numpy(theta.astype(np.float32)), list(up.shape), align_corners=False)
+    return F.grid_sample(up, grid, align_corners=False, padding_mode="zeros").numpy().astype(np.float32)
+
+
+def digits_aug(samples: int = 20_000, seed: int = 0, size: int = 28) -> Dataset:
+    """Digits resized to 28x28 with seeded random affine distortions, as many as asked for.
+
+    Training images are distorted copies of the training split's originals only; validation
+    and test are the held-out originals, resized and undistorted.
+    """
+    base = digits(seed)
+    rng = np.random.default_rng(seed + 1)
+    pick = rng.integers(0, len(base.x_train), samples)
+    chunks = [
+        _distort(base.x_train[pick[i:i + 8192]], rng, size, 1.0) for i in range(0, samples, 8192)
+    ]
+    x_train = np.concatenate(chunks)
+    plain = lambda x: _distort(x, rng, size, 0.0)  # noqa: E731 - resize only
+    return Dataset("digits-aug", x_train, base.y_train[pick], plain(base.x_val), base.y_val,
+                   plain(base.x_test), base.y_test, 10)
+
+
+def synthetic(samples: int = 10_000, size: int = 28, channels: int = 1, classes: int = 10,
+              seed: int = 0, noise: float = 0.6) -> Dataset:
+    """Seeded, learnable images: one smooth template per class, shifted and noised."""
+    if size < 4 or channels < 1 or classes < 2 or samples < MIN_SAMPLES:
+        raise ConfigError("synthetic data needs size >= 4, channels >= 1, classes >= 2 and samples >= 10")
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(classes, channels, 4, 4)).astype(np.float32)
+    templates = np.kron(coarse, np.ones((1, 1, size // 4 + 1, size // 4 + 1), np.float32))[:, :, :size, :size]
+    total = int(samples / 0.72) + 1
+    y = rng.integers(0, classes, total)
+    shifts = rng.integers(-2, 3, (total, 2))
+    x = templates[y] + noise * rng.normal(size=(total, channels, size, size)).astype(np.float32)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            sel = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
+            x[sel] = np.roll(x[sel], (dy, dx), axis=(2, 3))
+    return _split(x.astype(np.float32), y.astype(np.int64), seed, name="synthetic", num_classes=classes)
+
+
+def from_npz(path: str, seed: int = 0) -> Dataset:
+    """Load an .npz with arrays `x` (N,H,W) or (N,C,H,W) and integer labels `y` (N,)."""
+    if not os.path.isfile(path):
+        raise DataError(f"data file {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x", "y"} - set(archive.files)
+            if missing:
+                raise DataError(f"{path}: missing array(s) {', '.join(sorted(missing))}; an .npz needs 'x' and 'y'")
+            x, y = archive["x"], archive["y"]
+    except DataError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e.__class__.__name__}: {e})") from e
+    x, y = check_arrays(x, y, path)
+    return _split(x, y, seed, name=os.path.basename(path))
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, where: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """Validate user-supplied arrays; return them as float32 NCHW images and int64 labels."""
+    if x.dtype == object or y.dtype == object:
+        raise DataError(f"{where}: object arrays are not accepted")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{where}: x must be real numbers, got dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{where}: x must have shape (N,H,W) or (N,C,H,W), got {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{where}: y must have shape ({len(x)},), got {y.shape}")
+    if len(x) < MIN_SAMPLES:
+        raise DataError(f"{where}: needs at least {MIN_SAMPLES} samples, got {len(x)}")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{where}: labels y must be integers")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: labels y must be integers, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise DataError(f"{where}: labels out of range: found {int(y.min())}, labels must be >= 0")
+    if y.max() >= 1000:
+        raise DataError(f"{where}: labels out of range: found {int(y.max())}, at most 1000 classes")
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{where}: x contains NaN or infinite values")
+    return x, y.astype(np.int64)

@@ -1,0 +1,155 @@
+"""IDPA: heterogeneity-aware incremental data partitioning, and its baselines (pure).
+
+An epoch is the index range [0, N). A policy hands out contiguous ranges to nodes in
+increments; the same policy objects run in the simulator (bpt.simulator) and are meant for the
+scheduler task. Each round a policy sees, per node, its measured throughput (None before its
+first task) and the samples already queued on it, and returns new assignments.
+
+- `IDPA` (the contract in shared/bpt-cnn.md): a probe share first (probe_fraction of the
+  epoch, split equally), then increments proportional to measured throughput: every node is
+  topped up to rate x horizon samples of queued work, where the horizon shrinks to
+  remaining / total rate at the end of the epoch so that nodes finish together.
+- `StaticSplit`: N / K samples per node, all at once (what waits for the slowest).
+- `WorkQueue`: fixed-size chunks to whichever node is idle (a plain shared Celery queue).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeView:
+    name: str
+    rate: float | None  # measured samples/s, None before its first completed task
+    queued: int  # samples assigned to it and not finished
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    node: str
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class Ranges:
+    """The unassigned part of an epoch: ranges given back (by dead or overloaded nodes) first,
+    then the untouched tail [cursor, n). Every index is handed out once unless given back."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.cursor = 0
+        self.returned: deque[tuple[int, int]] = deque()
+        self.returned_samples = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.returned_samples + (self.n - self.cursor)
+
+    def give_back(self, start: int, end: int) -> None:
+        if end > start:
+            self.returned.append((start, end))
+            self.returned_samples += end - start
+
+    def take(self, size: int) -> list[tuple[int, int]]:
+        """About size samples as ranges. Ranges given back come first and whole: a range keeps
+        its exact bounds for life, so a late push from its first owner and the push of the node
+        it moved to are the same (epoch, range) and only one is merged."""
+        taken = []
+        while size > 0 and self.returned:
+            start, end = self.returned.popleft()
+            taken.append((start, end))
+            self.returned_samples -= end - start
+            size -= end - start
+        if size > 0 and self.cursor < self.n:
+            end = min(self.n, self.cursor + size)
+            taken.append((self.cursor, end))
+            self.cursor = end
+        return taken
+
+
+def _assign(node: str, ranges: Ranges, size: int) -> list[Assignment]:
+    return [Assignment(node, s, e) for s, e in ranges.take(size)]
+
+
+class StaticSplit:
+    name = "static"
+
+    def __init__(self, chunk: int = 512):
+        self.chunk = chunk
+        self.done = False
+
+    def assign(self, ranges: Ranges, nodes: list[NodeView]) -> list[Assignment]:
+        """Everything at the first call, N / K per node in chunks; later only work given back
+        (re-split equally among the nodes)."""
+        if self.done and not ranges.returned:
+            return []
+        self.done = True
+        share = -(-ranges.remaining // max(len(nodes), 1))
+        out = []
+        for node in nodes:
+            left = share
+            while left > 0 and ranges.remaining:
+                got = _assign(node.name, ranges, min(self.chunk, left))
+                left -= sum(a.size for a in got)
+                out += got
+        return out
+
+
+class WorkQueue:
+    name = "greedy"
+
+    def __init__(self, chunk: int = 512):
+        self.chunk = chunk
+
+    def assign(self, ranges: Ranges, nodes: list[NodeView]) -> list[Assignment]:
+        """One chunk to every node with nothing queued."""
+        out = []
+        for node in nodes:
+            if node.queued == 0 and ranges.remaining:
+                out += _assign(node.name, ranges, self.chunk)
+        return out
+
+
+class IDPA:
+    name = "idpa"
+
+    def __init__(self, probe_fraction: float = 0.05, horizon: float = 2.0, min_chunk: int = 64,
+                 max_chunk: int = 8192):
+        self.probe_fraction = probe_fraction
+        self.horizon = horizon  # seconds of work to keep queued on each node
+        self.min_chunk = min_chunk
+        self.max_chunk = max_chunk
+        self.probe_size: int | None = None
+
+    def assign(self, ranges: Ranges, nodes: list[NodeView], total_rate: float | None = None) -> list[Assignment]:
+        """total_rate: the whole cluster's measured rate, when nodes is only part of it."""
+        if self.probe_size is None:
+            self.probe_size = max(self.min_chunk, int(self.probe_fraction * ranges.n / max(len(nodes), 1)))
+        if total_rate is None:
+            total_rate = sum(n.rate for n in nodes if n.rate)
+        # Near the end, keep only as much queued as lets everyone finish together.
+        horizon = min(self.horizon, ranges.remaining / total_rate) if total_rate else self.horizon
+        out = []
+        for node in nodes:
+            if not ranges.remaining:
+                break
+            if node.rate is None:  # probe: an equal share, once, until it is measured
+                want = self.probe_size if node.queued == 0 else 0
+            else:
+                want = int(node.rate * horizon) - node.queued
+                if want < self.min_chunk:
+                    want = 0 if node.queued else self.min_chunk
+            while want > 0 and ranges.remaining:
+                got = _assign(node.name, ranges, min(want, self.max_chunk))
+                want -= sum(a.size for a in got)
+                out += got
+        return out
+
+
+POLICIES = {"static": StaticSplit, "greedy": WorkQueue, "idpa": IDPA}

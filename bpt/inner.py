@@ -1,0 +1,112 @@
+"""The inner layer: parallelism inside one worker (BPT-CNN's task parallelism).
+
+Two strategies train a mini-batch, selectable per job and per worker:
+
+- `torch`: one step of torch.optim.SGD, parallel inside each operator on T intra-op threads;
+- `tasks`: the mini-batch is split into T micro-batches whose gradients are computed as
+  tasks on T threads (each running its operators on one intra-op thread), summed in a fixed
+  order so the result equals the unsplit batch up to float rounding, and the SGD update runs
+  as one task per parameter tensor, largest first (the critical path: the biggest tensor
+  would otherwise finish last).
+
+BatchNorm layers see per-micro-batch statistics under `tasks` (as in DDP without SyncBN), so
+for models with BatchNorm the two strategies are close but not equal.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRATEGIES = ("auto", "torch", "tasks")
+
+
+class TorchStepper:
+    """A plain optimizer step; PyTorch parallelises inside each operator."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, threads: int):
+        self.model, self.optimizer, self.threads = model, optimizer, threads
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+
+class TaskStepper:
+    """Micro-batch gradient tasks on T threads, then per-tensor SGD update tasks."""
+
+    name = "tasks"
+
+    def __init__(self, model: nn.Module, lr: float, momentum: float, weight_decay: float, threads: int):
+        self.model, self.lr, self.momentum, self.weight_decay, self.threads = model, lr, momentum, weight_decay, threads
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        # Priority: the largest tensors first, so the longest update is never the last one started.
+        self.update_order = sorted(range(len(self.params)), key=lambda i: -self.params[i].numel())
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bpt-inner")
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, list[torch.Tensor]]:
+        # Sum-reduced loss over the full batch size: the micro-batch gradients add up to the
+        # gradient of the mean loss over the whole mini-batch.
+        loss = F.cross_entropy(self.model(x), y, reduction="sum") / batch
+        return loss.item(), list(torch.autograd.grad(loss, self.params))
+
+    def _update(self, i: int, grad: torch.Tensor) -> None:
+        p = self.params[i]
+        with torch.no_grad():
+            if self.weight_decay:
+                grad = grad.add(p, alpha=self.weight_decay)
+            if self.momentum:
+                if self.buffers[i] is None:
+                    self.buffers[i] = grad.clone()
+                else:
+                    self.buffers[i].mul_(self.momentum).add_(grad)
+                grad = self.buffers[i]
+            p.add_(grad, alpha=-self.lr)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.model.train()
+        parts = [(xs, ys) for xs, ys in zip(x.tensor_split(self.threads), y.tensor_split(self.threads)) if len(xs)]
+        results = list(self.pool.map(lambda part: self._gradients(*part, len(x)), parts))
+        grads = [sum(g) for g in zip(*(r[1] for r in results))]  # fixed order: deterministic
+        list(self.pool.map(lambda i: self._update(i, grads[i]), self.update_order))
+        return sum(r[0] for r in results)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+# Measured with benchmarks/inner_layer.py on the 2-core CI machine (docs/inner-layer.md): at
+# 2 threads `tasks` beat `torch` only from batch 256 on (1.05x LeNet-5, 1.30x ResNet), and lost
+# at batch 32 and 64 (0.70-0.94x); with one thread there is nothing to split.
+AUTO_TASKS_MIN_BATCH = 256
+
+
+def resolve(strategy: str, batch_size: int, threads: int) -> str:
+    """The strategy to run; `auto` picks the measured winner for this batch and thread count."""
+    if strategy not in STRATEGIES:
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown inner strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy != "auto":
+        return strategy
+    return "tasks" if threads >= 2 and batch_size >= AUTO_TASKS_MIN_BATCH else "torch"
+
+
+def make_stepper(strategy: str, model: nn.Module, params, threads: int):
+    """A stepper for the resolved strategy; sets the process's intra-op threads to match."""
+    if strategy == "tasks":
+        torch.set_num_threads(1)
+        return TaskStepper(model, params.lr, params.momentum, params.weight_decay, threads)
+    from .training import make_optimizer
+
+    torch.set_num_threads(threads)
+    return TorchStepper(model, make_optimizer(model, params), threads)

@@ -1,0 +1,110 @@
+"""A job spec: everything a worker needs to train its subsets, as plain JSON.
+
+It names a model from the registry and describes staged data by shape only; it never
+carries code. `from_json` refuses unknown or missing fields so that a tampered or
+mismatched spec fails loudly instead of half-working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+
+from . import partition
+from .errors import ConfigError
+from .inner import STRATEGIES
+from .merge import MergeRule
+from .models import REGISTRY
+from .training import TrainParams
+
+DEFAULT_EPOCHS = 15
+DEFAULT_SUBSET_SIZE = 128
+MAX_BATCH_SIZE = 65_536
+PARTITIONS = ("greedy", "idpa", "static")
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    dataset: str
+    model: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    n_train: int
+    epochs: int = DEFAULT_EPOCHS
+    subset_size: int = DEFAULT_SUBSET_SIZE
+    train: TrainParams = TrainParams()
+    rule: MergeRule = MergeRule()
+    workers: int = 2  # expected workers: sizes sync rounds and the default staleness bound
+    eval_every: int = 0  # evaluate the test split every this many versions; 0: once per epoch
+    seed: int = 0
+    inner: str = "auto"  # inner-layer strategy (bpt.inner); a worker's --inner overrides it
+    partition: str = "greedy"  # greedy: waves on a shared queue; idpa or static: the scheduler task
+
+    def __post_init__(self):
+        for name in ("epochs", "subset_size", "workers", "n_train", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
+        if not 1 <= self.train.batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE}, got {self.train.batch_size}")
+        if not self.train.lr > 0 or not 0 <= self.train.momentum < 1:
+            raise ConfigError("lr must be positive and momentum in [0, 1)")
+        if self.inner not in STRATEGIES:
+            raise ConfigError(f"unknown inner strategy {self.inner!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.partition not in PARTITIONS:
+            raise ConfigError(f"unknown partition {self.partition!r}; choose one of {', '.join(PARTITIONS)}")
+        if self.partition != "greedy" and self.rule.synchronous:
+            raise ConfigError("the sync rule runs in rounds on the shared queue: use it with --partition greedy")
+        if self.model not in REGISTRY:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(REGISTRY))}")
+
+    @property
+    def subsets(self) -> list[tuple[int, int]]:
+        return partition.subsets(self.n_train, self.subset_size)
+
+    @property
+    def n_subsets(self) -> int:
+        return len(self.subsets)
+
+    @property
+    def wave_size(self) -> int | None:
+        return self.workers if self.rule.synchronous else None
+
+    @property
+    def eval_interval(self) -> int:
+        return self.eval_every or self.n_subsets
+
+    def waves(self, epoch: int) -> list[list[int]]:
+        return partition.waves(self.n_subsets, epoch, self.seed, self.wave_size)
+
+    @property
+    def total_tasks(self) -> int:
+        return self.epochs * self.n_subsets
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "JobSpec":
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ConfigError("a job spec must be a JSON object")
+        expect = {f.name for f in dataclasses.fields(cls)}
+        if set(raw) != expect:
+            extra, missing = sorted(set(raw) - expect), sorted(expect - set(raw))
+            raise ConfigError(f"job spec fields do not match: unexpected {extra}, missing {missing}")
+        try:
+            raw["input_shape"] = tuple(raw["input_shape"])
+            raw["train"] = TrainParams(**raw["train"])
+            raw["rule"] = MergeRule(**raw["rule"])
+            return cls(**raw)
+        except TypeError as e:
+            raise ConfigError(f"job spec is malformed: {e}") from e

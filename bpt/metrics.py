@@ -1,0 +1,34 @@
+"""A job's metrics, summarised from what the broker recorded (pure: dicts in, dict out)."""
+
+from __future__ import annotations
+
+
+def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[str, dict],
+              evals: list[dict]) -> dict:
+    started = state.get("started") or state.get("created", 0)
+    finished = state.get("finished")
+    wall = (finished - started) if finished else None
+    samples = sum(w.get("samples", 0) for w in workers.values())
+    last = evals[-1] if evals else {}
+    return {
+        "job_id": spec.get("job_id"),
+        "status": state.get("status"),
+        "test_accuracy": state.get("test_accuracy", last.get("accuracy")),
+        "test_loss": state.get("test_loss", last.get("loss")),
+        "versions": state.get("version", last.get("version", 0)),
+        "accepted_pushes": state.get("accepted", 0),
+        "rejected_pushes": state.get("rejected", 0),
+        "invalid_pushes": state.get("invalid", 0),
+        "duplicate_deliveries": state.get("duplicates", 0),
+        "staleness_histogram": {str(k): v for k, v in sorted(staleness.items())},
+        "wall_seconds": wall,
+        "samples_trained": samples,
+        "samples_per_second": samples / wall if wall else None,
+        "workers": {name: {"samples": w.get("samples", 0), "tasks": w.get("tasks", 0),
+                           "busy_seconds": w.get("seconds", 0), "samples_per_second": w.get("samples_per_second", 0),
+                           "inner": w.get("inner")}
+                    for name, w in sorted(workers.items())},
+        "evaluations": evals,
+        "spec": spec,
+        "error": state.get("error"),
+    }

@@ -1,0 +1,85 @@
+"""Turning a user's choices into a checked job: data loaded, model chosen and tried on a
+sample, spec filled with sensible defaults, initial weights drawn. Everything that can be
+wrong with a job is found here, before anything touches Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from . import datasets, models, training
+from .errors import ConfigError, DataError
+from .jobspec import JobSpec, new_job_id
+from .merge import MergeRule
+
+DEFAULT_EPOCHS = {"digits": 20}
+DEFAULT_EPOCHS_OTHER = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class JobChoices:
+    dataset: datasets.DatasetSpec = datasets.DatasetSpec()
+    model: str | None = None
+    epochs: int | None = None
+    subset_size: int | None = None
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    rule: str = "agwu"
+    alpha: float = 1.0
+    gamma: float = 0.5
+    s_max: int | None = None
+    eval_every: int = 0
+    seed: int = 0
+    workers: int = 2
+    inner: str = "auto"
+    partition: str = "greedy"
+
+
+def default_subset_size(n_train: int) -> int:
+    return int(min(2048, max(128, n_train // 32)))
+
+
+def prepare(choices: JobChoices, job_id: str | None = None):
+    """Return (spec, dataset, initial weights) or raise ConfigError / DataError."""
+    for name in ("epochs", "subset_size", "s_max"):
+        value = getattr(choices, name)
+        if value is not None and value < (0 if name == "s_max" else 1):
+            raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
+    data = datasets.load(choices.dataset)
+    if data.num_classes > 1000 or data.y_train.max() >= data.num_classes:
+        raise DataError(f"labels out of range for {data.num_classes} classes")
+    model_name = choices.model or models.model_for_size(data.input_shape[1])
+    model = models.build_model(model_name, data.input_shape, data.num_classes, seed=choices.seed)
+    _try_forward(model, model_name, data)
+    spec = JobSpec(
+        job_id=job_id or new_job_id(),
+        dataset=choices.dataset.name,
+        model=model_name,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        n_train=len(data.x_train),
+        epochs=choices.epochs or DEFAULT_EPOCHS.get(choices.dataset.name, DEFAULT_EPOCHS_OTHER),
+        subset_size=choices.subset_size or default_subset_size(len(data.x_train)),
+        train=training.TrainParams(choices.batch_size, choices.lr, choices.momentum),
+        rule=MergeRule(choices.rule, choices.alpha, choices.gamma,
+                       2 * choices.workers if choices.s_max is None else choices.s_max),
+        workers=choices.workers,
+        eval_every=choices.eval_every,
+        seed=choices.seed,
+        inner=choices.inner,
+        partition=choices.partition,
+    )
+    return spec, data, training.state_to_numpy(model)
+
+
+def _try_forward(model: torch.nn.Module, name: str, data: datasets.Dataset) -> None:
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.from_numpy(np.ascontiguousarray(data.x_train[:2])))
+    except RuntimeError as e:
+        raise DataError(f"images of shape {data.input_shape} do not fit model {name!r}: {str(e).splitlines()[0]}") from e
+    if out.shape[1] != data.num_classes:
+        raise DataError(f"model {name!r} gives {out.shape[1]} outputs for {data.num_classes} classes")

@@ -1,0 +1,92 @@
+"""One frozen settings object for a bpt process.
+
+Defaults are named constants; `Settings.from_env()` reads `BPT_*` variables; CLI flags win
+through `settings.override(...)`. The object is passed down explicitly, never read from a
+global, so tests and workers can each build their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+from .errors import ConfigError
+
+DEFAULT_THREADS = 1
+DEFAULT_OUT_DIR = "bpt-runs"
+# Celery's Redis transport redelivers a task not acknowledged within this many seconds. It
+# must stay well above the longest training task (seconds), or a slow task runs twice (pushes
+# are idempotent, so that only wastes work); it is also how long the subset of a worker whose
+# whole machine died waits before another worker gets it.
+DEFAULT_VISIBILITY_TIMEOUT = 600
+# Staging data in Redis costs Redis memory; past this a job is refused (see docs/data.md).
+DEFAULT_MAX_STAGED_MB = 256
+DEFAULT_POLL_SECONDS = 0.2
+# A worker silent for this long is dead to the scheduler: its ranges go to others.
+DEFAULT_HEARTBEAT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 3.0
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None  # None: start a private Redis server (embedded mode)
+    workers: int = dataclasses.field(default_factory=default_workers)
+    threads: int = DEFAULT_THREADS  # threads per worker process for the inner layer
+    inner: str | None = None  # inner-layer strategy for this worker; None: the job's choice
+    out_dir: str = DEFAULT_OUT_DIR
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    max_staged_mb: int = DEFAULT_MAX_STAGED_MB
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+
+    ENV_PREFIX = "BPT_"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(cls.ENV_PREFIX + field.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(field, raw)
+        return cls(**values).validate()
+
+    def override(self, **flags) -> "Settings":
+        """Return a copy with the given flags applied; None means 'flag not given'."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        return dataclasses.replace(self, **given).validate()
+
+    def validate(self) -> "Settings":
+        for name in ("workers", "threads", "visibility_timeout", "max_staged_mb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.inner is not None and self.inner not in ("auto", "torch", "tasks"):
+            raise ConfigError(f"inner must be auto, torch or tasks, got {self.inner!r}")
+        if self.poll_seconds <= 0 or self.connect_timeout <= 0:
+            raise ConfigError("poll_seconds and connect_timeout must be positive")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                f"redis url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+            )
+        return self
+
+
+def _parse(field: dataclasses.Field, raw: str):
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"BPT_{field.name.upper()} must be a number, got {raw!r}") from None
+    return raw

@@ -1,0 +1,1 @@
+"""Redis at the edge: versioned global weights, job state, staged data, a private server."""

@@ -1,0 +1,213 @@
+"""A job's state in Redis: spec, staged data, status, counters, evaluations and events.
+
+`create` writes a whole job in one MULTI transaction, after every check has passed, so a
+refused or failed submission leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import redis
+
+from bpt.datasets import Dataset
+from bpt.errors import DataError, UnknownJob
+from bpt.jobspec import JobSpec
+
+from . import codec
+from .keys import JOBS_INDEX, JobKeys
+from .weight_store import WeightStore
+
+ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+FINISHED = ("done", "failed", "cancelled")
+MAX_EVENTS = 2000
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, job_id: str):
+        self.client = client
+        self.job_id = job_id
+        self.keys = JobKeys(job_id)
+
+    # -- creation ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, client: redis.Redis, spec: JobSpec, data: Dataset,
+               weights: dict[str, np.ndarray], max_staged_bytes: int) -> "JobStore":
+        blobs = {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
+        staged = sum(len(b) for b in blobs.values())
+        if staged > max_staged_bytes:
+            raise DataError(
+                f"data set is {staged / 2**20:.0f} MiB, over the {max_staged_bytes / 2**20:.0f} MiB that bpt "
+                "stages in Redis; raise BPT_MAX_STAGED_MB (Redis needs that much free memory) or use less data")
+        store = cls(client, spec.job_id)
+        now = time.time()
+        pipe = client.pipeline(transaction=True)
+        pipe.set(store.keys.spec, spec.to_json())
+        for name, blob in blobs.items():
+            pipe.set(store.keys.data(name), blob)
+        WeightStore(client, spec.job_id, script_table={}).initialize(weights, pipe)
+        pipe.hset(store.keys.state, mapping={
+            "status": "queued", "created": now, "accepted": 0, "rejected": 0, "invalid": 0, "duplicates": 0,
+            "staged_bytes": staged})
+        pipe.zadd(JOBS_INDEX, {spec.job_id: now})
+        pipe.execute()
+        return store
+
+    # -- reading -----------------------------------------------------------------------
+    def spec(self) -> JobSpec:
+        raw = self.client.get(self.keys.spec)
+        if raw is None:
+            raise UnknownJob(f"no job {self.job_id!r} on this Redis server (see `bpt jobs`)")
+        return JobSpec.from_json(raw)
+
+    def exists(self) -> bool:
+        return bool(self.client.exists(self.keys.spec))
+
+    def state(self) -> dict:
+        raw = self.client.hgetall(self.keys.state)
+        if not raw:
+            raise UnknownJob(f"no job {self.job_id!r} on this Redis server (see `bpt jobs`)")
+        return {k.decode(): _number(v.decode()) for k, v in raw.items()}
+
+    def status(self) -> str:
+        raw = self.client.hget(self.keys.state, "status")
+        return raw.decode() if raw else "unknown"
+
+    def array(self, name: str) -> np.ndarray:
+        blob = self.client.get(self.keys.data(name))
+        if blob is None:
+            raise UnknownJob(f"job {self.job_id!r} has no staged {name}")
+        return codec.decode_array(blob)
+
+    def rows(self, name: str, start: int, end: int) -> np.ndarray:
+        """Rows [start, end) of a staged array, fetched with GETRANGE (not the whole array)."""
+        key = self.keys.data(name)
+        dtype, shape, offset = codec.array_header(self.client.getrange(key, 0, 255))
+        row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        if not 0 <= start < end <= shape[0]:
+            raise DataError(f"rows {start}:{end} are outside {name} of {shape[0]} rows")
+        raw = self.client.getrange(key, offset + start * row_bytes, offset + end * row_bytes - 1)
+        return np.frombuffer(raw, dtype=dtype).reshape((end - start,) + tuple(shape[1:]))
+
+    def evals(self) -> list[dict]:
+        return [json.loads(e) for e in self.client.lrange(self.keys.evals, 0, -1)]
+
+    def events(self, last: int = MAX_EVENTS) -> list[dict]:
+        return [json.loads(e) for e in self.client.lrange(self.keys.events, -last, -1)]
+
+    def staleness_histogram(self) -> dict[int, int]:
+        raw = self.client.hgetall(self.keys.staleness)
+        return dict(sorted((int(k), int(v)) for k, v in raw.items()))
+
+    def worker_stats(self) -> dict[str, dict]:
+        stats: dict[str, dict] = {}
+        for key, value in self.client.hgetall(self.keys.worker_stats).items():
+            worker, _, field = key.decode().rpartition(":")
+            stats.setdefault(worker, {})[field] = value.decode() if field == "inner" else float(value)
+        for s in stats.values():
+            s["samples_per_second"] = s.get("samples", 0) / s["seconds"] if s.get("seconds") else 0.0
+        return stats
+
+    # -- writing -----------------------------------------------------------------------
+    def mark_running(self) -> None:
+        if self.client.hsetnx(self.keys.state, "started", time.time()):
+            self.client.hset(self.keys.state, "status", "running")
+            self.log("started")
+
+    def finish(self, status: str, **fields) -> None:
+        self.client.hset(self.keys.state, mapping={"status": status, "finished": time.time(), **fields})
+
+    def set_fields(self, **fields) -> None:
+        self.client.hset(self.keys.state, mapping=fields)
+
+    def record_work(self, worker: str, samples: int, seconds: float, inner: str = "") -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.keys.worker_stats, f"{worker}:inner", inner)
+        pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:samples", samples)
+        pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:seconds", seconds)
+        pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:tasks", 1)
+        pipe.execute()
+
+    def add_eval(self, version: int, loss: float, accuracy: float) -> None:
+        entry = {"version": version, "time": time.time(), "loss": loss, "accuracy": accuracy}
+        self.client.rpush(self.keys.evals, json.dumps(entry))
+
+    def log(self, event: str, **fields) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(self.keys.events, json.dumps({"time": time.time(), "event": event, **fields}))
+        pipe.ltrim(self.keys.events, -MAX_EVENTS, -1)
+        pipe.execute()
+
+    def claim_release(self, epoch: int, wave: int) -> bool:
+        """True if the next wave after (epoch, wave) has not been released yet."""
+        return not self.client.exists(self.keys.wave_released(epoch, wave))
+
+    def mark_released(self, epoch: int, wave: int) -> None:
+        self.client.set(self.keys.wave_released(epoch, wave), 1)
+
+    def drop_staged_data(self) -> None:
+        """Free the staged arrays once a job has ended: they are the bulk of its memory."""
+        self.client.delete(*(self.keys.data(name) for name in ARRAYS))
+
+    def drop_bookkeeping(self) -> int:
+        """Remove per-wave sets and flags once a job has ended; counters and results stay."""
+        patterns = [f"{self.keys.base}:{part}:*" for part in ("done", "released", "round")]
+        keys = [k for p in patterns for k in self.client.scan_iter(match=_escape(p), count=1000)]
+        if keys:
+            self.client.delete(*keys)
+        return len(keys)
+
+    def delete(self) -> int:
+        keys = list(self.client.scan_iter(match=_escape(self.keys.pattern()), count=1000))
+        pipe = self.client.pipeline(transaction=True)
+        if keys:
+            pipe.delete(*keys)
+        pipe.zrem(JOBS_INDEX, self.job_id)
+        pipe.execute()
+        return len(keys)
+
+
+def _escape(pattern: str) -> str:
+    """A job id could hold glob characters; escape all but the trailing '*' of a pattern."""
+    head = pattern[:-1]
+    for ch in "\\[]?*":
+        head = head.replace(ch, "\\" + ch)
+    return head + pattern[-1]
+
+
+def collect_garbage(client: redis.Redis, delete_finished: bool = False) -> dict:
+    """Free what ended jobs left behind: staged data and wave bookkeeping of finished jobs,
+    every key of a job missing from the index, and (optionally) finished jobs entirely."""
+    indexed = set(list_jobs(client))
+    report = {"orphan_keys": 0, "finished_jobs_cleaned": 0, "jobs_deleted": 0}
+    for key in client.scan_iter(match=JobKeys("*").pattern(), count=1000):
+        job_id = key.decode().split("{", 1)[1].split("}", 1)[0]
+        if job_id not in indexed:
+            report["orphan_keys"] += client.delete(key)
+    for job_id in indexed:
+        store = JobStore(client, job_id)
+        if store.status() not in FINISHED and store.status() != "unknown":
+            continue
+        if delete_finished:
+            store.delete()
+            report["jobs_deleted"] += 1
+        else:
+            store.drop_staged_data()
+            store.drop_bookkeeping()
+            report["finished_jobs_cleaned"] += 1
+    return report
+
+
+def list_jobs(client: redis.Redis) -> list[str]:
+    return [j.decode() for j in client.zrange(JOBS_INDEX, 0, -1)]
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

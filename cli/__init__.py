@@ -1,0 +1,1 @@
+"""The `bpt` command line (Click)."""

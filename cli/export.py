@@ -1,0 +1,117 @@
+"""`bpt export` and `bpt predict`: take a trained model out of Redis and use it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+import numpy as np
+
+from bpt import datasets, models, training
+from bpt.errors import ConfigError, CorruptBlob, DataError
+from bpt.broker import codec
+
+from .follow import model_file_bytes
+from .jobs import connect_for, open_job, redis_url_option
+
+
+@click.command()
+@click.argument("job_id")
+@redis_url_option
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write an ONNX model here (needs the onnx package: pip install 'bpt[onnx]').")
+@click.pass_obj
+def export(settings, job_id, redis_url, out_path, onnx_path):
+    """Write a job's current global weights, with the model name and input shape in the metadata."""
+    _, client = connect_for(settings, redis_url)
+    store = open_job(client, job_id)
+    blob, version = model_file_bytes(store)
+    if onnx_path:
+        _export_onnx(blob, onnx_path)
+    with open(out_path, "wb") as f:
+        f.write(blob)
+    click.echo(f"wrote {out_path} (job {job_id}, version {version})" + (f" and {onnx_path}" if onnx_path else ""))
+
+
+def load_model_file(path: str):
+    """A model file written by bpt: (model, metadata). Only registry models are built."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read model file {path}: {e.strerror}") from e
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "np") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CorruptBlob(f"{path} is not a safetensors file ({e})") from e
+    missing = {"model", "input_shape", "num_classes"} - set(meta)
+    if missing:
+        raise CorruptBlob(f"{path} lacks bpt metadata ({', '.join(sorted(missing))}); export it with bpt export")
+    shape = tuple(json.loads(meta["input_shape"]))
+    model = models.build_model(meta["model"], shape, int(meta["num_classes"]))
+    try:
+        training.load_numpy_state(model, codec.decode_weights(blob))
+    except (RuntimeError, KeyError) as e:
+        raise CorruptBlob(f"{path}: weights do not fit model {meta['model']!r} ({str(e).splitlines()[0]})") from e
+    return model.eval(), meta
+
+
+def _export_onnx(blob: bytes, path: str) -> None:
+    import tempfile
+
+    import torch
+
+    try:
+        import onnx  # noqa: F401 - torch's exporter needs it
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx package: pip install 'bpt[onnx]'") from None
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
+        tmp.write(blob)
+        tmp.flush()
+        model, meta = load_model_file(tmp.name)
+    shape = tuple(json.loads(meta["input_shape"]))
+    torch.onnx.export(model, (torch.zeros(1, *shape),), path, dynamo=False, input_names=["images"],
+                      output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+
+
+@click.command()
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@click.option("--npz", "npz_path", required=True, help="Images as array x (and labels y, to score them).")
+@click.option("--out", "out_path", default=None, help="Write the predicted classes here (.npy).")
+@click.option("--json", "as_json", is_flag=True, help="Print predictions (and accuracy) as JSON.")
+def predict(model_path, npz_path, out_path, as_json):
+    """Classify the images of an .npz file with a model written by bpt train, wait or export."""
+    import torch
+
+    model, meta = load_model_file(model_path)
+    try:
+        with np.load(npz_path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise DataError(f"{npz_path}: no array 'x'")
+            x, y = archive["x"], archive["y"] if "y" in archive.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{npz_path}: not a readable .npz file ({e})") from e
+    labelled = y is not None
+    x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path)
+    expected = tuple(json.loads(meta["input_shape"]))
+    if x.shape[1:] != expected:
+        raise DataError(f"{npz_path}: images have shape {x.shape[1:]}, model {meta['model']} takes {expected}")
+    with torch.no_grad():
+        classes = torch.cat([model(torch.from_numpy(x[i:i + 1024])).argmax(1) for i in range(0, len(x), 1024)]).numpy()
+    accuracy = float((classes == y).mean()) if labelled else None
+    if out_path:
+        np.save(out_path, classes, allow_pickle=False)
+    if as_json:
+        click.echo(json.dumps({"predictions": classes.tolist(), "accuracy": accuracy}))
+    else:
+        counts = np.bincount(classes, minlength=int(meta["num_classes"]))
+        click.echo(f"{len(classes)} images; predicted class counts {counts.tolist()}"
+                   + (f"; accuracy {accuracy:.4f}" if accuracy is not None else "")
+                   + (f"; wrote {out_path}" if out_path else ""))

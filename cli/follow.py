@@ -1,0 +1,91 @@
+"""Following a job from the terminal, and writing its results to disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+from tqdm import tqdm
+
+from bpt import metrics
+from bpt.errors import BptError, JobFailed
+from bpt.broker import codec
+from bpt.broker.job_store import FINISHED, JobStore
+from bpt.broker.weight_store import WeightStore
+
+
+def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None) -> dict:
+    """Wait for the job to end, with a progress bar; returns its final state.
+
+    alive: optional callable returning False when the local workers have all died."""
+    spec = store.spec()
+    bar = tqdm(total=spec.total_tasks, unit="subset", disable=not show, dynamic_ncols=True,
+               desc=f"job {spec.job_id}", leave=True)
+    try:
+        while True:
+            state = store.state()
+            done = int(state.get("accepted", 0) + state.get("rejected", 0) + state.get("invalid", 0))
+            bar.update(max(0, min(done, spec.total_tasks) - bar.n))
+            evals = store.client.lrange(store.keys.evals, -1, -1)
+            last = json.loads(evals[0]) if evals else {}
+            samples = sum(w.get("samples", 0) for w in store.worker_stats().values())
+            elapsed = time.time() - state.get("started", time.time())
+            version = store.client.hget(store.keys.weights, "version")
+            bar.set_postfix(epoch=f"{int(state.get('epoch', 0)) + 1}/{spec.epochs}", v=int(version or 0),
+                            loss=f"{last.get('loss', float('nan')):.3f}", acc=f"{last.get('accuracy', float('nan')):.3f}",
+                            sps=f"{samples / elapsed:.0f}" if elapsed > 0 else "-", refresh=False)
+            if state.get("status") in FINISHED:
+                bar.refresh()
+                return state
+            if alive is not None and not alive():
+                raise BptError("every local worker has exited; see their logs")
+            time.sleep(poll_seconds)
+    finally:
+        bar.close()
+
+
+def result_metrics(store: JobStore) -> dict:
+    state = store.state()
+    version = store.client.hget(store.keys.weights, "version")
+    if version is not None:
+        state["version"] = int(version)  # the live version, also while the job runs
+    return metrics.summarize(json.loads(store.client.get(store.keys.spec)), state,
+                             store.staleness_histogram(), store.worker_stats(), store.evals())
+
+
+def model_file_bytes(store: JobStore) -> tuple[bytes, int]:
+    """The job's global weights as a safetensors file whose metadata names the model, its
+    input shape and class count (what `bpt predict` needs to rebuild it): (bytes, version)."""
+    spec = store.spec()
+    pulled = WeightStore(store.client, store.job_id, script_table={}).pull()
+    meta = {"job_id": spec.job_id, "model": spec.model, "input_shape": json.dumps(list(spec.input_shape)),
+            "num_classes": str(spec.num_classes), "version": str(pulled.version)}
+    return codec.encode_weights(pulled.weights, metadata=meta), pulled.version
+
+
+def write_outputs(store: JobStore, out_dir: str) -> dict:
+    """DIR/model.safetensors and DIR/metrics.json."""
+    blob, _ = model_file_bytes(store)
+    summary = result_metrics(store)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
+        f.write(blob)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def finish(store: JobStore, state: dict, out_dir: str, as_json: bool) -> None:
+    """Write outputs and report, or raise JobFailed for a failed or cancelled job."""
+    if state.get("status") != "done":
+        raise JobFailed(f"job {store.job_id} {state.get('status')}: {state.get('error', 'no reason recorded')}")
+    summary = write_outputs(store, out_dir)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in summary.items() if k not in ("evaluations", "spec")}))
+    else:
+        click.echo(f"job {store.job_id} done: test accuracy {summary['test_accuracy']:.4f} after "
+                   f"{summary['versions']} versions in {summary['wall_seconds']:.1f}s "
+                   f"({summary['samples_per_second']:.0f} samples/s); "
+                   f"{summary['rejected_pushes']} rejected pushes; wrote {out_dir}/")

@@ -1,0 +1,149 @@
+"""`bpt jobs`, `bpt status`, `bpt wait`, `bpt cancel`: follow and control submitted jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+
+from bpt.errors import ConfigError, UnknownJob
+from bpt.broker.connection import connect
+from bpt.broker.job_store import FINISHED, JobStore, collect_garbage, list_jobs
+
+from .follow import finish, follow, result_metrics
+
+redis_url_option = click.option("--redis-url", envvar="BPT_REDIS_URL", default=None,
+                                help="The Redis server the job runs on (or BPT_REDIS_URL).")
+
+
+def connect_for(settings, redis_url):
+    settings = settings.override(redis_url=redis_url)
+    if settings.redis_url is None:
+        raise ConfigError("this command needs --redis-url or BPT_REDIS_URL (embedded jobs end with bpt train)")
+    return settings, connect(settings.redis_url, settings.connect_timeout)
+
+
+def open_job(client, job_id) -> JobStore:
+    store = JobStore(client, job_id)
+    store.spec()  # raises UnknownJob with a clear message
+    return store
+
+
+@click.command()
+@click.argument("job_id")
+@redis_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.pass_obj
+def status(settings, job_id, redis_url, as_json):
+    """Show a job's state and metrics so far."""
+    _, client = connect_for(settings, redis_url)
+    summary = result_metrics(open_job(client, job_id))
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    spec = summary["spec"]
+    acc = summary["test_accuracy"]
+    click.echo(f"job {job_id}: {summary['status']}  model {spec['model']} on {spec['dataset']}  rule {spec['rule']['kind']}")
+    click.echo(f"  version {summary['versions']}  accepted {summary['accepted_pushes']}  rejected "
+               f"{summary['rejected_pushes']}  invalid {summary['invalid_pushes']}  of "
+               f"{spec['epochs']} x {len(range(0, spec['n_train'], spec['subset_size']))} subsets")
+    click.echo(f"  test accuracy {acc:.4f}" if acc is not None else "  no evaluation yet")
+    for name, w in summary["workers"].items():
+        click.echo(f"  {name}: {int(w['tasks'])} tasks, {w['samples_per_second']:.0f} samples/s")
+    if summary["error"]:
+        click.echo(f"  error: {summary['error']}")
+
+
+@click.command()
+@click.argument("job_id")
+@redis_url_option
+@click.option("--out", "out_dir", default=None, help="Where to write the results (default ./bpt-runs/JOB).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON line.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def wait(settings, job_id, redis_url, out_dir, as_json, quiet):
+    """Follow a job with a progress bar until it ends, then write its model and metrics."""
+    settings, client = connect_for(settings, redis_url)
+    store = open_job(client, job_id)
+    state = follow(store, settings.poll_seconds, show=not quiet)
+    finish(store, state, out_dir or os.path.join(settings.out_dir, job_id), as_json)
+
+
+@click.command()
+@redis_url_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs(settings, redis_url, as_json):
+    """List the jobs on a Redis server."""
+    _, client = connect_for(settings, redis_url)
+    rows = []
+    for job_id in list_jobs(client):
+        try:
+            state = JobStore(client, job_id).state()
+        except UnknownJob:  # deleted between the two reads
+            continue
+        rows.append({"job_id": job_id, "status": state.get("status", "?"), "accepted": state.get("accepted", 0),
+                     "test_accuracy": state.get("test_accuracy"), "created": state.get("created", 0)})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'JOB':<26}{'STATUS':<11}{'PUSHES':>8}{'ACCURACY':>10}  CREATED")
+    for r in rows:
+        acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+        click.echo(f"{r['job_id']:<26}{r['status']:<11}{r['accepted']:>8}{acc:>10}  "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['created']))}")
+
+
+@click.command()
+@click.argument("job_id")
+@redis_url_option
+@click.pass_obj
+def cancel(settings, job_id, redis_url):
+    """Cancel a job: workers skip its remaining subsets; staged data is freed."""
+    _, client = connect_for(settings, redis_url)
+    store = open_job(client, job_id)
+    if store.status() in FINISHED:
+        click.echo(f"job {job_id} already {store.status()}")
+        return
+    store.finish("cancelled", error="cancelled by user")
+    store.log("cancelled")
+    store.drop_staged_data()
+    click.echo(f"job {job_id} cancelled")
+
+
+@click.command()
+@redis_url_option
+@click.option("--delete-finished", is_flag=True, help="Also delete finished jobs entirely (results included).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def gc(settings, redis_url, delete_finished, as_json):
+    """Free Redis memory that ended jobs left behind (staged data, wave bookkeeping, orphan keys)."""
+    _, client = connect_for(settings, redis_url)
+    report = collect_garbage(client, delete_finished)
+    click.echo(json.dumps(report) if as_json else
+               f"cleaned {report['finished_jobs_cleaned']} finished jobs, deleted {report['jobs_deleted']} jobs "
+               f"and {report['orphan_keys']} orphan keys")
+
+
+@click.command()
+@redis_url_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def workers(settings, redis_url, as_json):
+    """List the workers that have trained or beaten their heartbeat on this Redis server."""
+    from bpt.broker.worker_registry import workers as registered
+
+    settings, client = connect_for(settings, redis_url)
+    now = time.time()
+    rows = [{"worker": name, **w, "state": "alive" if now - w["heartbeat"] <= settings.heartbeat_timeout else "dead"}
+            for name, w in registered(client).items()]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'WORKER':<28}{'HOST':<14}{'STATE':<7}{'SAMPLES/S':>10}{'TASKS':>7}  LAST HEARTBEAT")
+    for r in rows:
+        rate = f"{r['rate']:.0f}" if r["rate"] else "-"
+        click.echo(f"{r['worker']:<28}{r['host']:<14}{r['state']:<7}{rate:>10}{r['tasks']:>7}  "
+                   f"{now - r['heartbeat']:.1f}s ago")

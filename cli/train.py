@@ -1,0 +1,153 @@
+"""`bpt train`: check a job, then run it on a private local cluster or submit it to Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+
+import click
+
+from bpt import datasets, merge, models
+from bpt.errors import ConfigError
+from bpt.prepare import JobChoices, prepare
+from bpt.broker.connection import connect
+from bpt.broker.redis_server import PrivateRedis
+
+from .follow import finish, follow
+
+
+def load_config(ctx, param, path):
+    """Eager: read a TOML file whose keys are train's option names, as defaults for the flags."""
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    known = {p.name for p in ctx.command.params if p.name not in ("config",)}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}; "
+                          "keys are train's option names, e.g. epochs, batch_size")
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return path
+
+
+@click.command()
+@click.option("--config", type=click.Path(dir_okay=False), callback=load_config, is_eager=True, expose_value=False,
+              help="A TOML file of option values (keys as the option names); flags on the command line win.")
+@click.option("--dataset", "-d", default="digits", show_default=True,
+              help=f"{', '.join(datasets.BUILTIN)}, or a path to an .npz with arrays x and y.")
+@click.option("--model", "-m", type=click.Choice(sorted(models.REGISTRY)), default=None,
+              help="Model from the registry (default: chosen by image size).")
+@click.option("--epochs", "-e", type=int, default=None, help="Passes over the training data (default: 20 for digits, else 5).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate.")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/32 within 128..2048).")
+@click.option("--rule", type=click.Choice(merge.RULES), default="agwu", show_default=True,
+              help="Global update: AGWU, plain async, or synchronous rounds.")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="AGWU contribution scale.")
+@click.option("--gamma", type=float, default=0.5, show_default=True, help="AGWU staleness decay, in (0, 1].")
+@click.option("--s-max", type=int, default=None, help="Reject pushes staler than this (default 2 x workers).")
+@click.option("--partition", type=click.Choice(["greedy", "idpa", "static"]), default="greedy", show_default=True,
+              help="How subsets reach workers: a shared queue, IDPA increments sized by measured throughput "
+                   "(the scheduler task), or a static equal split.")
+@click.option("--eval-every", type=int, default=0, help="Evaluate the test split every N versions (default: once an epoch).")
+@click.option("--samples", type=int, default=None, help="digits-aug / synthetic: training samples to generate.")
+@click.option("--image-size", type=int, default=None, help="synthetic: image side length (default 28).")
+@click.option("--channels", type=int, default=1, show_default=True, help="synthetic: image channels.")
+@click.option("--classes", type=int, default=10, show_default=True, help="synthetic: classes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", "-w", type=int, default=None,
+              help="Local worker processes (embedded); expected workers (with --redis-url). Default: one per core.")
+@click.option("--threads", type=int, default=None, help="Threads per local worker for the inner layer (default 1).")
+@click.option("--inner", type=click.Choice(["auto", "torch", "tasks"]), default="auto", show_default=True,
+              help="Inner-layer strategy: PyTorch's intra-op threads, or bpt's micro-batch tasks (a worker's --inner wins).")
+@click.option("--redis-url", envvar="BPT_REDIS_URL", default=None,
+              help="Use this Redis and its workers (or BPT_REDIS_URL). Without it, bpt starts a private "
+                   "Redis server and local workers, and stops them after.")
+@click.option("--detach", is_flag=True, help="Print the job id and return (needs --redis-url).")
+@click.option("--out", "out_dir", default=None, help="Where to write model.safetensors and metrics.json (default ./bpt-runs/JOB).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON line.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
+          partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, inner, redis_url, detach,
+          out_dir, as_json, quiet):
+    """Train a model on a data set with AGWU across Celery workers.
+
+    With no Redis URL this runs everything here: a private redis-server on a free loopback
+    port and one worker process per core, all stopped when it ends (also on Ctrl-C).
+    """
+    settings = settings.override(redis_url=redis_url, workers=workers, threads=threads)  # validates them
+    if detach and settings.redis_url is None:
+        raise ConfigError("--detach needs --redis-url: the embedded Redis server stops when bpt train returns")
+    for name, value in (("batch size", batch_size), ("samples", samples), ("image size", image_size),
+                        ("channels", channels), ("classes", classes)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    choices = JobChoices(
+        dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed),
+        model=model, epochs=epochs, subset_size=subset_size, batch_size=batch_size, lr=lr, momentum=momentum,
+        rule=rule, alpha=alpha, gamma=gamma, s_max=s_max, eval_every=eval_every, seed=seed,
+        workers=settings.workers, inner=inner, partition=partition,
+    )
+    spec, data, weights = prepare(choices)  # every check on the job happens before any server starts
+    interrupted = _catch_ctrl_c()
+    out_dir = out_dir or os.path.join(settings.out_dir, spec.job_id)
+    with contextlib.ExitStack() as stack:
+        alive = None
+        if settings.redis_url is None:
+            from bpt.workers.launcher import LocalWorkers
+
+            if not quiet:
+                click.echo(f"starting a private Redis server and {settings.workers} local workers ...", err=True)
+            server = stack.enter_context(PrivateRedis())
+            settings = dataclasses.replace(settings, redis_url=server.url)
+            local = stack.enter_context(LocalWorkers(settings, settings.workers))
+            alive = lambda: local.alive() > 0  # noqa: E731
+            if interrupted:  # a library swallowed the KeyboardInterrupt while the workers started
+                raise KeyboardInterrupt
+        from bpt.workers.app import make_app
+        from bpt.workers.submit import submit
+
+        client = connect(settings.redis_url, settings.connect_timeout)
+        app = make_app(settings)
+        stack.callback(app.close)
+        store = submit(app, client, settings, spec, data, weights)
+        if detach:
+            click.echo(spec.job_id)
+            return
+        if not quiet:
+            click.echo(f"job {spec.job_id}: {spec.model} on {spec.dataset}, {spec.epochs} epochs x "
+                       f"{spec.n_subsets} subsets, rule {spec.rule.kind}", err=True)
+        try:
+            state = follow(store, settings.poll_seconds, show=not quiet, alive=alive)
+        except KeyboardInterrupt:
+            if alive is None:
+                click.echo(f"\nstopped following; job {spec.job_id} goes on: `bpt wait {spec.job_id}` "
+                           f"reattaches, `bpt cancel {spec.job_id}` stops it", err=True)
+            raise
+        finish(store, state, out_dir, as_json)
+
+
+def _catch_ctrl_c() -> list:
+    """Make Ctrl-C raise KeyboardInterrupt and remember it, also where SIGINT was inherited as
+    ignored (a background job) or a library swallows the exception; returns the record."""
+    seen = []
+
+    def on_sigint(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return seen

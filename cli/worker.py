@@ -1,0 +1,38 @@
+"""`bpt worker`: serve training tasks from a Redis server."""
+
+from __future__ import annotations
+
+import click
+
+from bpt.errors import ConfigError
+from bpt.broker.connection import connect
+
+
+@click.command()
+@click.option("--redis-url", envvar="BPT_REDIS_URL", help="redis://[:PASSWORD@]HOST:PORT/DB (or BPT_REDIS_URL).")
+@click.option("--name", default=None, help="Worker name, NAME@HOST (default bpt@<hostname>).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Training processes in this worker.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Inner-layer threads per training process (BPT_THREADS, default 1).")
+@click.option("--inner", type=click.Choice(["auto", "torch", "tasks"]), default=None,
+              help="Inner-layer strategy for this worker, overriding the job's (BPT_INNER).")
+@click.option("--slowdown", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
+              help="Emulate a node F times slower: sleep (F-1) x the measured compute time after each subset.")
+@click.option("--queues", "-Q", default="bpt.train", show_default=True,
+              help="Comma-separated queues to consume (the training queue is bpt.train).")
+@click.option("--loglevel", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_obj
+def worker(settings, redis_url, name, concurrency, threads, inner, slowdown, queues, loglevel):
+    """Start a worker that trains subsets for any job on this Redis server.
+
+    It needs nothing but the Redis URL: job specs and data travel through Redis.
+    """
+    from bpt.workers.worker import default_name, run_worker
+
+    settings = settings.override(redis_url=redis_url, threads=threads, inner=inner)
+    if settings.redis_url is None:
+        raise ConfigError("bpt worker needs --redis-url or BPT_REDIS_URL")
+    connect(settings.redis_url, settings.connect_timeout).close()  # fail fast with a clear message
+    run_worker(settings, name or default_name(), concurrency, loglevel.upper(), slowdown, queues)

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from bpt import merge
+from bpt.errors import ConfigError
+
+
+def w(*values):
+    return {"a": np.array(values, dtype=np.float32)}
+
+
+def test_accuracy_weight_is_relative_to_recent_mean_and_clipped():
+    assert merge.accuracy_weight(0.9, [0.6, 0.9, 0.9]) == pytest.approx(0.9 / 0.8)
+    assert merge.accuracy_weight(0.9, [0.1, 0.2]) == 2.0  # 6x the mean, clipped to 2
+    assert merge.accuracy_weight(0.0, [0.5]) == 0.0
+    assert merge.accuracy_weight(0.7, []) == 1.0  # no history: counts as average
+
+
+def test_agwu_contribution_hand_computed():
+    rule = merge.MergeRule("agwu", alpha=0.8, gamma=0.5, s_max=3)
+    assert merge.contribution(rule, 0, 1.0) == pytest.approx(0.8)
+    assert merge.contribution(rule, 2, 1.5) == pytest.approx(0.8 * 0.25 * 1.5)  # 0.3
+    assert merge.contribution(rule, 3, 1.0) == pytest.approx(0.1)
+    assert merge.contribution(rule, 4, 1.0) is None  # staler than s_max: rejected
+
+
+def test_plain_async_ignores_staleness_and_accuracy_within_the_bound():
+    rule = merge.MergeRule("async", alpha=1.0, gamma=0.5, s_max=5)
+    assert merge.contribution(rule, 5, 0.1) == 1.0
+    assert merge.contribution(rule, 6, 1.0) is None
+
+
+def test_apply_delta_hand_computed():
+    out = merge.apply_delta(w(1.0, 2.0), w(4.0, -2.0), 0.25)
+    np.testing.assert_allclose(out["a"], [2.0, 1.5])
+    assert out["a"].dtype == np.float32
+
+
+def test_apply_delta_counts_integer_buffers_unscaled():
+    weights = {"n": np.array(10, dtype=np.int64), "a": np.zeros(2, np.float32)}
+    delta = {"n": np.array(4, dtype=np.int64), "a": np.ones(2, np.float32)}
+    assert merge.apply_delta(weights, delta, 0.5)["n"] == 14
+
+
+def test_sync_merge_weights_by_q_times_samples():
+    # q n = (1 * 10, 3 * 30) = (10, 90): W + (10 * 1 + 90 * 2) / 100 = 1 + 1.9
+    out = merge.sync_merge(w(1.0), [w(1.0), w(2.0)], [10, 30], [1.0, 3.0])
+    np.testing.assert_allclose(out["a"], [2.9])
+
+
+def test_sync_merge_with_all_zero_accuracy_falls_back_to_samples():
+    out = merge.sync_merge(w(0.0), [w(1.0), w(3.0)], [1, 3], [0.0, 0.0])
+    np.testing.assert_allclose(out["a"], [2.5])
+
+
+def test_layout_mismatch_is_refused():
+    with pytest.raises(ValueError, match="shape"):
+        merge.apply_delta(w(1.0, 2.0), w(1.0), 1.0)
+    with pytest.raises(ValueError, match="names"):
+        merge.apply_delta(w(1.0), {"b": np.zeros(1, np.float32)}, 1.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"kind": "hogwild"}, {"gamma": 0.0}, {"gamma": 1.5}, {"alpha": 0}, {"s_max": -1}])
+def test_invalid_rules_are_refused(kwargs):
+    with pytest.raises(ConfigError):
+        merge.MergeRule(**kwargs)

@@ -1,0 +1,60 @@
+import dataclasses
+
+import pytest
+import torch
+
+from bpt import models
+from bpt.errors import ConfigError
+from bpt.jobspec import JobSpec
+
+
+@pytest.mark.parametrize("name,shape", [("digits-cnn", (1, 8, 8)), ("lenet5", (1, 28, 28)), ("resnet-small", (3, 32, 32))])
+def test_registry_models_give_one_logit_per_class(name, shape):
+    model = models.build_model(name, shape, 7, seed=0)
+    assert model(torch.zeros(2, *shape)).shape == (2, 7)
+
+
+def test_model_for_size_picks_the_natural_model():
+    assert [models.model_for_size(s) for s in (8, 28, 32)] == ["digits-cnn", "lenet5", "resnet-small"]
+
+
+def test_unknown_model_and_wrong_size_are_refused():
+    with pytest.raises(ConfigError, match="unknown model 'os.system'"):
+        models.build_model("os.system", (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="takes 8x8"):
+        models.build_model("digits-cnn", (1, 28, 28), 10)
+
+
+def spec(**kw):
+    return JobSpec(job_id="j1", dataset="digits", model="digits-cnn", input_shape=(1, 8, 8), num_classes=10,
+                   n_train=1000, **kw)
+
+
+def test_spec_json_round_trip():
+    s = spec(epochs=3)
+    assert JobSpec.from_json(s.to_json()) == s
+
+
+def test_spec_with_unexpected_or_missing_fields_is_refused():
+    import json
+
+    raw = json.loads(spec().to_json())
+    raw["module"] = "os"
+    with pytest.raises(ConfigError, match="unexpected \\['module'\\]"):
+        JobSpec.from_json(json.dumps(raw))
+    del raw["module"], raw["epochs"]
+    with pytest.raises(ConfigError, match="missing \\['epochs'\\]"):
+        JobSpec.from_json(json.dumps(raw))
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("workers", -1), ("subset_size", 0)])
+def test_spec_refuses_non_positive_numbers(field, value):
+    with pytest.raises(ConfigError, match=field):
+        spec(**{field: value})
+
+
+def test_spec_counts_tasks_and_sync_waves():
+    s = spec(epochs=2, subset_size=100, workers=3)
+    assert s.n_subsets == 10 and s.total_tasks == 20 and s.wave_size is None
+    sync = dataclasses.replace(s, rule=dataclasses.replace(s.rule, kind="sync"))
+    assert sync.wave_size == 3 and len(sync.waves(0)) == 4

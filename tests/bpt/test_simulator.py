@@ -1,0 +1,32 @@
+import pytest
+
+from bpt.simulator import SimConfig, ideal_bound, simulate
+
+
+def test_ideal_bound_without_and_with_failures_and_joins():
+    assert ideal_bound(1000, [100.0, 400.0], {}, {}) == pytest.approx(2.0)
+    # node 1 (400/s) dies at t=1: 500 done by then, the rest at 100/s takes 5 s more
+    assert ideal_bound(1000, [100.0, 400.0], {}, {1: 1.0}) == pytest.approx(6.0)
+    # node 1 joins at t=1: 100 done by then, the other 900 at 500/s
+    assert ideal_bound(1000, [100.0, 400.0], {1: 1.0}, {}) == pytest.approx(2.8)
+
+
+def test_simulation_is_seeded_and_deterministic():
+    cfg = SimConfig(nodes=20, samples_per_node=20_000, failures=0.1, seed=3)
+    assert simulate(cfg, "idpa") == simulate(cfg, "idpa")
+
+
+@pytest.mark.parametrize("failures,joins", [(0.0, 0.0), (0.1, 0.0), (0.0, 0.2), (0.1, 0.1)])
+def test_idpa_stays_near_the_bound_and_beats_the_baselines(failures, joins):
+    cfg = SimConfig(nodes=40, samples_per_node=50_000, failures=failures, joins=joins, seed=1)
+    static, greedy, idpa = (simulate(cfg, p) for p in ("static", "greedy", "idpa"))
+    assert idpa.ratio < 1.08
+    assert idpa.ratio < greedy.ratio and idpa.ratio < static.ratio
+    if failures:
+        assert idpa.reassigned_samples > 0  # the dead nodes' work was handed out again
+
+
+def test_equal_nodes_make_every_policy_near_ideal():
+    cfg = SimConfig(nodes=8, dist="constant", samples_per_node=20_000, overhead=0.0, transfer=0.0, chunk=2000)
+    for policy in ("static", "greedy", "idpa"):
+        assert simulate(cfg, policy).ratio < 1.03

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from bpt.datasets import DatasetSpec
+from bpt.errors import DataError, UnknownJob
+from bpt.prepare import JobChoices, prepare
+from bpt.broker.job_store import JobStore, list_jobs
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id="unused")
+
+
+def keys_of(client, job_id):
+    return list(client.scan_iter(match=f"bpt:job:\\{{{job_id}\\}}:*"))
+
+
+def test_create_stages_everything_and_rows_come_back_by_range(client, job_id, prepared):
+    spec, data, weights = prepared
+    spec = type(spec)(**{**spec.__dict__, "job_id": job_id})
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    assert store.spec() == spec and store.status() == "queued" and job_id in list_jobs(client)
+    np.testing.assert_array_equal(store.rows("x_train", 10, 20), data.x_train[10:20])
+    np.testing.assert_array_equal(store.rows("y_train", 0, 5), data.y_train[:5])
+    with pytest.raises(DataError, match="outside"):
+        store.rows("x_train", 0, len(data.x_train) + 1)
+    assert store.delete() > 0 and keys_of(client, job_id) == [] and job_id not in list_jobs(client)
+
+
+def test_data_over_the_staging_limit_is_refused_and_nothing_written(client, job_id, prepared):
+    spec, data, weights = prepared
+    spec = type(spec)(**{**spec.__dict__, "job_id": job_id})
+    with pytest.raises(DataError, match="over the 0 MiB"):
+        JobStore.create(client, spec, data, weights, max_staged_bytes=1000)
+    assert keys_of(client, job_id) == [] and job_id not in list_jobs(client)
+
+
+def test_unknown_job_is_a_clear_error(client):
+    with pytest.raises(UnknownJob, match="no job 'nope'"):
+        JobStore(client, "nope").spec()

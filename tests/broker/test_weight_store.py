@@ -1,0 +1,159 @@
+"""The weight store's invariants, each against a real Redis server."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from bpt.merge import MergeRule
+from bpt.broker.connection import connect
+from bpt.broker.weight_store import WeightStore
+
+N = 1000  # floats per tensor
+PLAIN = MergeRule("async", alpha=1.0, gamma=1.0, s_max=10**9)
+
+
+def ones():
+    return {"w": np.ones(N, np.float32), "b": np.ones(3, np.float32)}
+
+
+def zeros():
+    return {"w": np.zeros(N, np.float32), "b": np.zeros(3, np.float32)}
+
+
+def total(weights):
+    return float(sum(v.sum(dtype=np.float64) for v in weights.values()))
+
+
+@pytest.fixture
+def store(client, job_id):
+    s = WeightStore(client, job_id)
+    s.initialize(zeros())
+    return s
+
+
+def push(store, pulled_version, epoch, subset, rule=PLAIN, delta=None, accuracy=0.9):
+    return store.push(rule=rule, pulled_version=pulled_version, delta=delta or ones(), accuracy=accuracy,
+                      epoch=epoch, wave=0, subset=subset)
+
+
+def test_pull_returns_initial_version(store):
+    pulled = store.pull()
+    assert pulled.version == 0 and total(pulled.weights) == 0
+
+
+def test_concurrent_pushers_version_grows_by_exactly_one_per_push(redis_url, store):
+    """16 pushers x 500 pushes: version 8000 and every delta counted exactly once."""
+    pushers, each = 16, 500
+    errors = []
+
+    def run(p):
+        own = WeightStore(connect(redis_url), store.keys.job_id)
+        try:
+            for i in range(each):
+                result = push(own, own.version(), epoch=p, subset=i)
+                assert result.status == "accepted"
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in range(pushers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    final = store.pull()
+    assert final.version == pushers * each
+    assert total(final.weights) == pushers * each * (N + 3)
+    assert store.client.hget(store.keys.state, "accepted") == str(pushers * each).encode()
+
+
+def test_concurrent_puller_never_sees_a_mix_of_versions(redis_url, store):
+    """Every pushed delta is all ones, so version v must hold exactly v * (N + 3) in total."""
+    stop = threading.Event()
+    seen, torn = [], []
+
+    def pull_loop():
+        own = WeightStore(connect(redis_url), store.keys.job_id)
+        while not stop.is_set():
+            p = own.pull()  # verifies the per-version checksum too
+            seen.append(p.version)
+            if total(p.weights) != p.version * (N + 3):
+                torn.append(p.version)
+
+    def push_loop(p):
+        own = WeightStore(connect(redis_url), store.keys.job_id)
+        for i in range(150):
+            push(own, own.version(), epoch=p, subset=i)
+
+    pullers = [threading.Thread(target=pull_loop) for _ in range(4)]
+    pushers = [threading.Thread(target=push_loop, args=(p,)) for p in range(4)]
+    for t in pullers + pushers:
+        t.start()
+    for t in pushers:
+        t.join()
+    stop.set()
+    for t in pullers:
+        t.join()
+    assert not torn
+    assert len(set(seen)) > 10  # the pullers really ran while versions moved
+    assert store.pull().version == 600
+
+
+def test_duplicate_delivery_changes_nothing(store):
+    first = push(store, 0, epoch=3, subset=7)
+    again = push(store, 0, epoch=3, subset=7)
+    assert (first.status, again.status) == ("accepted", "duplicate")
+    pulled = store.pull()
+    assert pulled.version == 1 and total(pulled.weights) == N + 3
+    assert store.client.hget(store.keys.state, "duplicates") == b"1"
+    assert push(store, 1, epoch=4, subset=7).status == "accepted"  # same subset, next epoch
+
+
+def test_too_stale_push_is_rejected_and_counted(store):
+    rule = MergeRule("agwu", alpha=1.0, gamma=0.5, s_max=2)
+    for i in range(3):
+        push(store, store.version(), epoch=0, subset=i, rule=rule)
+    before = store.pull()
+    result = push(store, 0, epoch=0, subset=99, rule=rule)  # staleness 3 > 2
+    assert result.status == "rejected" and result.staleness == 3
+    after = store.pull()
+    assert after.version == before.version and total(after.weights) == total(before.weights)
+    assert store.client.hget(store.keys.state, "rejected") == b"1"
+    assert push(store, 0, epoch=0, subset=99, rule=rule).status == "duplicate"
+
+
+def test_agwu_damps_a_stale_push_by_gamma_to_the_staleness(store):
+    rule = MergeRule("agwu", alpha=1.0, gamma=0.5, s_max=8)
+    push(store, 0, epoch=0, subset=0, rule=rule, accuracy=0.8)  # fresh: scale 1 * q(=1, no history)
+    result = push(store, 0, epoch=0, subset=1, rule=rule, accuracy=0.8)  # staleness 1, q = 0.8/0.8
+    assert result.staleness == 1 and result.scale == pytest.approx(0.5)
+    np.testing.assert_allclose(store.pull().weights["w"], 1.5)
+    assert store.client.hgetall(store.keys.staleness) == {b"0": b"1", b"1": b"1"}
+
+
+@pytest.mark.parametrize("delta", [
+    {"w": np.full(N, np.nan, np.float32), "b": np.ones(3, np.float32)},
+    {"w": np.ones(N + 1, np.float32), "b": np.ones(3, np.float32)},
+    {"w": np.ones(N, np.float32)},
+])
+def test_nan_or_misshapen_delta_is_refused_and_weights_untouched(store, delta):
+    result = push(store, 0, epoch=0, subset=0, delta=delta)
+    assert result.status == "invalid"
+    pulled = store.pull()
+    assert pulled.version == 0 and total(pulled.weights) == 0
+    assert store.client.hget(store.keys.state, "invalid") == b"1"
+
+
+def test_sync_round_merges_once_into_one_version(store):
+    rule = MergeRule("sync")
+    for subset, value in ((0, 1.0), (1, 3.0)):
+        delta = {"w": np.full(N, value, np.float32), "b": np.zeros(3, np.float32)}
+        assert store.stage(delta=delta, samples=10, accuracy=0.5, epoch=0, wave=0, subset=subset).status == "accepted"
+    assert store.pull().version == 0  # nothing applied before the round is merged
+    first = store.commit_round(rule=rule, epoch=0, wave=0)
+    again = store.commit_round(rule=rule, epoch=0, wave=0)
+    assert (first.status, again.status) == ("accepted", "duplicate")
+    pulled = store.pull()
+    assert pulled.version == 1
+    np.testing.assert_allclose(pulled.weights["w"], 2.0)  # equal q and n: the mean delta

@@ -1,0 +1,205 @@
+"""The `bpt` command as a user runs it: a real process, real Redis, real workers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+BPT = [sys.executable, "-m", "bpt.cli"]
+
+
+def bpt(*args, env=None, timeout=180):
+    return subprocess.run(BPT + list(args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def bpt_keys(client):
+    return sorted(client.scan_iter(match="bpt:*"))
+
+
+def processes_with(marker):
+    """PIDs of live processes whose environment carries marker (our children inherit it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    with open(f"/proc/{pid}/stat") as s:
+                        if s.read().split(")")[-1].split()[0] != "Z":
+                            found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def redis_servers():
+    """PIDs of running redis-server processes (Redis rewrites its title, hiding its environment)."""
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"redis-server"):
+                    pids.add(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.fixture(scope="module")
+def bad_npz(tmp_path_factory):
+    d = tmp_path_factory.mktemp("npz")
+    np.savez(d / "labels.npz", x=np.zeros((40, 8, 8)), y=np.full(40, -3))
+    np.savez(d / "shape.npz", x=np.zeros((40, 12, 12)), y=np.zeros(40, int))
+    (d / "garbage.npz").write_bytes(b"PK\x03\x04 this is not a zip")
+    np.savez(d / "strings.npz", x=np.array([["a"] * 8] * 40), y=np.zeros(40, int))
+    np.savez(d / "nan.npz", x=np.full((40, 8, 8), np.nan), y=np.zeros(40, int))
+    np.savez(d / "empty.npz", x=np.zeros((0, 8, 8)), y=np.zeros(0, int))
+    np.savez(d / "noy.npz", x=np.zeros((40, 8, 8)))
+    np.savez(d / "floaty.npz", x=np.zeros((40, 8, 8)), y=np.full(40, 1.5))
+    full = (d / "labels.npz").read_bytes()
+    (d / "truncated.npz").write_bytes(full[: len(full) // 2])
+    (d / "unknown.toml").write_text("epochs = 2\nlearning_rate = 0.1\n")
+    (d / "broken.toml").write_text("epochs = = 2\n")
+    return d
+
+
+BAD_TRAIN = [
+    (["--model", "resnet-huge"], "Invalid value for '--model'"),
+    (["--dataset", "mnist"], "unknown data set 'mnist'"),
+    (["--dataset", "{d}/missing.npz"], "does not exist"),
+    (["--dataset", "{d}/garbage.npz"], "not a readable .npz"),
+    (["--dataset", "{d}/labels.npz"], "labels out of range"),
+    (["--dataset", "{d}/shape.npz", "--model", "digits-cnn"], "takes 8x8 images"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--workers", "0"], "workers must be a positive integer"),
+    (["--batch-size", "-4"], "batch size must be a positive integer"),
+    (["--batch-size", "10000000"], "batch size must be between"),
+    (["--gamma", "2"], "gamma must be in (0, 1]"),
+    (["--dataset", "{d}/strings.npz"], "x must be real numbers"),
+    (["--dataset", "{d}/nan.npz"], "NaN"),
+    (["--dataset", "{d}/empty.npz"], "needs at least 10 samples"),
+    (["--dataset", "{d}/noy.npz"], "missing array(s) y"),
+    (["--dataset", "{d}/floaty.npz"], "labels y must be integers"),
+    (["--dataset", "{d}/truncated.npz"], "not a readable .npz"),
+    (["--dataset", "synthetic", "--samples", "0"], "samples must be a positive integer"),
+    (["--subset-size", "0"], "subset size must be a positive integer"),
+    (["--lr", "-1"], "lr must be positive"),
+    (["--epochs", "-3"], "epochs must be a positive integer"),
+    (["--rule", "hogwild"], "Invalid value for '--rule'"),
+    (["--config", "{d}/unknown.toml"], "unknown key(s) learning_rate"),
+    (["--config", "{d}/broken.toml"], "is not valid TOML"),
+    (["--config", "{d}/missing.toml"], "cannot read config file"),
+    (["--redis-url", "http://127.0.0.1:6379"], "redis url must start with redis://"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_TRAIN, ids=[m for _, m in BAD_TRAIN])
+def test_bad_train_input_is_one_line_nonzero_and_writes_nothing(args, message, bad_npz, redis_url, client):
+    before = bpt_keys(client)
+    result = bpt("train", "--redis-url", redis_url, "--quiet", *[a.format(d=bad_npz) for a in args])
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    assert bpt_keys(client) == before
+
+
+def test_unreachable_redis_is_a_clear_error():
+    result = bpt("train", "--redis-url", "redis://127.0.0.1:1/0", "--quiet")
+    assert result.returncode == 4
+    assert result.stderr.strip().startswith("error: cannot reach Redis at redis://127.0.0.1:1/0")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["status", "wait", "cancel"])
+def test_unknown_job_id_is_a_clear_error(command, redis_url):
+    result = bpt(command, "no-such-job", "--redis-url", redis_url)
+    assert result.returncode == 5
+    assert result.stderr.strip() == "error: no job 'no-such-job' on this Redis server (see `bpt jobs`)"
+
+
+def test_garbage_where_weights_should_be_is_a_clear_error(client, redis_url, job_id):
+    from bpt.prepare import JobChoices, prepare
+    from bpt.datasets import DatasetSpec
+    from bpt.broker.job_store import JobStore
+
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    client.hset(store.keys.weights, mapping={"blob": b"\x80\x04garbage", "crc": "00000000"})
+    store.finish("done")
+    result = bpt("wait", job_id, "--redis-url", redis_url, "--quiet")
+    assert result.returncode == 7
+    assert result.stderr.strip() == f"error: global weights of job {job_id} fail their checksum"
+    store.delete()
+
+
+def test_config_file_values_are_used_and_flags_win(tmp_path, redis_url):
+    config = tmp_path / "job.toml"
+    config.write_text('epochs = 0\nbatch-size = 16\n')
+    result = bpt("train", "--config", str(config), "--redis-url", redis_url, "--quiet")
+    assert result.returncode == 2 and "epochs must be a positive integer, got 0" in result.stderr
+    result = bpt("train", "--config", str(config), "--epochs", "1", "--batch-size", "0", "--redis-url", redis_url)
+    assert "batch size must be a positive integer, got 0" in result.stderr
+
+
+def test_detach_without_redis_url_is_refused():
+    result = bpt("train", "--detach", env={"BPT_REDIS_URL": ""})
+    assert result.returncode == 2 and "--detach needs --redis-url" in result.stderr
+
+
+@pytest.mark.slow
+def test_detached_job_then_status_and_wait(workers, redis_url, tmp_path):
+    submitted = bpt("train", "--redis-url", redis_url, "--detach", "--epochs", "3", "--workers", "2")
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    status = bpt("status", job, "--redis-url", redis_url, "--json")
+    assert json.loads(status.stdout)["job_id"] == job
+    waited = bpt("wait", job, "--redis-url", redis_url, "--out", str(tmp_path), "--json", "--quiet")
+    assert waited.returncode == 0, waited.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test_accuracy", "versions", "accepted_pushes", "rejected_pushes", "staleness_histogram",
+                "wall_seconds", "samples_per_second", "workers"):
+        assert key in metrics
+    assert metrics["test_accuracy"] > 0.5 and metrics["status"] == "done"
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), "np") as f:
+        assert f.metadata()["model"] == "digits-cnn" and json.loads(f.metadata()["input_shape"]) == [1, 8, 8]
+    listed = bpt("jobs", "--redis-url", redis_url, "--json")
+    assert job in [row["job_id"] for row in json.loads(listed.stdout)]
+
+
+@pytest.mark.slow
+def test_embedded_run_writes_results_and_leaves_no_process(tmp_path):
+    marker, servers = f"BPT_TEST_MARKER_{uuid.uuid4().hex}", redis_servers()
+    result = bpt("train", "--dataset", "digits", "--epochs", "2", "--workers", "2", "--out", str(tmp_path),
+                 "--quiet", "--json", env={marker: "1", "BPT_REDIS_URL": ""})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "done"
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "metrics.json").exists()
+    assert processes_with(marker) == [] and redis_servers() == servers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when,processes_seen,settle", [("while starting", 2, 0.0), ("mid-job", 5, 1.0)])
+def test_ctrl_c_stops_every_process_it_started(tmp_path, when, processes_seen, settle):
+    marker, servers = f"BPT_TEST_MARKER_{uuid.uuid4().hex}", redis_servers()
+    proc = subprocess.Popen(BPT + ["train", "--epochs", "200", "--workers", "2", "--out", str(tmp_path)],
+                            env={**os.environ, marker: "1", "BPT_REDIS_URL": ""}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while len(processes_with(marker)) < processes_seen:  # mid-job: cli and 2 x (worker + pool process)
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+        time.sleep(0.05)
+    time.sleep(settle)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    time.sleep(0.5)
+    assert processes_with(marker) == [] and redis_servers() == servers

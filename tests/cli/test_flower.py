@@ -1,0 +1,79 @@
+"""Flower against a real job: its HTTP API, and its dashboard rendered by headless Chromium."""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from bpt.broker import processes
+
+pytestmark = pytest.mark.slow
+AUTH = "admin:" + "pw-for-tests"
+
+
+def get(url, auth=AUTH):
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
+@pytest.fixture(scope="module")
+def flower(workers, redis_url, tmp_path_factory):
+    port = processes.free_port()
+    log = tmp_path_factory.mktemp("flower") / "flower.log"
+    proc = processes.spawn([sys.executable, "-m", "bpt.cli", "flower", "--redis-url", redis_url, "--port", str(port)],
+                           str(log), env={**os.environ, "BPT_FLOWER_AUTH": AUTH})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            get(base + "/healthcheck", auth=None)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.3)
+    job = subprocess.run([sys.executable, "-m", "bpt.cli", "train", "--redis-url", redis_url, "--epochs", "2",
+                          "--quiet", "--json", "--out", str(tmp_path_factory.mktemp("out"))],
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    yield base, json.loads(job.stdout)["job_id"]
+    processes.stop(proc)
+
+
+def test_api_needs_credentials(flower):
+    base, _ = flower
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get(base + "/api/workers", auth=None)
+    assert refused.value.code == 401
+
+
+def test_api_lists_the_workers_and_the_jobs_tasks(flower, workers):
+    base, job = flower
+    _, body = get(base + "/api/workers?refresh=1")
+    assert set(workers.names) <= set(json.loads(body))
+    _, body = get(base + "/api/tasks?limit=1000")
+    tasks = [t for t in json.loads(body).values() if job in (t.get("kwargs") or "")]
+    assert tasks and all(t["name"] == "bpt.train_subset" for t in tasks)
+    assert {"'epoch'", "'subset'"} <= set(tasks[0]["kwargs"].replace(":", " ").split())
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_dashboard_renders_the_workers_in_headless_chromium(flower, workers, tmp_path):
+    base, _ = flower
+    url = base.replace("http://", f"http://{AUTH}@") + "/workers"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=5000"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+    for name in workers.names:
+        assert name in dom
+    assert "Online" in dom

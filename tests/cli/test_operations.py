@@ -1,0 +1,100 @@
+"""Job control as an operator uses it: pause/resume, logs, report, export, predict."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bpt import datasets, partition
+
+pytestmark = pytest.mark.slow
+
+
+def bpt(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "bpt.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def version(client, job):
+    return int(client.hget(f"bpt:job:{{{job}}}:weights", "version") or 0)
+
+
+@pytest.fixture(scope="module")
+def finished_job(workers, redis_url, tmp_path_factory):
+    """A job paused mid-way, resumed, and waited for: (job id, its output dir)."""
+    from bpt.broker.connection import connect
+
+    client = connect(redis_url)
+    out = tmp_path_factory.mktemp("job")
+    job = bpt("train", "--redis-url", redis_url, "--detach", "--epochs", "25").stdout.strip()
+    while version(client, job) < 5:
+        time.sleep(0.05)
+    assert bpt("pause", job, "--redis-url", redis_url).returncode == 0
+    time.sleep(1)  # running subsets finish
+    held = version(client, job)
+    time.sleep(3)
+    pytest.paused_versions = (held, version(client, job))
+    assert bpt("resume", job, "--redis-url", redis_url).returncode == 0
+    waited = bpt("wait", job, "--redis-url", redis_url, "--quiet", "--out", str(out))
+    assert waited.returncode == 0, waited.stderr
+    return job, out
+
+
+def test_pause_holds_the_version_and_resume_loses_nothing(finished_job, redis_url):
+    held, later = pytest.paused_versions
+    assert held == later  # nothing merged while paused
+    job, out = finished_job
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_subsets = len(partition.subsets(metrics["spec"]["n_train"], metrics["spec"]["subset_size"]))
+    assert metrics["accepted_pushes"] + metrics["rejected_pushes"] == 25 * n_subsets
+    assert metrics["samples_trained"] == 25 * metrics["spec"]["n_train"]  # each sample once per epoch
+    assert metrics["test_accuracy"] >= 0.95
+
+
+def test_logs_show_pushes_pauses_and_evaluations(finished_job, redis_url):
+    job, _ = finished_job
+    events = [json.loads(line) for line in bpt("logs", job, "--redis-url", redis_url, "--json", "-n", "2000").stdout.splitlines()]
+    kinds = {e["event"] for e in events}
+    assert {"submitted", "paused", "resumed", "push-accepted", "evaluated", "finished"} <= kinds
+    only = bpt("logs", job, "--redis-url", redis_url, "--event", "evaluated", "-n", "3").stdout.splitlines()
+    assert len(only) == 3 and all("evaluated" in line for line in only)
+
+
+def test_report_writes_plots_and_summary(finished_job, redis_url, tmp_path):
+    job, _ = finished_job
+    result = bpt("report", job, "--redis-url", redis_url, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for name in ("learning.png", "workers.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / name).stat().st_size > 10_000
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"# Job {job}" in summary and "test accuracy" in summary
+
+
+def test_export_then_predict_reproduces_the_test_accuracy(finished_job, redis_url, tmp_path):
+    job, out = finished_job
+    model = tmp_path / "m.safetensors"
+    assert bpt("export", job, "--redis-url", redis_url, "--out", str(model)).returncode == 0
+    data = datasets.digits(0)
+    np.savez(tmp_path / "x.npz", x=data.x_test[:, 0], y=data.y_test)
+    result = bpt("predict", str(model), "--npz", str(tmp_path / "x.npz"), "--json", "--out", str(tmp_path / "p.npy"))
+    assert result.returncode == 0, result.stderr
+    accuracy = json.loads(result.stdout)["accuracy"]
+    assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())["test_accuracy"])
+    assert np.load(tmp_path / "p.npy").shape == (len(data.y_test),)
+
+
+def test_predict_refuses_a_file_that_is_not_a_bpt_model(tmp_path):
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    result = bpt("predict", str(bogus), "--npz", "x.npz")
+    assert result.returncode == 7 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_pause_of_unknown_or_finished_job_is_refused(finished_job, redis_url):
+    job, _ = finished_job
+    assert bpt("pause", "nope", "--redis-url", redis_url).returncode == 5
+    finished = bpt("pause", job, "--redis-url", redis_url)
+    assert finished.returncode == 2 and "already done" in finished.stderr

@@ -1,0 +1,62 @@
+"""docker-compose.yml: valid, and in step with the CLI it runs."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bpt.cli.main import main
+from bpt.settings import Settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPOSE = os.path.join(ROOT, "docker-compose.yml")
+ENV = {"BPT_REDIS_PASSWORD": "example", "FLOWER_BASIC_AUTH": "admin:example"}
+
+
+@pytest.fixture(scope="module")
+def compose():
+    with open(COMPOSE) as f:
+        return yaml.safe_load(f)
+
+
+def test_services_are_there(compose):
+    assert {"redis", "worker", "flower", "cli"} <= set(compose["services"])
+    redis = compose["services"]["redis"]
+    assert "--appendonly" in redis["command"] and "--requirepass" in redis["command"]
+    assert "healthcheck" in redis
+    assert "ports" not in compose["services"]["worker"]  # scale without port clashes
+
+
+def test_commands_are_real_cli_commands_and_options(compose):
+    for name in ("worker", "flower"):
+        command = compose["services"][name]["command"]
+        options = [a.split("=")[0] for a in command if a.startswith("--")]
+        help_text = CliRunner().invoke(main, [command[0], "--help"]).output
+        assert all(o in help_text for o in options), (name, options)
+
+
+def test_environment_names_are_ones_bpt_reads(compose):
+    known = {Settings.ENV_PREFIX + f.upper() for f in Settings.__dataclass_fields__} | {"BPT_FLOWER_AUTH"}
+    for name in ("worker", "flower", "cli"):
+        env = compose["services"][name].get("environment", {})
+        assert set(env) <= known, set(env) - known
+
+
+def compose_tool():
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+@pytest.mark.skipif(compose_tool() is None,
+                    reason="neither docker-compose nor the docker compose plugin is installed (.ci/run installs docker-compose)")
+def test_docker_compose_config_validates():
+    tool = compose_tool()
+    result = subprocess.run(tool + ["-f", COMPOSE, "config", "-q"], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, **ENV}, timeout=60)
+    assert result.returncode == 0, result.stderr

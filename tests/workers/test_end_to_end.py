@@ -1,0 +1,80 @@
+"""Whole jobs on real Celery worker processes and a real Redis server."""
+
+import time
+
+import pytest
+
+from bpt.datasets import DatasetSpec
+from bpt.prepare import JobChoices, prepare
+from bpt.broker.job_store import FINISHED, JobStore
+from bpt.workers.app import TRAIN_QUEUE, TRAIN_TASK
+from bpt.workers.flow import task_kwargs
+from bpt.workers.submit import submit
+
+pytestmark = pytest.mark.slow
+
+
+def run_job(app, client, settings, job_id, timeout=120, **choices):
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), workers=2, **choices), job_id=job_id)
+    store = submit(app, client, settings, spec, data, weights)
+    deadline = time.monotonic() + timeout
+    while store.status() not in FINISHED:
+        assert time.monotonic() < deadline, f"job stuck: {store.state()}"
+        time.sleep(0.1)
+    return spec, store
+
+
+def test_digits_job_reaches_97_percent_with_consistent_counters(workers, app, client, settings, job_id):
+    spec, store = run_job(app, client, settings, job_id)
+    state = store.state()
+    assert state["status"] == "done", state
+    assert state["test_accuracy"] >= 0.97
+    assert state["accepted"] + state["rejected"] == spec.total_tasks
+    assert state["version"] == state["accepted"]  # one version per accepted push
+    assert sum(store.staleness_histogram().values()) == state["accepted"]
+    stats = store.worker_stats()
+    assert set(stats) == set(workers.names)  # both workers trained
+    assert sum(s["samples"] for s in stats.values()) == spec.epochs * spec.n_train
+    assert not client.exists(store.keys.data("x_train"))  # staged data freed at the end
+
+
+def test_sync_rule_makes_one_version_per_round(workers, app, client, settings, job_id):
+    spec, store = run_job(app, client, settings, job_id, rule="sync", epochs=4)
+    state = store.state()
+    assert state["status"] == "done"
+    assert state["version"] == sum(len(spec.waves(e)) for e in range(spec.epochs))
+    assert state["test_accuracy"] >= 0.8
+
+
+def test_duplicate_delivery_of_a_task_changes_nothing(workers, app, client, settings, job_id):
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), workers=2, epochs=1), job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    subset = spec.waves(0)[0][0]
+    for _ in range(2):  # Celery delivering the same subset twice, e.g. after a visibility timeout
+        app.send_task(TRAIN_TASK, kwargs=task_kwargs(job_id, 0, 0, subset), queue=TRAIN_QUEUE)
+    deadline = time.monotonic() + 60
+    while store.state().get("accepted", 0) + store.state().get("duplicates", 0) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    state = store.state()
+    version = client.hget(store.keys.weights, "version")
+    assert (state["accepted"], state["duplicates"], version) == (1, 1, b"1")
+    store.delete()
+
+
+def test_task_with_unexpected_fields_is_not_run(workers, app, client, settings, job_id):
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), workers=2, epochs=1), job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    app.send_task(TRAIN_TASK, args=[job_id, 0, 0, 0], kwargs={"module": "os"}, queue=TRAIN_QUEUE)
+    app.send_task(TRAIN_TASK, args=[job_id, 0, 0, spec.n_subsets + 5], queue=TRAIN_QUEUE)
+    time.sleep(2)
+    assert client.hget(store.keys.weights, "version") == b"0"
+    assert store.status() == "queued"  # refused, not failed
+    store.delete()
+
+
+def test_job_with_task_inner_layer_trains_and_workers_report_it(workers, app, client, settings, job_id):
+    spec, store = run_job(app, client, settings, job_id, epochs=8, inner="tasks")
+    assert store.state()["test_accuracy"] >= 0.8
+    stats = store.worker_stats()
+    assert {s["inner"] for s in stats.values()} == {"tasks/1"}  # strategy / threads of each worker

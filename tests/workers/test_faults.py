@@ -1,0 +1,131 @@
+"""Faults injected into real processes: dead workers, a restarted Redis, a dead client.
+
+Each test runs its own private Redis and workers, since it breaks them."""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bpt.datasets import DatasetSpec
+from bpt.prepare import JobChoices, prepare
+from bpt.settings import Settings
+from bpt.broker.connection import connect
+from bpt.broker.job_store import FINISHED
+from bpt.broker.redis_server import PrivateRedis
+from bpt.workers.app import make_app
+from bpt.workers.launcher import LocalWorkers
+from bpt.workers.submit import submit
+
+pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def cluster(slowdowns=(1.0, 1.0), visibility_timeout=600, appendonly=False):
+    with PrivateRedis(appendonly=appendonly) as server:
+        settings = Settings(redis_url=server.url, workers=2, visibility_timeout=visibility_timeout, poll_seconds=0.05)
+        with LocalWorkers(settings, len(slowdowns), slowdowns=list(slowdowns)) as workers:
+            app = make_app(settings)
+            try:
+                yield server, settings, app, workers
+            finally:
+                app.close()
+
+
+def start_job(server, settings, app, job_id, epochs=15):
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=epochs, workers=2), job_id=job_id)
+    return spec, submit(app, connect(server.url), settings, spec, data, weights)
+
+
+def wait_done(store, timeout=120):
+    deadline = time.monotonic() + timeout
+    while store.status() not in FINISHED:
+        assert time.monotonic() < deadline, store.state()
+        time.sleep(0.1)
+    return store.state()
+
+
+def wait_version(store, version, timeout=60):
+    deadline = time.monotonic() + timeout
+    while int(store.client.hget(store.keys.weights, "version") or 0) < version:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def active_task(app):
+    """(worker name, pool process pid) of a task running right now."""
+    for _ in range(50):
+        for name, tasks in (app.control.inspect(timeout=0.5).active() or {}).items():
+            if tasks:
+                return name, tasks[0]["worker_pid"]
+    raise AssertionError("no task was ever active")
+
+
+def assert_each_subset_applied_once(spec, store, state):
+    applied = store.client.hgetall(store.keys.applied)
+    assert len(applied) == spec.total_tasks  # one outcome per (epoch, subset), no more, no fewer
+    assert state["accepted"] + state["rejected"] == spec.total_tasks
+    assert state["version"] == state["accepted"]
+
+
+def test_kill_9_of_a_training_process_redelivers_its_subset(tmp_path):
+    with cluster(slowdowns=(6.0, 6.0)) as (server, settings, app, workers):
+        _, calm = start_job(server, settings, app, "calm")
+        undisturbed = wait_done(calm)
+        spec, store = start_job(server, settings, app, "killed")
+        wait_version(store, 20)
+        _, pid = active_task(app)
+        os.kill(pid, signal.SIGKILL)  # the pool process running the task; its worker lives on
+        state = wait_done(store)
+        assert state["status"] == "done"
+        assert_each_subset_applied_once(spec, store, state)
+    assert abs(state["test_accuracy"] - undisturbed["test_accuracy"]) <= 0.01 + 1e-9
+    assert state["test_accuracy"] >= 0.96
+
+
+def test_kill_9_of_a_whole_worker_redelivers_after_the_visibility_timeout():
+    with cluster(slowdowns=(6.0, 6.0), visibility_timeout=4) as (server, settings, app, workers):
+        spec, store = start_job(server, settings, app, "orphaned", epochs=6)
+        wait_version(store, 10)
+        name, _ = active_task(app)
+        victim = workers.procs[workers.names.index(name)]
+        os.killpg(victim.pid, signal.SIGKILL)  # the worker and its pool process, as a dead machine
+        state = wait_done(store, timeout=90)
+        assert state["status"] == "done"
+        assert_each_subset_applied_once(spec, store, state)
+
+
+def test_redis_restart_mid_job_loses_no_acknowledged_push():
+    with cluster(slowdowns=(4.0, 4.0), appendonly=True) as (server, settings, app, workers):
+        spec, store = start_job(server, settings, app, "restarted")
+        wait_version(store, 30)
+        before = int(store.client.hget(store.keys.weights, "version"))
+        server.restart()  # SIGTERM: Redis writes its AOF before it exits
+        after = int(connect(server.url).hget(store.keys.weights, "version"))
+        state = wait_done(store)
+        assert after >= before
+        assert state["status"] == "done"
+        assert_each_subset_applied_once(spec, store, state)
+
+
+def test_job_survives_its_client_and_wait_reattaches(workers, redis_url, tmp_path):
+    cli = subprocess.Popen([sys.executable, "-m", "bpt.cli", "train", "--redis-url", redis_url, "--epochs", "15"],
+                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    job = None
+    for line in cli.stderr:
+        match = re.match(r"job (\S+): ", line)
+        if match:
+            job = match.group(1)
+            break
+    cli.kill()
+    cli.wait()
+    assert job
+    waited = subprocess.run([sys.executable, "-m", "bpt.cli", "wait", job, "--redis-url", redis_url, "--quiet",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert waited.returncode == 0, waited.stderr
+    assert "done: test accuracy" in waited.stdout

@@ -1,0 +1,76 @@
+"""The scheduler task with real workers: IDPA ranges, and a dead worker's ranges moved."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from bpt.datasets import DatasetSpec
+from bpt.prepare import JobChoices, prepare
+from bpt.settings import Settings
+from bpt.broker.connection import connect
+from bpt.broker.job_store import FINISHED
+from bpt.broker.redis_server import PrivateRedis
+from bpt.broker.worker_registry import workers as registered
+from bpt.workers.app import make_app
+from bpt.workers.launcher import LocalWorkers
+from bpt.workers.submit import submit
+
+pytestmark = pytest.mark.slow
+
+
+def epoch_pieces(client, store, epoch):
+    """The ranges with an outcome (accepted or rejected) in this epoch: "epoch:start:end" fields."""
+    fields = (f.decode().split(":") for f in client.hkeys(store.keys.applied))
+    return sorted((int(s), int(e)) for ep, s, e in fields if int(ep) == epoch)
+
+
+def test_killing_one_of_three_workers_moves_its_ranges_and_trains_each_sample_once():
+    with PrivateRedis() as server:
+        settings = Settings(redis_url=server.url, workers=3, heartbeat_timeout=3.0, poll_seconds=0.05)
+        with LocalWorkers(settings, 3, slowdowns=[2.0, 2.0, 2.0]) as workers:
+            app = make_app(settings)
+            client = connect(server.url)
+            spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=8000), epochs=3, workers=3,
+                                                     partition="idpa"), job_id="killed-idpa")
+            store = submit(app, client, settings, spec, data, weights)
+            while int(client.hget(store.keys.weights, "version") or 0) < 8:
+                time.sleep(0.02)
+            victim = workers.procs[2]
+            os.killpg(victim.pid, signal.SIGKILL)  # the whole worker, as a dead machine
+            deadline = time.monotonic() + 120
+            while store.status() not in FINISHED:
+                assert time.monotonic() < deadline, store.state()
+                time.sleep(0.1)
+            state = store.state()
+            assert state["status"] == "done" and state["test_accuracy"] > 0.5
+            for epoch in range(spec.epochs):  # every sample exactly once per epoch, no overlaps
+                pieces = epoch_pieces(client, store, epoch)
+                covered = [i for s, e in pieces for i in range(s, e)]
+                assert sorted(covered) == list(range(spec.n_train)), epoch
+            moved = [e for e in store.events() if e["event"] == "reassigned"]
+            assert moved and all("no heartbeat from " + workers.names[2] in e["reason"] for e in moved)
+            stats = store.worker_stats()
+            assert sum(s["samples"] for n, s in stats.items()) >= spec.epochs * spec.n_train
+            assert registered(client)[workers.names[0]]["rate"] > 0  # measured throughput in the registry
+            app.close()
+
+
+def test_idpa_job_with_three_workers_gives_the_slow_one_less(tmp_path):
+    with PrivateRedis() as server:
+        settings = Settings(redis_url=server.url, workers=3, poll_seconds=0.05)
+        with LocalWorkers(settings, 3, slowdowns=[1.0, 1.0, 4.0]) as workers:
+            app = make_app(settings)
+            client = connect(server.url)
+            spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=8000), epochs=2, workers=3,
+                                                     partition="idpa"), job_id="uneven-idpa")
+            store = submit(app, client, settings, spec, data, weights)
+            while store.status() not in FINISHED:
+                time.sleep(0.1)
+            stats = store.worker_stats()
+            slow = stats[workers.names[2]]["samples"]
+            fast = min(stats[workers.names[0]]["samples"], stats[workers.names[1]]["samples"])
+            assert store.state()["status"] == "done"
+            assert slow < 0.6 * fast  # about 1/4 of a fast worker's share, with room for the probe
+            app.close()

@@ -1,0 +1,82 @@
+"""Local worker processes for the embedded mode and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from bpt.errors import BptError
+from bpt.settings import Settings
+from bpt.broker import processes
+
+from .app import make_app
+
+
+class LocalWorkers:
+    """K worker processes (one pool process each), named bpt-1@host ... bpt-K@host."""
+
+    def __init__(self, settings: Settings, count: int, slowdowns: list[float] | None = None,
+                 log_dir: str | None = None):
+        self.settings = settings
+        self.count = count
+        self.slowdowns = slowdowns or [1.0] * count
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="bpt-workers-")
+        self.procs = []
+        self.names = []
+
+    def start(self, timeout: float = 90.0) -> "LocalWorkers":
+        try:
+            self._spawn_all()
+            self.wait_ready(timeout)
+        except BaseException:  # Ctrl-C while starting too: __exit__ never runs if __enter__ fails
+            self.stop()
+            raise
+        return self
+
+    def _spawn_all(self) -> None:
+        env = dict(os.environ, BPT_REDIS_URL=self.settings.redis_url, BPT_THREADS=str(self.settings.threads),
+                   BPT_VISIBILITY_TIMEOUT=str(self.settings.visibility_timeout),
+                   BPT_HEARTBEAT_TIMEOUT=str(self.settings.heartbeat_timeout), PYTHONUNBUFFERED="1")
+        for i in range(1, self.count + 1):
+            name = f"bpt-{i}@{socket.gethostname()}"
+            argv = [sys.executable, "-m", "bpt.cli", "worker", "--name", name, "--concurrency", "1",
+                    "--slowdown", str(self.slowdowns[i - 1]), "--loglevel", "WARNING"]
+            self.procs.append(processes.spawn(argv, os.path.join(self.log_dir, f"worker-{i}.log"), env=env))
+            self.names.append(name)
+
+    def wait_ready(self, timeout: float) -> None:
+        app = make_app(self.settings)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                dead = [n for n, p in zip(self.names, self.procs) if p.poll() is not None]
+                if dead:
+                    raise BptError(f"worker {dead[0]} exited at start; see {self.log_dir}")
+                replies = app.control.ping(timeout=0.5)
+                seen = {name for reply in replies for name in reply}
+                if seen >= set(self.names):
+                    return
+            raise BptError(f"workers did not come up within {timeout:.0f}s; see {self.log_dir}")
+        finally:
+            app.close()
+
+    def alive(self) -> int:
+        return sum(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:  # ask all first, then wait: they shut down in parallel
+            if proc.poll() is None:
+                processes.signal_group(proc, signal.SIGTERM)
+        for proc in self.procs:
+            processes.stop(proc)
+        self.procs = []
+
+    def __enter__(self) -> "LocalWorkers":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,90 @@
+"""What one worker process keeps between tasks: its Redis client and per-job caches.
+
+Built lazily in the process that uses it (after Celery forks its pool), and keyed by
+job so a worker can serve several jobs. The local model and its stepper (optimizer
+state included) persist across a job's tasks: the momentum carries over from subset to subset, which is what
+lets asynchronous training match single-process accuracy (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from bpt import inner, models
+from bpt.jobspec import JobSpec
+from bpt.settings import Settings
+from bpt.broker import scripts
+from bpt.broker.connection import connect
+from bpt.broker.job_store import JobStore
+
+JOBS_CACHED = 2
+ROW_CACHE_BYTES = 512 * 2**20
+
+
+class JobCache:
+    """One job's spec, local model and optimizer, evaluation data and fetched rows."""
+
+    def __init__(self, store: JobStore, settings: Settings):
+        self.spec: JobSpec = store.spec()
+        self.model = models.build_model(self.spec.model, self.spec.input_shape, self.spec.num_classes)
+        self.inner = inner.resolve(settings.inner or self.spec.inner, self.spec.train.batch_size, settings.threads)
+        self.stepper = inner.make_stepper(self.inner, self.model, self.spec.train, settings.threads)
+        self.eval_model = models.build_model(self.spec.model, self.spec.input_shape, self.spec.num_classes)
+        self.x_val, self.y_val = store.array("x_val"), store.array("y_val")
+        self._test = None
+        self._rows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._row_bytes = 0
+
+    def test_data(self, store: JobStore) -> tuple[np.ndarray, np.ndarray]:
+        if self._test is None:
+            self._test = store.array("x_test"), store.array("y_test")
+        return self._test
+
+    def rows(self, store: JobStore, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        if (start, end) in self._rows:
+            return self._rows[(start, end)]
+        pair = store.rows("x_train", start, end), store.rows("y_train", start, end)
+        size = pair[0].nbytes + pair[1].nbytes
+        if self._row_bytes + size <= ROW_CACHE_BYTES:
+            self._rows[(start, end)] = pair
+            self._row_bytes += size
+        return pair
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, slowdown: float = 1.0):
+        self.settings = settings
+        self.slowdown = slowdown
+        self._pid = None
+        self._client = None
+        self._scripts = None
+        self._jobs: OrderedDict[str, JobCache] = OrderedDict()
+
+    def _ensure_process(self) -> None:
+        if self._pid != os.getpid():  # first use in this (forked) process
+            self._client = connect(self.settings.redis_url, self.settings.connect_timeout)
+            self._scripts = scripts.register(self._client)
+            self._jobs.clear()
+            self._pid = os.getpid()
+
+    @property
+    def client(self):
+        self._ensure_process()
+        return self._client
+
+    @property
+    def scripts(self) -> dict:
+        self._ensure_process()
+        return self._scripts
+
+    def job(self, store: JobStore) -> JobCache:
+        self._ensure_process()
+        if store.job_id not in self._jobs:
+            self._jobs[store.job_id] = JobCache(store, self.settings)
+            while len(self._jobs) > JOBS_CACHED:
+                self._jobs.popitem(last=False)
+        self._jobs.move_to_end(store.job_id)
+        return self._jobs[store.job_id]

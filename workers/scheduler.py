@@ -1,0 +1,188 @@
+"""The scheduler task: one round of IDPA (or the static baseline) for a job, re-armed
+every TICK seconds on the control queue while the job runs.
+
+Each round reads which ranges are done, the workers' heartbeats and measured throughputs,
+gives back the ranges of a worker that is dead (no heartbeat for the timeout) or far behind
+its predicted time, asks the policy for new assignments, and sends them to the workers' own
+queues. Its state (epoch, cursor, ranges given back, ranges outstanding) lives in Redis and
+is written with WATCH/MULTI: a round that raced another one writes nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import redis
+
+from bpt.idpa import IDPA, NodeView, Ranges, StaticSplit
+from bpt.broker import worker_registry
+from bpt.broker.job_store import FINISHED, JobStore, list_jobs
+from bpt.broker.weight_store import WeightStore
+
+from . import flow
+from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, worker_queue
+
+TICK = 0.1  # seconds between rounds (a round costs a few ms of Redis calls)
+SLOW_FACTOR = 4.0  # a range outstanding 4x longer than its worker's rate predicts is moved
+MIN_OVERDUE = 10.0  # ... but never before this many seconds
+HORIZON = 2.0  # at most this many seconds of queued work IDPA keeps on each worker ...
+HORIZON_SHARE = 0.1  # ... and at most this share of the predicted epoch time, so short epochs end together
+
+
+STALL_SECONDS = 2.0  # no round for this long: a worker's heartbeat thread starts a new chain
+
+
+def state_key(store: JobStore) -> str:
+    return store.keys.base + ":sched"
+
+
+def chain_key(store: JobStore) -> str:
+    """The id of the live chain of rounds; rounds of an older chain do not re-arm."""
+    return store.keys.base + ":sched-chain"
+
+
+def initial_state() -> dict:
+    return {"epoch": 0, "cursor": 0, "returned": [], "outstanding": {}, "probe_size": None, "rounds": 0,
+            "at": time.time()}
+
+
+def start(app, store: JobStore) -> None:
+    store.client.set(state_key(store), json.dumps(initial_state()))
+    new_chain(app, store)
+
+
+def new_chain(app, store: JobStore) -> None:
+    chain = uuid.uuid4().hex[:12]
+    store.client.set(chain_key(store), chain)
+    app.send_task(SCHEDULE_TASK, kwargs={"job_id": store.job_id, "chain": chain}, queue=CONTROL_QUEUE)
+
+
+def is_live_chain(client, job_id: str, chain: str | None) -> bool:
+    live = client.get(chain_key(JobStore(client, job_id)))
+    return chain is not None and live is not None and live.decode() == chain
+
+
+def revive_stalled(app, client: redis.Redis, now: float) -> list[str]:
+    """Start a new chain of rounds for every scheduled job whose rounds stopped: the message
+    of the next round is held by a worker that died (it comes back only after the visibility
+    timeout). Called from every worker's heartbeat thread; a short NX lock keeps it to one."""
+    revived = []
+    for job_id in list_jobs(client):
+        store = JobStore(client, job_id)
+        if store.status() not in ("queued", "running"):
+            continue
+        raw = client.get(state_key(store))
+        if raw is None or now - json.loads(raw).get("at", now) < STALL_SECONDS:
+            continue
+        if client.set(store.keys.base + ":revive", 1, nx=True, ex=int(STALL_SECONDS) + 1):
+            store.log("scheduler-revived", stalled_seconds=round(now - json.loads(raw)["at"], 1))
+            new_chain(app, store)
+            revived.append(job_id)
+    return revived
+
+
+def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: float) -> bool:
+    """One round; returns True if the job still needs rounds."""
+    store = JobStore(client, job_id)
+    status = store.status()
+    if status in FINISHED or status == "unknown":
+        return False
+    if status == "paused":
+        return True
+    spec = store.spec()
+    key = state_key(store)
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(key)
+            state = json.loads(pipe.get(key))
+            sends, finished = _plan(store, spec, state, heartbeat_timeout, time.time())
+            pipe.multi()
+            pipe.set(key, json.dumps(state))
+            pipe.execute()
+        except redis.WatchError:
+            return True  # another round got there first; nothing was sent
+    if finished:
+        flow.finish_job(store, WeightStore(client, job_id, script_table={}), spec)
+        return False
+    with app.producer_or_acquire() as producer:
+        for worker, start_, end in sends:
+            app.send_task(RANGE_TASK, kwargs={"job_id": job_id, "epoch": state["epoch"], "start": start_, "end": end},
+                          queue=worker_queue(worker), producer=producer)
+    return True
+
+
+def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
+    """Update state in place; return (assignments to send, job finished?)."""
+    client = store.client
+    state["rounds"] += 1
+    state["at"] = now
+    done = {m.decode() for m in client.smembers(store.keys.wave_done(state["epoch"], 0))}
+    outstanding = {k: v for k, v in state["outstanding"].items() if k not in done}
+    if sum(_size(k) for k in done) >= spec.n_train:  # epoch complete: plan the next one now
+        if state["epoch"] + 1 >= spec.epochs:
+            return [], True
+        store.log("epoch-done", epoch=state["epoch"], rounds=state["rounds"])
+        state.update(epoch=state["epoch"] + 1, cursor=0, returned=[], outstanding={})
+        store.set_fields(epoch=state["epoch"])
+        outstanding = {}
+
+    workers = worker_registry.workers(client)
+    alive = {n: w for n, w in workers.items() if now - w["heartbeat"] <= timeout}
+    returned = [tuple(r) for r in state["returned"]]
+    for piece, held in list(outstanding.items()):
+        worker, rate = held["worker"], (alive.get(held["worker"]) or {}).get("rate")
+        reason = None
+        if worker not in alive:
+            reason = f"no heartbeat from {worker} for {now - workers.get(worker, {}).get('heartbeat', 0):.1f}s"
+        elif rate and now - held["at"] > max(MIN_OVERDUE, SLOW_FACTOR * (_size(piece) / rate)):
+            reason = f"{worker} has held it {now - held['at']:.1f}s, {SLOW_FACTOR:g}x its predicted time"
+        if reason:
+            del outstanding[piece]
+            returned.append(_bounds(piece))
+            store.log("reassigned", epoch=state["epoch"], piece=piece, worker=worker, reason=reason)
+    for name in set(workers) - set(alive):
+        client.delete(worker_queue(name))  # drop its stale messages: their ranges were given back
+
+    ranges = Ranges(spec.n_train)
+    ranges.cursor = state["cursor"]
+    for start_, end in returned:
+        ranges.give_back(start_, end)
+    queued = {}
+    for held in outstanding.values():
+        queued[held["worker"]] = queued.get(held["worker"], 0) + held["end"] - held["start"]
+    views = [NodeView(n, w["rate"], queued.get(n, 0)) for n, w in sorted(alive.items())]
+    total_rate = sum(v.rate for v in views if v.rate)
+    horizon = min(HORIZON, HORIZON_SHARE * spec.n_train / total_rate) if total_rate else HORIZON
+    policy = _policy(spec, state, horizon)
+    new = policy.assign(ranges, views) if views else []
+    for a in new:
+        outstanding[f"{a.start}:{a.end}"] = {"worker": a.node, "start": a.start, "end": a.end, "at": now}
+    state.update(cursor=ranges.cursor, returned=list(ranges.returned), outstanding=outstanding)
+    if isinstance(policy, IDPA):
+        state["probe_size"] = policy.probe_size
+    return [(a.node, a.start, a.end) for a in new], False
+
+
+def _policy(spec, state: dict, horizon: float):
+    if spec.partition == "static":
+        policy = StaticSplit(chunk=spec.subset_size)
+        policy.done = state["cursor"] > 0  # the split is made once per epoch
+        return policy
+    # Tasks no larger than a subset: fewer, larger merges would cost accuracy (docs/heterogeneity.md).
+    policy = IDPA(horizon=horizon, min_chunk=min(64, spec.subset_size), max_chunk=spec.subset_size)
+    policy.probe_size = state["probe_size"] if state["epoch"] == 0 else spec.subset_size
+    if policy.probe_size is not None:
+        policy.probe_size = min(policy.probe_size, spec.subset_size)
+    return policy
+
+
+def _size(piece: str) -> int:
+    start, end = _bounds(piece)
+    return end - start
+
+
+def _bounds(piece: str) -> tuple[int, int]:
+    start, end = piece.split(":")
+    return int(start), int(end)

@@ -1,0 +1,28 @@
+"""Submitting a job: stage everything in Redis in one transaction, then release wave 0."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpt.datasets import Dataset
+from bpt.jobspec import JobSpec
+from bpt.settings import Settings
+from bpt.broker.job_store import JobStore
+
+from . import flow, scheduler
+
+
+def submit(app, client, settings: Settings, spec: JobSpec, data: Dataset,
+           initial_weights: dict[str, np.ndarray]) -> JobStore:
+    store = JobStore.create(client, spec, data, initial_weights, settings.max_staged_mb * 2**20)
+    try:
+        if spec.partition == "greedy":
+            flow.release_wave(app, spec, 0, 0)
+        else:
+            scheduler.start(app, store)
+    except BaseException:
+        store.delete()  # nothing half-written: a job whose tasks were never sent is removed
+        raise
+    store.set_fields(epoch=0)
+    store.log("submitted", subsets=spec.n_subsets, epochs=spec.epochs, rule=spec.rule.kind, partition=spec.partition)
+    return store

@@ -1,0 +1,106 @@
+"""Training one subnetwork on one piece of an epoch: pull, train locally, push, move on.
+
+A piece is either a subset of a wave (greedy partition: the task that completes a wave
+releases the next) or an index range handed out by the scheduler task (idpa, static)."""
+
+from __future__ import annotations
+
+import time
+
+from bpt import merge, training
+from bpt.errors import InvalidTask
+from bpt.broker import worker_registry
+from bpt.broker.job_store import FINISHED, JobStore
+from bpt.broker.weight_store import WeightStore
+
+from . import flow
+from .app import CONTROL_QUEUE, SCHEDULE_TASK
+from .runtime import WorkerRuntime
+
+
+class JobPaused(Exception):
+    """Raised before any work when the job is paused: the task is retried later."""
+
+
+def train_subset(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, wave: int,
+                 subset: int) -> dict:
+    store, cache = _open(runtime, job_id)
+    if cache is None:
+        return {"skipped": store.status()}
+    spec = cache.spec
+    if spec.partition != "greedy" or not (0 <= epoch < spec.epochs and 0 <= wave < len(spec.waves(epoch))
+                                          and subset in spec.waves(epoch)[wave]):
+        raise InvalidTask(f"subset {subset} of wave {wave}, epoch {epoch} is not part of job {job_id}")
+    start, end = spec.subsets[subset]
+    return _train(app, runtime, worker, store, cache, epoch, wave, subset, start, end, release=True)
+
+
+def train_range(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, start: int, end: int) -> dict:
+    store, cache = _open(runtime, job_id)
+    if cache is None:
+        return {"skipped": store.status()}
+    spec = cache.spec
+    if spec.partition == "greedy" or not (0 <= epoch < spec.epochs and 0 <= start < end <= spec.n_train):
+        raise InvalidTask(f"range {start}:{end} of epoch {epoch} is not part of job {job_id}")
+    return _train(app, runtime, worker, store, cache, epoch, 0, f"{start}:{end}", start, end, release=False)
+
+
+def _open(runtime: WorkerRuntime, job_id: str):
+    store = JobStore(runtime.client, job_id)
+    status = store.status()
+    if status in FINISHED or status == "unknown":
+        return store, None
+    if status == "paused":
+        raise JobPaused(job_id)
+    return store, runtime.job(store)
+
+
+def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool) -> dict:
+    spec = cache.spec
+    weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
+    if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
+        if release:
+            flow.after_subset(app, store, weights, spec, epoch, wave,
+                              runtime.client.scard(store.keys.wave_done(epoch, wave)))
+        return {"duplicate": True}
+    store.mark_running()
+
+    x, y = cache.rows(store, start, end)
+    pulled = weights.pull()
+    training.load_numpy_state(cache.model, pulled.weights)
+    began = time.perf_counter()
+    loss = training.train_pass(cache.stepper, x, y, spec.train.batch_size, seed=spec.seed + 7919 * epoch + start)
+    compute = time.perf_counter() - began
+    if runtime.slowdown > 1:  # emulate a slower node: wait (F - 1) x the measured compute time
+        time.sleep((runtime.slowdown - 1) * compute)
+    _, accuracy = training.evaluate(cache.model, cache.x_val, cache.y_val)
+    delta = merge.subtract(training.state_to_numpy(cache.model), pulled.weights)
+
+    if spec.rule.synchronous:
+        result = weights.stage(delta=delta, samples=end - start, accuracy=accuracy, epoch=epoch, wave=wave,
+                               subset=piece)
+    else:
+        result = weights.push(rule=spec.rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
+                              epoch=epoch, wave=wave, subset=piece)
+    seconds = time.perf_counter() - began
+    store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}")
+    worker_registry.record_task(runtime.client, worker, end - start, seconds)
+    store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
+              version=result.version, scale=round(result.scale, 4))
+    if result.weights is not None and result.version % spec.eval_interval == 0:
+        training.load_numpy_state(cache.eval_model, result.weights)
+        test_loss, test_accuracy = training.evaluate(cache.eval_model, *cache.test_data(store))
+        store.add_eval(result.version, test_loss, test_accuracy)
+        store.log("evaluated", version=result.version, test_loss=test_loss, test_accuracy=test_accuracy)
+    if release:
+        flow.after_subset(app, store, weights, spec, epoch, wave, result.done)
+    elif _epoch_complete(store, spec, epoch):
+        # Do not leave the workers idle until the next tick: schedule the next epoch now.
+        app.send_task(SCHEDULE_TASK, kwargs={"job_id": store.job_id}, queue=CONTROL_QUEUE)
+    return {"status": result.status, "version": result.version, "staleness": result.staleness,
+            "loss": loss, "accuracy": accuracy}
+
+
+def _epoch_complete(store, spec, epoch: int) -> bool:
+    pieces = store.client.smembers(store.keys.wave_done(epoch, 0))
+    return sum(int(e) - int(s) for s, e in (p.decode().split(":") for p in pieces)) >= spec.n_train

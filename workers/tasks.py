@@ -1,0 +1,72 @@
+"""The Celery tasks: thin wrappers that check arguments and call plain functions."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import redis
+
+from bpt.errors import InvalidTask
+from bpt.broker.job_store import JobStore
+
+from . import scheduler
+from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, TRAIN_TASK
+from .runtime import WorkerRuntime
+from .subnetwork import JobPaused, train_range, train_subset
+
+log = logging.getLogger(__name__)
+JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PAUSED_RETRY_SECONDS = 2
+
+
+def register_tasks(app, runtime: WorkerRuntime) -> None:
+    @app.task(name=TRAIN_TASK, bind=True, max_retries=None)  # paused jobs retry without limit
+    def train_subset_task(self, job_id: str, epoch: int, wave: int, subset: int) -> dict:
+        return _run(self, job_id, (epoch, wave, subset),
+                    lambda: train_subset(app, runtime, self.request.hostname, job_id, epoch, wave, subset))
+
+    @app.task(name=RANGE_TASK, bind=True, max_retries=None)
+    def train_range_task(self, job_id: str, epoch: int, start: int, end: int) -> dict:
+        return _run(self, job_id, (epoch, start, end),
+                    lambda: train_range(app, runtime, self.request.hostname, job_id, epoch, start, end))
+
+    @app.task(name=SCHEDULE_TASK, bind=True, max_retries=None)
+    def schedule_task(self, job_id: str, chain: str | None = None) -> None:
+        if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+            log.error("refused schedule task for job id %r", job_id)
+            return
+        try:
+            again = scheduler.schedule_round(app, runtime.client, job_id, runtime.settings.heartbeat_timeout)
+        except (redis.ConnectionError, redis.TimeoutError):
+            again = True
+        if again and scheduler.is_live_chain(runtime.client, job_id, chain):  # re-arm the next round
+            schedule_task.apply_async(kwargs={"job_id": job_id, "chain": chain}, countdown=scheduler.TICK,
+                                      queue=CONTROL_QUEUE)
+
+    def _run(task, job_id, numbers, work) -> dict:
+        try:
+            if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+                raise InvalidTask(f"invalid job id {job_id!r}")
+            if not all(type(n) is int and n >= 0 for n in numbers):
+                raise InvalidTask("epoch, wave, subset, start and end must be non-negative integers")
+            return work()
+        except JobPaused:
+            # Not lost: Celery sends the same task again with a countdown, then acks this one.
+            raise task.retry(countdown=PAUSED_RETRY_SECONDS)
+        except InvalidTask as e:
+            # A forged or stale message: refuse it, and leave the job alone.
+            log.error("refused task: %s", e)
+            return {"refused": str(e)}
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            # Redis restarting or a network blip: try again; pushes are idempotent.
+            raise task.retry(exc=e, countdown=1, max_retries=60)
+        except Exception as e:
+            # A job whose task fails for a reason other than a dying worker would wait
+            # forever: fail the job loudly instead, and keep the reason.
+            log.exception("task of job %s failed", job_id)
+            store = JobStore(runtime.client, job_id)
+            if store.exists():
+                store.finish("failed", error=f"{type(e).__name__}: {e}"[:500])
+                store.log("failed", worker=task.request.hostname, error=str(e)[:500])
+            raise
