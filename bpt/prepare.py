@@ -28,7 +28,7 @@ class JobChoices:
     lr: float = 0.05
     momentum: float = 0.9
     rule: str = "agwu"
-    alpha: float = 1.0
+    alpha: float | None = None  # default: default_alpha(rule, gamma)
     gamma: float = 0.5
     s_max: int | None = None
     eval_every: int = 0
@@ -36,6 +36,18 @@ class JobChoices:
     workers: int = 2
     inner: str = "auto"
     partition: str = "greedy"
+
+
+def default_alpha(rule: str, gamma: float) -> float:
+    """AGWU's contribution scale when none is given: 1 - gamma.
+
+    Workers that pulled the same version push deltas that point the same way; AGWU applies
+    them with weights 1, gamma, gamma^2, ... (by staleness), which sum to 1 / (1 - gamma).
+    Scaling by 1 - gamma makes such a group count as one full step (q = 1), as a synchronous
+    round would. With alpha = 1, three workers in step trained the digits-aug CNN to chance
+    accuracy in 4 of 5 runs (docs/design.md). Plain async and sync keep alpha = 1.
+    """
+    return 1.0 - gamma if rule == "agwu" and gamma < 1 else 1.0
 
 
 def default_subset_size(n_train: int) -> int:
@@ -64,7 +76,8 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         epochs=choices.epochs or DEFAULT_EPOCHS.get(choices.dataset.name, DEFAULT_EPOCHS_OTHER),
         subset_size=choices.subset_size or default_subset_size(len(data.x_train)),
         train=training.TrainParams(choices.batch_size, choices.lr, choices.momentum),
-        rule=MergeRule(choices.rule, choices.alpha, choices.gamma,
+        rule=MergeRule(choices.rule, default_alpha(choices.rule, choices.gamma) if choices.alpha is None else choices.alpha,
+                       choices.gamma,
                        2 * choices.workers if choices.s_max is None else choices.s_max),
         workers=choices.workers,
         eval_every=choices.eval_every,

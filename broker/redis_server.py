@@ -82,9 +82,11 @@ class PrivateRedis:
                 time.sleep(0.05)
         return False
 
-    def restart(self) -> None:
-        """Stop and start again on the same port and directory (AOF survives, if enabled)."""
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop, stay down for down_seconds, and start again on the same port and directory
+        (the AOF survives, if enabled)."""
         processes.stop(self.proc)
+        time.sleep(down_seconds)
         argv = self.proc.args
         self.proc = processes.spawn(argv, os.path.join(self.dir, "redis.log"))
         if not self._wait_ready():

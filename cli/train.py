@@ -55,7 +55,8 @@ def load_config(ctx, param, path):
 @click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/32 within 128..2048).")
 @click.option("--rule", type=click.Choice(merge.RULES), default="agwu", show_default=True,
               help="Global update: AGWU, plain async, or synchronous rounds.")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="AGWU contribution scale.")
+@click.option("--alpha", type=float, default=None,
+              help="AGWU contribution scale (default: 1 - gamma for agwu, 1 for async and sync).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="AGWU staleness decay, in (0, 1].")
 @click.option("--s-max", type=int, default=None, help="Reject pushes staler than this (default 2 x workers).")
 @click.option("--partition", type=click.Choice(["greedy", "idpa", "static"]), default="greedy", show_default=True,

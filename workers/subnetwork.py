@@ -86,7 +86,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}")
     worker_registry.record_task(runtime.client, worker, end - start, seconds)
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
-              version=result.version, scale=round(result.scale, 4))
+              version=result.version, scale=round(result.scale, 4), accuracy=round(accuracy, 4))
     if result.weights is not None and result.version % spec.eval_interval == 0:
         training.load_numpy_state(cache.eval_model, result.weights)
         test_loss, test_accuracy = training.evaluate(cache.eval_model, *cache.test_data(store))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import redis
+from celery.exceptions import Reject
+from kombu.exceptions import OperationalError
 
 from bpt.errors import InvalidTask
 from bpt.broker.job_store import JobStore
@@ -18,6 +21,8 @@ from .subnetwork import JobPaused, train_range, train_subset
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PAUSED_RETRY_SECONDS = 2
+OUTAGE_SECONDS = 300  # how long a task waits for Redis to come back before giving its message back
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 def register_tasks(app, runtime: WorkerRuntime) -> None:
@@ -50,7 +55,7 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
                 raise InvalidTask(f"invalid job id {job_id!r}")
             if not all(type(n) is int and n >= 0 for n in numbers):
                 raise InvalidTask("epoch, wave, subset, start and end must be non-negative integers")
-            return work()
+            return _through_outages(work)
         except JobPaused:
             # Not lost: Celery sends the same task again with a countdown, then acks this one.
             raise task.retry(countdown=PAUSED_RETRY_SECONDS)
@@ -58,9 +63,10 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
             # A forged or stale message: refuse it, and leave the job alone.
             log.error("refused task: %s", e)
             return {"refused": str(e)}
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            # Redis restarting or a network blip: try again; pushes are idempotent.
-            raise task.retry(exc=e, countdown=1, max_retries=60)
+        except REDIS_DOWN as e:
+            # Redis stayed away: give the message back (or, if that fails too, leave it
+            # unacknowledged, so that the broker restores it after the visibility timeout).
+            raise Reject(e, requeue=True)
         except Exception as e:
             # A job whose task fails for a reason other than a dying worker would wait
             # forever: fail the job loudly instead, and keep the reason.
@@ -70,3 +76,22 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
                 store.finish("failed", error=f"{type(e).__name__}: {e}"[:500])
                 store.log("failed", worker=task.request.hostname, error=str(e)[:500])
             raise
+
+
+def _through_outages(work, patience: float = OUTAGE_SECONDS):
+    """Run work again, in this process, while Redis (weights and broker alike) is unreachable.
+
+    Not task.retry(): that publishes a new message through the broker that is down, and
+    Celery drops the task when the publish fails. Running again is safe: a push already
+    applied is detected, and the job moves on from there (train_subset's duplicate path)."""
+    deadline = time.monotonic() + patience
+    pause = 0.2
+    while True:
+        try:
+            return work()
+        except REDIS_DOWN as e:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("redis unreachable (%s); trying again in %.1fs", e, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)

@@ -64,3 +64,13 @@ def test_layout_mismatch_is_refused():
 def test_invalid_rules_are_refused(kwargs):
     with pytest.raises(ConfigError):
         merge.MergeRule(**kwargs)
+
+
+def test_default_alpha_makes_a_group_of_same_version_pushes_one_step():
+    from bpt.prepare import default_alpha
+    assert default_alpha("agwu", 0.5) == 0.5
+    assert default_alpha("agwu", 1.0) == 1.0  # no decay: nothing to normalise
+    assert default_alpha("async", 0.5) == default_alpha("sync", 0.5) == 1.0
+    rule = merge.MergeRule("agwu", alpha=default_alpha("agwu", 0.5), gamma=0.5, s_max=10**6)
+    total = sum(merge.contribution(rule, s, 1.0) for s in range(60))  # 60 workers pulled the same version
+    assert total == pytest.approx(1.0)

@@ -105,7 +105,9 @@ def test_redis_restart_mid_job_loses_no_acknowledged_push():
         spec, store = start_job(server, settings, app, "restarted")
         wait_version(store, 30)
         before = int(store.client.hget(store.keys.weights, "version"))
-        server.restart()  # SIGTERM: Redis writes its AOF before it exits
+        # SIGTERM: Redis writes its AOF before it exits. Down for seconds, longer than the
+        # publish retries of kombu: tasks must not be dropped (they once were, on a busy CI).
+        server.restart(down_seconds=5)
         after = int(connect(server.url).hget(store.keys.weights, "version"))
         state = wait_done(store)
         assert after >= before

@@ -44,7 +44,7 @@ def test_killing_one_of_three_workers_moves_its_ranges_and_trains_each_sample_on
                 assert time.monotonic() < deadline, store.state()
                 time.sleep(0.1)
             state = store.state()
-            assert state["status"] == "done" and state["test_accuracy"] > 0.5
+            assert state["status"] == "done" and state["test_accuracy"] > 0.9, (state, store.evals())
             for epoch in range(spec.epochs):  # every sample exactly once per epoch, no overlaps
                 pieces = epoch_pieces(client, store, epoch)
                 covered = [i for s, e in pieces for i in range(s, e)]
