@@ -67,17 +67,19 @@ def contribution(rule: MergeRule, staleness: int, q: float) -> float | None:
     return rule.alpha * rule.gamma ** staleness * q
 
 
-def apply_delta(weights: Weights, delta: Weights, scale: float) -> dict[str, np.ndarray]:
-    """W + scale * D, tensor by tensor. Integer buffers (BatchNorm's batch counter) take
-    the unscaled delta: they count, they are not learned."""
+def apply_delta(weights: Weights, delta: Weights, scale: float,
+                out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """W + scale * D, tensor by tensor, into `out` if given (arrays shaped like W). Integer
+    buffers (BatchNorm's batch counter) take the unscaled delta: they count, they are not learned."""
     _check_same_layout(weights, delta)
-    out = {}
+    out = {name: np.empty_like(w) for name, w in weights.items()} if out is None else out
     for name, w in weights.items():
-        d = delta[name]
+        d, target = delta[name], out[name]
         if np.issubdtype(w.dtype, np.floating):
-            out[name] = (w + np.float32(scale) * d).astype(w.dtype, copy=False)
+            np.multiply(d, w.dtype.type(scale), out=target, casting="same_kind")
+            np.add(target, w, out=target)
         else:
-            out[name] = w + d
+            np.add(w, d, out=target, casting="unsafe")
     return out
 
 

@@ -4,6 +4,7 @@ by the single-process baseline so that both train exactly the same way."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import torch
@@ -24,7 +25,11 @@ def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def load_numpy_state(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    """Copy weights into the model. They may be read-only views of a pulled blob: the
+    tensors made from them are only read by load_state_dict, which copies."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:

@@ -27,8 +27,15 @@ class JobKeys:
         return self._k("state")
 
     @property
-    def weights(self) -> str:  # hash: version, blob (safetensors), crc
+    def weights(self) -> str:  # hash: version, crc (of the blob)
         return self._k("weights")
+
+    @property
+    def weights_blob(self) -> str:  # string: the global weights (safetensors) of that version
+        return self._k("weights-blob")
+
+    def weights_next(self, token: str) -> str:  # string: a pusher's upload, renamed into place
+        return self._k(f"weights-next:{token}")
 
     @property
     def applied(self) -> str:  # hash: "<epoch>:<subset>" -> outcome; makes pushes idempotent

@@ -1,34 +1,42 @@
 """Versioned global weights in Redis, pulled and pushed without locks.
 
-Pull is one HMGET of (version, blob, crc): a single command, so it can never mix two
-versions. Push reads the newest version, merges the subnetwork's delta into it locally
-and installs the result with push.lua only if the version has not moved meanwhile
-(compare-and-set); otherwise it merges again on top of the newer weights. No lock is held
-across a round trip, and the same script records the push as applied for its (epoch,
-subset), so a redelivered task can never be merged twice.
+Pull is one MULTI/EXEC of (version, checksum, blob, recent accuracies): one round trip,
+atomic, so it can never mix two versions. Push merges the subnetwork's delta into the
+newest weights locally (into the very buffer it uploads), uploads the blob with a plain
+SET under a fresh key, and installs it with push.lua only if the version has not moved
+meanwhile (compare-and-set; installing is a RENAME); otherwise it merges again on top of
+the newer weights. No lock is held across a round trip, and the same script records the
+push as applied for its (epoch, subset), so a redelivered task can never be merged twice.
+When the version has not moved since the worker's own pull, the push reuses the pulled
+weights instead of reading them again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 
 import numpy as np
+import redis
 
 from bpt import merge
 from bpt.errors import CorruptBlob
 
-from . import codec, scripts
+from . import bulk, codec, scripts
 from .keys import JobKeys, applied_field
 
 RECENT_ACCURACIES = 16
 MAX_CAS_ROUNDS = 1000
+UPLOAD_TTL_MS = 120_000  # an upload whose pusher died before installing it expires
+CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto a pulled copy
 
 
 @dataclasses.dataclass(frozen=True)
 class Pulled:
     version: int
-    weights: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]  # read-only arrays viewing the pulled blob
+    recent: tuple[float, ...] = ()  # accuracies of the latest accepted pushes, newest first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +59,23 @@ class WeightStore:
     # -- setting and reading ---------------------------------------------------------
     def initialize(self, weights: dict[str, np.ndarray], pipe=None) -> None:
         blob = codec.encode_weights(weights)
-        (pipe or self.client).hset(self.keys.weights, mapping={"version": 0, "blob": blob, "crc": codec.checksum(blob)})
+        target = pipe or self.client.pipeline(transaction=True)
+        target.set(self.keys.weights_blob, blob)
+        target.hset(self.keys.weights, mapping={"version": 0, "crc": codec.checksum(blob)})
+        if pipe is None:
+            target.execute()
 
     def pull(self) -> Pulled:
-        version, blob, crc = self.client.hmget(self.keys.weights, "version", "blob", "crc")
-        return self._decode(version, blob, crc)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(self.keys.weights, "version", "crc")
+        pipe.get(self.keys.weights_blob)
+        pipe.lrange(self.keys.recent_accuracy, 0, RECENT_ACCURACIES - 1)
+        (version, crc), blob, recent = pipe.execute()
+        if version is None or blob is None or crc is None:
+            raise CorruptBlob(f"job {self.keys.job_id} has no global weights")
+        if codec.checksum(blob) != crc.decode():
+            raise CorruptBlob(f"global weights of job {self.keys.job_id} fail their checksum")
+        return Pulled(int(version), codec.decode_weights(blob), tuple(float(a) for a in recent))
 
     def version(self) -> int:
         raw = self.client.hget(self.keys.weights, "version")
@@ -63,49 +83,56 @@ class WeightStore:
             raise CorruptBlob(f"job {self.keys.job_id} has no global weights")
         return int(raw)
 
-    def _snapshot(self) -> tuple[Pulled, list[float]]:
-        """The newest weights and the recent accepted accuracies, read atomically."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(self.keys.weights, "version", "blob", "crc")
-        pipe.lrange(self.keys.recent_accuracy, 0, RECENT_ACCURACIES - 1)
-        (version, blob, crc), recent = pipe.execute()
-        return self._decode(version, blob, crc), [float(a) for a in recent]
-
-    def _decode(self, version, blob, crc) -> Pulled:
-        if version is None or blob is None:
-            raise CorruptBlob(f"job {self.keys.job_id} has no global weights")
-        if codec.checksum(blob) != crc.decode():
-            raise CorruptBlob(f"global weights of job {self.keys.job_id} fail their checksum")
-        return Pulled(int(version), codec.decode_weights(blob))
+    def _install(self, script: str, layout: dict[str, np.ndarray], fill, keys: list, args: list):
+        """Upload new weights under a fresh key and run the script that installs them, in one
+        round trip: (reply, new weights). fill(views) writes the weights straight into the
+        buffer that is sent. The upload key and the blob's checksum go first in the script's
+        KEYS and ARGV."""
+        buffer, merged = codec.weights_buffer(layout)
+        fill(merged)
+        upload = self.keys.weights_next(uuid.uuid4().hex)
+        keys, args = [upload] + keys, [codec.checksum(buffer)] + args
+        command = ("EVALSHA", self.scripts[script].sha, len(keys), *keys, *args)
+        try:
+            reply = bulk.set_buffer(self.client, upload, buffer, UPLOAD_TTL_MS, then=command)
+        except redis.exceptions.NoScriptError:  # Redis restarted and forgot it: load and run again
+            reply = self.scripts[script](keys=keys, args=args)
+        return reply, merged
 
     # -- asynchronous rules (agwu, async) --------------------------------------------------
     def push(self, *, rule: merge.MergeRule, pulled_version: int, delta: dict[str, np.ndarray],
-             accuracy: float, epoch: int, wave: int, subset: int) -> PushResult:
+             accuracy: float, epoch: int, wave: int, subset: int, base: Pulled | None = None) -> PushResult:
+        """Merge delta (computed against version pulled_version) into the newest weights.
+
+        base: the Pulled the delta was computed against, if the caller still has it; while
+        the version has not moved, the push merges onto it without reading the weights again."""
         field = applied_field(epoch, subset)
         done_key = self.keys.wave_done(epoch, wave)
+        bad_values = _bad_values(delta)
+        current = base if base is not None and base.version == pulled_version else None
+        big = sum(d.nbytes for d in delta.values()) > CHECK_FIRST_BYTES
         for rounds in range(1, MAX_CAS_ROUNDS + 1):
-            current, recent = self._snapshot()
+            if current is None or (current is base and big and self.version() != current.version):
+                current = self.pull()
             staleness = current.version - pulled_version
-            problem = _invalid(delta, current.weights)
+            problem = bad_values or _bad_layout(delta, current.weights)
             if problem:
                 return self._refuse("invalid", f"invalid:{problem}", field, subset, done_key, current.version, staleness)
-            q = merge.accuracy_weight(accuracy, recent)
+            q = merge.accuracy_weight(accuracy, current.recent)
             scale = merge.contribution(rule, staleness, q)
             if scale is None:
                 return self._refuse("rejected", f"stale:{staleness}", field, subset, done_key, current.version, staleness)
-            merged = merge.apply_delta(current.weights, delta, scale)
-            blob = codec.encode_weights(merged)
-            status, version, done = self.scripts["push"](
-                keys=[self.keys.weights, self.keys.applied, self.keys.state, self.keys.staleness,
-                      self.keys.recent_accuracy, done_key],
-                args=[current.version, blob, codec.checksum(blob), field, staleness, accuracy, subset,
-                      RECENT_ACCURACIES],
-            )
+            (status, version, done), merged = self._install(
+                "push", current.weights, lambda out: merge.apply_delta(current.weights, delta, scale, out=out),
+                keys=[self.keys.weights_blob, self.keys.weights, self.keys.applied, self.keys.state,
+                      self.keys.staleness, self.keys.recent_accuracy, done_key],
+                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES])
             status = status.decode()
             if status == "ok":
                 return PushResult("accepted", int(version), staleness, scale, int(done), merged, rounds)
             if status == "dup":
                 return PushResult("duplicate", int(version), staleness, 0.0, int(done), None, rounds)
+            current = None  # the version moved on: merge again on top of the newer weights
         raise RuntimeError(f"push for {field} lost the compare-and-set {MAX_CAS_ROUNDS} times")
 
     def _refuse(self, status, reason, field, subset, done_key, version, staleness) -> PushResult:
@@ -124,7 +151,7 @@ class WeightStore:
         field = applied_field(epoch, subset)
         done_key = self.keys.wave_done(epoch, wave)
         current = self.pull()
-        problem = _invalid(delta, current.weights)
+        problem = _bad_values(delta) or _bad_layout(delta, current.weights)
         if problem:
             return self._refuse("invalid", f"invalid:{problem}", field, subset, done_key, current.version, 0)
         status, done = self.scripts["stage"](
@@ -151,13 +178,12 @@ class WeightStore:
             meta = [json.loads(metas[k]) for k in order]
             accuracies = [m["a"] for m in meta]
             qs = [merge.accuracy_weight(a, accuracies) for a in accuracies]
-            merged = merge.sync_merge(current.weights, [codec.decode_weights(blobs[k]) for k in order],
-                                      [m["n"] for m in meta], qs, rule.alpha)
-            blob = codec.encode_weights(merged)
-            status, version = self.scripts["commit_round"](
-                keys=[self.keys.weights, flag, deltas_key, meta_key],
-                args=[current.version, blob, codec.checksum(blob)],
-            )
+            round_weights = merge.sync_merge(current.weights, [codec.decode_weights(blobs[k]) for k in order],
+                                             [m["n"] for m in meta], qs, rule.alpha)
+            (status, version), merged = self._install(
+                "commit_round", round_weights, _copy_of(round_weights),
+                keys=[self.keys.weights_blob, self.keys.weights, flag, deltas_key, meta_key],
+                args=[current.version])
             if status.decode() in ("ok", "dup"):
                 ok = status.decode() == "ok"
                 return PushResult("accepted" if ok else "duplicate", int(version), 0, rule.alpha, 0,
@@ -168,13 +194,27 @@ class WeightStore:
         return bool(self.client.hexists(self.keys.applied, applied_field(epoch, subset)))
 
 
-def _invalid(delta: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> str | None:
-    """Why a delta cannot be merged (wrong tensors or shapes, NaN or Inf), or None."""
+def _copy_of(weights: dict[str, np.ndarray]):
+    """A fill function for _install that copies weights as they are."""
+    def fill(out: dict[str, np.ndarray]) -> None:
+        for name, view in out.items():
+            view[...] = weights[name]
+    return fill
+
+
+def _bad_values(delta: dict[str, np.ndarray]) -> str | None:
+    """Why a delta cannot be merged for its values (NaN or Inf), or None."""
+    for name, d in delta.items():
+        if np.issubdtype(d.dtype, np.floating) and not np.all(np.isfinite(d)):
+            return f"{name} holds NaN or Inf"
+    return None
+
+
+def _bad_layout(delta: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> str | None:
+    """Why a delta does not fit the weights (other tensors or shapes), or None."""
     if delta.keys() != reference.keys():
         return "tensor names differ"
     for name, d in delta.items():
         if d.shape != reference[name].shape:
             return f"{name} has shape {d.shape}, expected {reference[name].shape}"
-        if np.issubdtype(d.dtype, np.floating) and not np.all(np.isfinite(d)):
-            return f"{name} holds NaN or Inf"
     return None

@@ -1,16 +1,22 @@
 -- commit_round.lua: install the merged weights of a synchronous round, once.
--- KEYS[1] weights hash  KEYS[2] round committed flag  KEYS[3] round deltas  KEYS[4] round meta
--- ARGV[1] expected version  ARGV[2] new blob  ARGV[3] crc of the blob
+-- The committer uploaded the blob to KEYS[1] just before; installing it is a RENAME (no copy).
+-- KEYS[1] uploaded blob  KEYS[2] weights blob  KEYS[3] weights hash  KEYS[4] round committed flag
+-- KEYS[5] round deltas   KEYS[6] round meta
+-- ARGV[1] checksum of the uploaded blob  ARGV[2] expected version
 -- Returns {status, version}: status is 'ok', 'retry' (version moved on) or 'dup'.
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'dup', redis.call('GET', KEYS[2])}
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('DEL', KEYS[1])
+  return {'dup', redis.call('GET', KEYS[4])}
 end
-local current = redis.call('HGET', KEYS[1], 'version')
-if current ~= ARGV[1] then
+local current = redis.call('HGET', KEYS[3], 'version')
+if current ~= ARGV[2] or redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
   return {'retry', current or ''}
 end
 local version = tonumber(current) + 1
-redis.call('HSET', KEYS[1], 'version', version, 'blob', ARGV[2], 'crc', ARGV[3])
-redis.call('SET', KEYS[2], version)
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PERSIST', KEYS[2])
+redis.call('HSET', KEYS[3], 'version', version, 'crc', ARGV[1])
+redis.call('SET', KEYS[4], version)
+redis.call('DEL', KEYS[5], KEYS[6])
 return {'ok', tostring(version)}

@@ -131,7 +131,7 @@ def test_garbage_where_weights_should_be_is_a_clear_error(client, redis_url, job
 
     spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id)
     store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
-    client.hset(store.keys.weights, mapping={"blob": b"\x80\x04garbage", "crc": "00000000"})
+    client.set(store.keys.weights_blob, b"\x80\x04garbage")  # a pickle header, where weights should be
     store.finish("done")
     result = bpt("wait", job_id, "--redis-url", redis_url, "--quiet")
     assert result.returncode == 7
