@@ -3,6 +3,7 @@ throughput measured from completed tasks (samples per second, overheads included
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -11,6 +12,8 @@ import redis
 
 WORKERS_INDEX = "bpt:workers"
 EWMA = 0.5  # weight of the newest task
+
+log = logging.getLogger(__name__)
 
 
 def worker_key(name: str) -> str:
@@ -74,4 +77,6 @@ class HeartbeatThread(threading.Thread):
                     self.on_beat()
             except redis.RedisError:
                 pass  # Redis restarting: beat again next time
+            except Exception:  # e.g. the broker refusing a resend: never let the thread die
+                log.warning("heartbeat hook failed", exc_info=True)
             self.stopped.wait(self.interval)

@@ -1,0 +1,76 @@
+"""The watchdog for waves of subset tasks (greedy partition): sends a stalled wave's
+unfinished subsets again.
+
+A subset task can be lost without any worker dying: when a worker's broker connection
+drops (Redis restarted, a network cut), Celery forgets the tasks it had received and not
+yet started, and Redis gives them back only after the visibility timeout (600 s by
+default). A job whose version has not moved for a stall period, with nothing left in the
+train queue, gets its current wave's unfinished subsets sent again. Sending one twice is
+safe: the second push is a counted duplicate. Called from every worker's heartbeat thread;
+a short NX lock keeps it to one worker at a time. (IDPA jobs have the scheduler task,
+which moves a range held far past its predicted time.)
+"""
+
+from __future__ import annotations
+
+import redis
+
+from bpt.broker import worker_registry
+from bpt.broker.job_store import JobStore, list_jobs
+
+from .app import TRAIN_QUEUE, TRAIN_TASK
+from .flow import task_kwargs
+
+STALL_MIN_SECONDS = 30.0  # never sooner than this ...
+STALL_TASKS = 3.0  # ... nor sooner than this many times the slowest worker's predicted subset time
+
+
+def watch_key(store: JobStore) -> str:
+    return store.keys.base + ":watch"
+
+
+def resend_stalled_waves(app, client: redis.Redis, now: float) -> list[str]:
+    resent = []
+    for job_id in list_jobs(client):
+        store = JobStore(client, job_id)
+        if store.status() != "running":
+            continue
+        spec = store.spec()
+        if spec.partition != "greedy":
+            continue
+        version = client.hget(store.keys.weights, "version")
+        seen = {k.decode(): v.decode() for k, v in client.hgetall(watch_key(store)).items()}
+        if seen.get("version") != (version or b"").decode():
+            client.hset(watch_key(store), mapping={"version": (version or b"").decode(), "at": now})
+            continue
+        limit = stall_limit(spec.subset_size, client)
+        if now - float(seen["at"]) < limit or client.llen(TRAIN_QUEUE) > 0:
+            continue
+        if not client.set(store.keys.base + ":resend", 1, nx=True, ex=max(1, int(limit))):
+            continue
+        epoch, wave, missing = unfinished(store, spec)
+        if missing:
+            with app.producer_or_acquire() as producer:
+                for subset in missing:
+                    app.send_task(TRAIN_TASK, kwargs=task_kwargs(job_id, epoch, wave, subset), queue=TRAIN_QUEUE,
+                                  producer=producer)
+            store.log("resent", epoch=epoch, wave=wave, subsets=missing,
+                      reason=f"version {version.decode() if version else '?'} unchanged for {now - float(seen['at']):.0f}s")
+            resent.append(job_id)
+        client.hset(watch_key(store), "at", now)
+    return resent
+
+
+def stall_limit(subset_size: int, client: redis.Redis) -> float:
+    rates = [w["rate"] for w in worker_registry.workers(client).values() if w["rate"]]
+    return max(STALL_MIN_SECONDS, STALL_TASKS * subset_size / min(rates)) if rates else STALL_MIN_SECONDS
+
+
+def unfinished(store: JobStore, spec) -> tuple[int, int, list[int]]:
+    """(epoch, wave, subsets of that wave not done): the first wave whose successor is unreleased."""
+    epoch = int(store.state().get("epoch", 0))
+    waves = spec.waves(epoch)
+    wave = next((w for w in range(len(waves)) if not store.client.exists(store.keys.wave_released(epoch, w))),
+                len(waves) - 1)
+    done = {int(m) for m in store.client.smembers(store.keys.wave_done(epoch, wave))}
+    return epoch, wave, [s for s in waves[wave] if s not in done]
