@@ -46,6 +46,7 @@ class JobSpec:
     seed: int = 0
     inner: str = "auto"  # inner-layer strategy (bpt.inner); a worker's --inner overrides it
     partition: str = "greedy"  # greedy: waves on a shared queue; idpa or static: the scheduler task
+    guardrail: float = 0.05  # tighten the rule when validation accuracy falls this much (bpt.guardrail); 0: off
 
     def __post_init__(self):
         for name in ("epochs", "subset_size", "workers", "n_train", "num_classes"):
@@ -57,6 +58,8 @@ class JobSpec:
             raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE}, got {self.train.batch_size}")
         if not self.train.lr > 0 or not 0 <= self.train.momentum < 1:
             raise ConfigError("lr must be positive and momentum in [0, 1)")
+        if not 0 <= self.guardrail < 1:
+            raise ConfigError(f"guardrail must be in [0, 1), got {self.guardrail}")
         if self.inner not in STRATEGIES:
             raise ConfigError(f"unknown inner strategy {self.inner!r}; choose one of {', '.join(STRATEGIES)}")
         if self.partition not in PARTITIONS:

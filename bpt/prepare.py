@@ -36,6 +36,7 @@ class JobChoices:
     workers: int = 2
     inner: str = "auto"
     partition: str = "greedy"
+    guardrail: float = 0.05
 
 
 def default_alpha(rule: str, gamma: float) -> float:
@@ -84,6 +85,7 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         seed=choices.seed,
         inner=choices.inner,
         partition=choices.partition,
+        guardrail=choices.guardrail,
     )
     return spec, data, training.state_to_numpy(model)
 

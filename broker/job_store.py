@@ -12,6 +12,7 @@ import time
 import numpy as np
 import redis
 
+from bpt import guardrail
 from bpt.datasets import Dataset
 from bpt.errors import DataError, UnknownJob
 from bpt.jobspec import JobSpec
@@ -139,6 +140,28 @@ class JobStore:
         pipe.rpush(self.keys.events, json.dumps({"time": time.time(), "event": event, **fields}))
         pipe.ltrim(self.keys.events, -MAX_EVENTS, -1)
         pipe.execute()
+
+    # -- the accuracy guardrail (bpt.guardrail) -------------------------------------------
+    def guard_level(self) -> int:
+        return int(self.client.hget(self.keys.base + ":guard", "level") or 0)
+
+    def observe_accuracy(self, accuracy: float, margin: float) -> tuple[guardrail.GuardState, bool]:
+        """Feed one validation accuracy of the global model to the guardrail, atomically
+        (WATCH/MULTI on its own hash: concurrent evaluators cannot both tighten)."""
+        key = self.keys.base + ":guard"
+        while True:
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = {k.decode(): v.decode() for k, v in pipe.hgetall(key).items()}
+                    state = guardrail.GuardState(float(raw["best"]) if "best" in raw else None, int(raw.get("level", 0)))
+                    new, hit = guardrail.observe(state, accuracy, margin)
+                    pipe.multi()
+                    pipe.hset(key, mapping={"best": new.best, "level": new.level})
+                    pipe.execute()
+                    return new, hit
+                except redis.WatchError:
+                    continue
 
     def claim_release(self, epoch: int, wave: int) -> bool:
         """True if the next wave after (epoch, wave) has not been released yet."""

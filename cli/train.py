@@ -59,6 +59,8 @@ def load_config(ctx, param, path):
               help="AGWU contribution scale (default: 1 - gamma for agwu, 1 for async and sync).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="AGWU staleness decay, in (0, 1].")
 @click.option("--s-max", type=int, default=None, help="Reject pushes staler than this (default 2 x workers).")
+@click.option("--guardrail", type=float, default=0.05, show_default=True,
+              help="When validation accuracy falls this much below its best, halve alpha and s-max (0: off).")
 @click.option("--partition", type=click.Choice(["greedy", "idpa", "static"]), default="greedy", show_default=True,
               help="How subsets reach workers: a shared queue, IDPA increments sized by measured throughput "
                    "(the scheduler task), or a static equal split.")
@@ -82,7 +84,7 @@ def load_config(ctx, param, path):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
-          partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, inner, redis_url, detach,
+          guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, inner, redis_url, detach,
           out_dir, as_json, quiet):
     """Train a model on a data set with AGWU across Celery workers.
 
@@ -100,7 +102,7 @@ def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_siz
         dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed),
         model=model, epochs=epochs, subset_size=subset_size, batch_size=batch_size, lr=lr, momentum=momentum,
         rule=rule, alpha=alpha, gamma=gamma, s_max=s_max, eval_every=eval_every, seed=seed,
-        workers=settings.workers, inner=inner, partition=partition,
+        workers=settings.workers, inner=inner, partition=partition, guardrail=guardrail,
     )
     spec, data, weights = prepare(choices)  # every check on the job happens before any server starts
     interrupted = _catch_ctrl_c()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from bpt import merge, training
+from bpt import guardrail, merge, training
 from bpt.errors import InvalidTask
 from bpt.broker import worker_registry
 from bpt.broker.job_store import FINISHED, JobStore
@@ -56,6 +56,7 @@ def _open(runtime: WorkerRuntime, job_id: str):
 
 
 def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool) -> dict:
+    entered = time.perf_counter()
     spec = cache.spec
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
     if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
@@ -80,18 +81,22 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         result = weights.stage(delta=delta, samples=end - start, accuracy=accuracy, epoch=epoch, wave=wave,
                                subset=piece)
     else:
-        result = weights.push(rule=spec.rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
-                              epoch=epoch, wave=wave, subset=piece)
+        rule = guardrail.tightened(spec.rule, store.guard_level() if spec.guardrail else 0)
+        result = weights.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
+                              epoch=epoch, wave=wave, subset=piece, base=pulled)
     seconds = time.perf_counter() - began
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}")
     worker_registry.record_task(runtime.client, worker, end - start, seconds)
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
-              version=result.version, scale=round(result.scale, 4), accuracy=round(accuracy, 4))
+              version=result.version, scale=round(result.scale, 4), accuracy=round(accuracy, 4),
+              compute_s=round(compute, 5), task_s=round(time.perf_counter() - entered, 5))
     if result.weights is not None and result.version % spec.eval_interval == 0:
         training.load_numpy_state(cache.eval_model, result.weights)
         test_loss, test_accuracy = training.evaluate(cache.eval_model, *cache.test_data(store))
         store.add_eval(result.version, test_loss, test_accuracy)
         store.log("evaluated", version=result.version, test_loss=test_loss, test_accuracy=test_accuracy)
+        if spec.guardrail and not spec.rule.synchronous:
+            _watch_accuracy(store, spec, cache, result.version)
     if release:
         flow.after_subset(app, store, weights, spec, epoch, wave, result.done)
     elif _epoch_complete(store, spec, epoch):
@@ -99,6 +104,18 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         app.send_task(SCHEDULE_TASK, kwargs={"job_id": store.job_id}, queue=CONTROL_QUEUE)
     return {"status": result.status, "version": result.version, "staleness": result.staleness,
             "loss": loss, "accuracy": accuracy}
+
+
+def _watch_accuracy(store, spec, cache, version: int) -> None:
+    """The guardrail: score the new global weights (already in eval_model) on the validation
+    split, and tighten the job's rule one level if they fell by more than the margin."""
+    _, val_accuracy = training.evaluate(cache.eval_model, cache.x_val, cache.y_val)
+    state, hit = store.observe_accuracy(val_accuracy, spec.guardrail)
+    if hit:
+        rule = guardrail.tightened(spec.rule, state.level)
+        store.log("guardrail", version=version, level=state.level, val_accuracy=round(val_accuracy, 4),
+                  alpha=rule.alpha, s_max=rule.s_max,
+                  reason=f"validation accuracy fell more than {spec.guardrail:g} below its best")
 
 
 def _epoch_complete(store, spec, epoch: int) -> bool:

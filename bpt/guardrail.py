@@ -1,0 +1,39 @@
+"""The accuracy guardrail (pure): when the global model's validation accuracy falls by more
+than a margin below the best seen so far, the job tightens its merge rule one level.
+
+Users of asynchronous training see accuracy collapse as workers grow: stale deltas from
+many workers pile up faster than the model can absorb them. Each level halves AGWU's
+contribution scale alpha and the staleness bound s_max (never below 1), so later pushes
+count for less and the stalest are rejected. The best accuracy restarts from the fallen
+value, so a further fall of the margin tightens again, up to MAX_LEVEL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .merge import MergeRule
+
+MAX_LEVEL = 3
+FACTOR = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardState:
+    best: float | None = None  # best validation accuracy since the last tightening
+    level: int = 0
+
+
+def observe(state: GuardState, accuracy: float, margin: float) -> tuple[GuardState, bool]:
+    """The state after one evaluation, and whether it tightened the rule."""
+    if margin > 0 and state.best is not None and accuracy < state.best - margin and state.level < MAX_LEVEL:
+        return GuardState(accuracy, state.level + 1), True
+    best = accuracy if state.best is None else max(state.best, accuracy)
+    return GuardState(best, state.level), False
+
+
+def tightened(rule: MergeRule, level: int) -> MergeRule:
+    """The rule in force at a guard level (level 0: the job's own)."""
+    if level <= 0 or rule.synchronous:
+        return rule
+    return dataclasses.replace(rule, alpha=rule.alpha * FACTOR ** level, s_max=max(1, rule.s_max >> level))
