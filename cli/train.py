@@ -52,7 +52,7 @@ def load_config(ctx, param, path):
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate.")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/32 within 128..2048).")
+@click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/16 within 128..2048).")
 @click.option("--rule", type=click.Choice(merge.RULES), default="agwu", show_default=True,
               help="Global update: AGWU, plain async, or synchronous rounds.")
 @click.option("--alpha", type=float, default=None,
