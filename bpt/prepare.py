@@ -53,8 +53,8 @@ def default_alpha(rule: str, gamma: float) -> float:
 
 def default_subset_size(n_train: int) -> int:
     """n/16 within 128..2048: a task outside forward/backward costs 28% of its wall time at
-    256 samples, 12% at 1024 and 8% at 2048, and no less beyond (benchmarks/overhead.py);
-    small data sets keep at least 16 merges an epoch."""
+    256 samples, 12% at 1024 and 8% at 2048, and no less beyond (benchmarks/overhead.py).
+    Sixteen tasks an epoch where the bounds allow."""
     return int(min(2048, max(128, n_train // 16)))
 
 
