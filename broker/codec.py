@@ -73,16 +73,16 @@ def decode_weights(blob) -> dict[str, np.ndarray]:
         if not isinstance(header, dict):
             raise ValueError("header is not an object")
         header.pop("__metadata__", None)
-        start, end = 8 + length, 8 + length
+        data = 8 + length  # where the tensors start
+        end = data
         weights = {}
         for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-            weights[name] = _view(blob, 8 + length, info, name)
-            if 8 + length + info["data_offsets"][0] != end:
+            weights[name] = _view(blob, data, info, name)
+            if data + info["data_offsets"][0] != end:
                 raise ValueError(f"tensor {name!r} does not follow the previous one")
-            end = 8 + length + info["data_offsets"][1]
+            end = data + info["data_offsets"][1]
         if end != len(blob):
             raise ValueError("data size does not match the header")
-        del start
         return weights
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
         raise CorruptBlob(f"not a valid weights blob ({e})") from e
