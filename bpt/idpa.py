@@ -6,9 +6,10 @@ scheduler task. Each round a policy sees, per node, its measured throughput (Non
 first task) and the samples already queued on it, and returns new assignments.
 
 - `IDPA` (the contract in shared/bpt-cnn.md): a probe share first (probe_fraction of the
-  epoch, split equally), then increments proportional to measured throughput: every node is
-  topped up to rate x horizon samples of queued work, where the horizon shrinks to
-  remaining / total rate at the end of the epoch so that nodes finish together.
+  epoch, split equally), then increments proportional to measured throughput: a node whose
+  queued work has fallen to half of rate x horizon is topped up to rate x horizon, where the
+  horizon shrinks to remaining / total rate at the end of the epoch so that nodes finish
+  together.
 - `StaticSplit`: N / K samples per node, all at once (what waits for the slowest).
 - `WorkQueue`: fixed-size chunks to whichever node is idle (a plain shared Celery queue).
 """
@@ -142,7 +143,10 @@ class IDPA:
             if node.rate is None:  # probe: an equal share, once, until it is measured
                 want = self.probe_size if node.queued == 0 else 0
             else:
-                want = int(node.rate * horizon) - node.queued
+                target = int(node.rate * horizon)
+                # Refill only once half the target has drained, and then in one piece: topping
+                # up on every round would cut the work into many small (costly) tasks.
+                want = 0 if node.queued > target // 2 else target - node.queued
                 if want < self.min_chunk:
                     want = 0 if node.queued else self.min_chunk
             while want > 0 and ranges.remaining:

@@ -24,14 +24,16 @@ from bpt.broker.weight_store import WeightStore
 from . import flow
 from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, worker_queue
 
-TICK = 0.1  # seconds between rounds (a round costs a few ms of Redis calls)
+TICK = 0.5  # seconds between periodic rounds; every range task also runs one as it starts and ends
 SLOW_FACTOR = 4.0  # a range outstanding 4x longer than its worker's rate predicts is moved
 MIN_OVERDUE = 10.0  # ... but never before this many seconds
 HORIZON = 2.0  # at most this many seconds of queued work IDPA keeps on each worker ...
-HORIZON_SHARE = 0.1  # ... and at most this share of the predicted epoch time, so short epochs end together
+INCREMENTS_AHEAD = 2  # ... and at most this many subsets' worth on the fastest (one training, one queued)
 
 
-STALL_SECONDS = 2.0  # no round for this long: a worker's heartbeat thread starts a new chain
+RACE_RETRIES = 3  # a round that lost the race to another plans again (the winner may not have seen our push)
+STALL_SECONDS = 2.0
+FINISH_PATIENCE = 30.0  # seconds a round that took on finishing the job has before another may  # no round for this long: a worker's heartbeat thread starts a new chain
 
 
 def state_key(store: JobStore) -> str:
@@ -93,16 +95,22 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
         return True
     spec = store.spec()
     key = state_key(store)
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(key)
-            state = json.loads(pipe.get(key))
-            sends, finished = _plan(store, spec, state, heartbeat_timeout, time.time())
-            pipe.multi()
-            pipe.set(key, json.dumps(state))
-            pipe.execute()
-        except redis.WatchError:
-            return True  # another round got there first; nothing was sent
+    for _ in range(RACE_RETRIES):
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                state = json.loads(pipe.get(key))
+                sends, finished = _plan(store, spec, state, heartbeat_timeout, time.time())
+                pipe.multi()
+                pipe.set(key, json.dumps(state))
+                pipe.execute()
+                break
+            except redis.WatchError:
+                continue  # another round got there first and nothing was sent: plan again
+    else:
+        return True
+    if finished is None:
+        return True  # another round is finishing the job; keep the chain until it has
     if finished:
         flow.finish_job(store, WeightStore(client, job_id, script_table={}), spec)
         return False
@@ -114,7 +122,8 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
 
 
 def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
-    """Update state in place; return (assignments to send, job finished?)."""
+    """Update state in place; return (assignments to send, finish the job now?), where None
+    means the job is complete and another round is finishing it."""
     client = store.client
     state["rounds"] += 1
     state["at"] = now
@@ -122,7 +131,11 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     outstanding = {k: v for k, v in state["outstanding"].items() if k not in done}
     if sum(_size(k) for k in done) >= spec.n_train:  # epoch complete: plan the next one now
         if state["epoch"] + 1 >= spec.epochs:
-            return [], True
+            # One round finishes the job; another takes over only if that one died doing it.
+            mine = now - state.get("finishing", 0) > FINISH_PATIENCE
+            if mine:
+                state["finishing"] = now
+            return [], (True if mine else None)
         store.log("epoch-done", epoch=state["epoch"], rounds=state["rounds"])
         state.update(epoch=state["epoch"] + 1, cursor=0, returned=[], outstanding={})
         store.set_fields(epoch=state["epoch"])
@@ -153,8 +166,8 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     for held in outstanding.values():
         queued[held["worker"]] = queued.get(held["worker"], 0) + held["end"] - held["start"]
     views = [NodeView(n, w["rate"], queued.get(n, 0)) for n, w in sorted(alive.items())]
-    total_rate = sum(v.rate for v in views if v.rate)
-    horizon = min(HORIZON, HORIZON_SHARE * spec.n_train / total_rate) if total_rate else HORIZON
+    fastest = max((v.rate for v in views if v.rate), default=None)
+    horizon = min(HORIZON, INCREMENTS_AHEAD * spec.subset_size / fastest) if fastest else HORIZON
     policy = _policy(spec, state, horizon)
     new = policy.assign(ranges, views) if views else []
     for a in new:

@@ -13,8 +13,7 @@ from bpt.broker import worker_registry
 from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.weight_store import WeightStore
 
-from . import flow
-from .app import CONTROL_QUEUE, SCHEDULE_TASK
+from . import flow, scheduler
 from .runtime import WorkerRuntime
 
 
@@ -65,6 +64,8 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
                               runtime.client.scard(store.keys.wave_done(epoch, wave)))
         return {"duplicate": True}
     store.mark_running()
+    if not release:
+        _ask_for_work(app, runtime, store)  # queue our next range while this one trains
 
     x, y = cache.rows(store, start, end)
     pulled = weights.pull()
@@ -99,9 +100,8 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
             _watch_accuracy(store, spec, cache, result.version)
     if release:
         flow.after_subset(app, store, weights, spec, epoch, wave, result.done)
-    elif _epoch_complete(store, spec, epoch):
-        # Do not leave the workers idle until the next tick: schedule the next epoch now.
-        app.send_task(SCHEDULE_TASK, kwargs={"job_id": store.job_id}, queue=CONTROL_QUEUE)
+    else:
+        _ask_for_work(app, runtime, store)  # sees our range done: the next epoch, or the job's end
     return {"status": result.status, "version": result.version, "staleness": result.staleness,
             "loss": loss, "accuracy": accuracy}
 
@@ -118,6 +118,8 @@ def _watch_accuracy(store, spec, cache, version: int) -> None:
                   reason=f"validation accuracy fell more than {spec.guardrail:g} below its best")
 
 
-def _epoch_complete(store, spec, epoch: int) -> bool:
-    pieces = store.client.smembers(store.keys.wave_done(epoch, 0))
-    return sum(int(e) - int(s) for s, e in (p.decode().split(":") for p in pieces)) >= spec.n_train
+def _ask_for_work(app, runtime, store) -> None:
+    """Run a scheduling round here and now instead of waiting for the periodic one: a worker
+    whose queue ran dry would otherwise idle until the next tick. Rounds are cheap (a few
+    Redis calls) and race-safe (scheduler.schedule_round)."""
+    scheduler.schedule_round(app, runtime.client, store.job_id, runtime.settings.heartbeat_timeout)

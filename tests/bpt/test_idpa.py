@@ -56,3 +56,10 @@ def test_idpa_gives_nothing_to_a_node_with_enough_queued():
     idpa, ranges = IDPA(horizon=1.0, min_chunk=10), Ranges(100_000)
     idpa.probe_size = 10
     assert idpa.assign(ranges, [NodeView("a", 1000.0, 995)]) == []
+
+
+def test_idpa_refills_a_node_in_one_piece_once_half_its_work_is_done():
+    idpa, ranges = IDPA(horizon=1.0, min_chunk=10), Ranges(100_000)
+    idpa.probe_size = 10
+    assert idpa.assign(ranges, [NodeView("a", 1000.0, 600)]) == []  # more than half left: wait
+    assert [a.size for a in idpa.assign(ranges, [NodeView("a", 1000.0, 500)])] == [500]
