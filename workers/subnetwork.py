@@ -75,7 +75,9 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     compute = time.perf_counter() - began
     if runtime.slowdown > 1:  # emulate a slower node: wait (F - 1) x the measured compute time
         time.sleep((runtime.slowdown - 1) * compute)
-    _, accuracy = training.evaluate(cache.model, cache.x_val, cache.y_val)
+    scoring = time.perf_counter()
+    _, accuracy = training.evaluate(cache.model, cache.x_score, cache.y_score)
+    scored = time.perf_counter()
     delta = merge.subtract(training.state_to_numpy(cache.model), pulled.weights)
 
     if spec.rule.synchronous:
@@ -90,7 +92,8 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     worker_registry.record_task(runtime.client, worker, end - start, seconds)
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
               version=result.version, scale=round(result.scale, 4), accuracy=round(accuracy, 4),
-              compute_s=round(compute, 5), task_s=round(time.perf_counter() - entered, 5))
+              compute_s=round(compute, 5), score_s=round(scored - scoring, 5),
+              setup_s=round(began - entered, 5), task_s=round(time.perf_counter() - entered, 5))
     if result.weights is not None and result.version % spec.eval_interval == 0:
         training.load_numpy_state(cache.eval_model, result.weights)
         test_loss, test_accuracy = training.evaluate(cache.eval_model, *cache.test_data(store))
