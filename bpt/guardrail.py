@@ -1,5 +1,7 @@
 """The accuracy guardrail (pure): when the global model's validation accuracy falls by more
-than a margin below the best seen so far, the job tightens its merge rule one level.
+than a margin below the best seen so far, at CONFIRM checks in a row, the job tightens its
+merge rule one level. One low check is not enough: early in training, and on a small
+validation slice, accuracy swings by more than the margin on its own.
 
 Users of asynchronous training see accuracy collapse as workers grow: stale deltas from
 many workers pile up faster than the model can absorb them. Each level halves AGWU's
@@ -16,18 +18,22 @@ from .merge import MergeRule
 
 MAX_LEVEL = 3
 FACTOR = 0.5
+CONFIRM = 2  # consecutive low checks that tighten
 
 
 @dataclasses.dataclass(frozen=True)
 class GuardState:
     best: float | None = None  # best validation accuracy since the last tightening
     level: int = 0
+    strikes: int = 0  # consecutive checks below best - margin
 
 
 def observe(state: GuardState, accuracy: float, margin: float) -> tuple[GuardState, bool]:
-    """The state after one evaluation, and whether it tightened the rule."""
+    """The state after one check, and whether it tightened the rule."""
     if margin > 0 and state.best is not None and accuracy < state.best - margin and state.level < MAX_LEVEL:
-        return GuardState(accuracy, state.level + 1), True
+        if state.strikes + 1 >= CONFIRM:
+            return GuardState(accuracy, state.level + 1), True
+        return GuardState(state.best, state.level, state.strikes + 1), False
     best = accuracy if state.best is None else max(state.best, accuracy)
     return GuardState(best, state.level), False
 

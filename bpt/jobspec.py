@@ -23,6 +23,7 @@ DEFAULT_EPOCHS = 15
 DEFAULT_SUBSET_SIZE = 128
 MAX_BATCH_SIZE = 65_536
 PARTITIONS = ("greedy", "idpa", "static")
+GUARD_CHECKS = 8  # accuracy guardrail checks per epoch
 
 
 def new_job_id() -> str:
@@ -84,6 +85,12 @@ class JobSpec:
     @property
     def eval_interval(self) -> int:
         return self.eval_every or self.n_subsets
+
+    def guard_due(self, version: int) -> bool:
+        """Whether the accuracy guardrail checks this version: about GUARD_CHECKS times an
+        epoch, on its own schedule (tied to the test evaluations, a job that evaluates rarely
+        went unguarded, and plain async collapsed within its first epoch)."""
+        return version % max(1, self.n_subsets // GUARD_CHECKS) == 0
 
     def waves(self, epoch: int) -> list[list[int]]:
         return partition.waves(self.n_subsets, epoch, self.seed, self.wave_size)

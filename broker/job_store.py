@@ -154,10 +154,11 @@ class JobStore:
                 try:
                     pipe.watch(key)
                     raw = {k.decode(): v.decode() for k, v in pipe.hgetall(key).items()}
-                    state = guardrail.GuardState(float(raw["best"]) if "best" in raw else None, int(raw.get("level", 0)))
+                    state = guardrail.GuardState(float(raw["best"]) if "best" in raw else None,
+                                                 int(raw.get("level", 0)), int(raw.get("strikes", 0)))
                     new, hit = guardrail.observe(state, accuracy, margin)
                     pipe.multi()
-                    pipe.hset(key, mapping={"best": new.best, "level": new.level})
+                    pipe.hset(key, mapping={"best": new.best, "level": new.level, "strikes": new.strikes})
                     pipe.execute()
                     return new, hit
                 except redis.WatchError:

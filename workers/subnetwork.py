@@ -99,8 +99,8 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         test_loss, test_accuracy = training.evaluate(cache.eval_model, *cache.test_data(store))
         store.add_eval(result.version, test_loss, test_accuracy)
         store.log("evaluated", version=result.version, test_loss=test_loss, test_accuracy=test_accuracy)
-        if spec.guardrail and not spec.rule.synchronous:
-            _watch_accuracy(store, spec, cache, result.version)
+    if spec.guardrail and not spec.rule.synchronous and result.weights is not None and spec.guard_due(result.version):
+        _watch_accuracy(store, spec, cache, result.version, result.weights)
     if release:
         flow.after_subset(app, store, weights, spec, epoch, wave, result.done)
     else:
@@ -109,9 +109,10 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
             "loss": loss, "accuracy": accuracy}
 
 
-def _watch_accuracy(store, spec, cache, version: int) -> None:
-    """The guardrail: score the new global weights (already in eval_model) on the validation
-    split, and tighten the job's rule one level if they fell by more than the margin."""
+def _watch_accuracy(store, spec, cache, version: int, weights) -> None:
+    """The guardrail: score the new global weights on the validation slice, and tighten the
+    job's rule one level if they fell by more than the margin."""
+    training.load_numpy_state(cache.eval_model, weights)
     _, val_accuracy = training.evaluate(cache.eval_model, cache.x_val, cache.y_val)
     state, hit = store.observe_accuracy(val_accuracy, spec.guardrail)
     if hit:

@@ -58,3 +58,9 @@ def test_spec_counts_tasks_and_sync_waves():
     assert s.n_subsets == 10 and s.total_tasks == 20 and s.wave_size is None
     sync = dataclasses.replace(s, rule=dataclasses.replace(s.rule, kind="sync"))
     assert sync.wave_size == 3 and len(sync.waves(0)) == 4
+
+
+def test_the_guardrail_checks_about_eight_times_an_epoch():
+    s = spec(epochs=3, subset_size=25)  # 40 subsets an epoch: a check every 5 versions
+    due = [v for v in range(1, 3 * s.n_subsets + 1) if s.guard_due(v)]
+    assert due[:2] == [5, 10] and len(due) == 3 * 8
