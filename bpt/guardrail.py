@@ -18,7 +18,7 @@ from .merge import MergeRule
 
 MAX_LEVEL = 3
 FACTOR = 0.5
-CONFIRM = 2  # consecutive low checks that tighten
+CONFIRM = 3  # consecutive low checks that tighten
 
 
 @dataclasses.dataclass(frozen=True)

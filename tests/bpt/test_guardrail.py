@@ -3,24 +3,26 @@ from bpt.guardrail import GuardState
 from bpt.merge import MergeRule
 
 
-def test_a_fall_beyond_the_margin_twice_in_a_row_tightens_one_level_and_restarts_the_best():
+def test_a_fall_beyond_the_margin_at_confirm_checks_in_a_row_tightens_one_level():
     state, hit = guardrail.observe(GuardState(), 0.90, margin=0.05)
     assert not hit and state == GuardState(0.90, 0)
     state, hit = guardrail.observe(state, 0.86, margin=0.05)  # within the margin
     assert not hit and state == GuardState(0.90, 0)
-    state, hit = guardrail.observe(state, 0.80, margin=0.05)  # one low check: a strike only
-    assert not hit and state == GuardState(0.90, 0, strikes=1)
+    for strike in range(1, guardrail.CONFIRM):  # low checks short of CONFIRM: strikes only
+        state, hit = guardrail.observe(state, 0.80, margin=0.05)
+        assert not hit and state == GuardState(0.90, 0, strikes=strike)
     state, hit = guardrail.observe(state, 0.81, margin=0.05)
-    assert hit and state == GuardState(0.81, 1)
+    assert hit and state == GuardState(0.81, 1)  # the best restarts from the fallen value
     state, hit = guardrail.observe(state, 0.77, margin=0.05)  # measured from the new best
     assert not hit and state.level == 1
 
 
-def test_a_single_dip_is_forgiven():
-    state, _ = guardrail.observe(GuardState(0.5, 0), 0.3, margin=0.05)
+def test_a_dip_shorter_than_confirm_is_forgiven():
+    state = GuardState(0.5, 0)
+    for _ in range(guardrail.CONFIRM - 1):
+        state, _ = guardrail.observe(state, 0.3, margin=0.05)
     state, hit = guardrail.observe(state, 0.52, margin=0.05)
     assert not hit and state == GuardState(0.52, 0, strikes=0)
-    assert guardrail.observe(state, 0.3, margin=0.05) == (GuardState(0.52, 0, strikes=1), False)
 
 
 def test_margin_zero_is_off_and_the_level_is_capped():
