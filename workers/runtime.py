@@ -27,7 +27,8 @@ JOBS_CACHED = 2
 # a training step, so a score costs about 8% of a task's training (17% for the smallest,
 # 250-sample tasks of the ResNet benchmark). The weight is linear in the accuracy, so the few
 # points of noise of a small slice barely move it, and the guardrail waits for three low
-# checks in a row. Scoring the whole split cost that ResNet case almost half of each task's training.
+# checks in a row. Scoring the whole split cost that ResNet case almost half of each task's
+# training.
 MIN_SCORE_SAMPLES = 128
 ROW_CACHE_BYTES = 512 * 2**20
 

@@ -32,8 +32,8 @@ INCREMENTS_AHEAD = 2  # ... and at most this many subsets' worth on the fastest 
 
 
 RACE_RETRIES = 3  # a round that lost the race to another plans again (the winner may not have seen our push)
-STALL_SECONDS = 2.0
-FINISH_PATIENCE = 30.0  # seconds a round that took on finishing the job has before another may  # no round for this long: a worker's heartbeat thread starts a new chain
+STALL_SECONDS = 2.0  # no round for this long: a worker's heartbeat thread starts a new chain
+FINISH_PATIENCE = 30.0  # seconds a round that took on finishing the job has before another may
 
 
 def state_key(store: JobStore) -> str:
