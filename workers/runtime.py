@@ -21,15 +21,6 @@ from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore
 
 JOBS_CACHED = 2
-# Each task scores its subnetwork on a fixed slice of the validation split for AGWU's accuracy
-# weight, and the guardrail scores the global model on the same slice (about 8 times an
-# epoch): a quarter of a subset's samples, at least 128. A forward pass costs about a third of
-# a training step, so a score costs about 8% of a task's training (17% for the smallest,
-# 250-sample tasks of the ResNet benchmark). The weight is linear in the accuracy, so the few
-# points of noise of a small slice barely move it, and the guardrail waits for three low
-# checks in a row. Scoring the whole split cost that ResNet case almost half of each task's
-# training.
-MIN_SCORE_SAMPLES = 128
 ROW_CACHE_BYTES = 512 * 2**20
 
 
@@ -42,8 +33,9 @@ class JobCache:
         self.inner = inner.resolve(settings.inner or self.spec.inner, self.spec.train.batch_size, settings.threads)
         self.stepper = inner.make_stepper(self.inner, self.model, self.spec.train, settings.threads)
         self.eval_model = models.build_model(self.spec.model, self.spec.input_shape, self.spec.num_classes)
-        score = max(MIN_SCORE_SAMPLES, self.spec.subset_size // 4)  # the same samples for every task
-        self.x_score, self.y_score = store.array("x_val")[:score], store.array("y_val")[:score]
+        x_val, y_val = store.array("x_val"), store.array("y_val")  # the same samples for every task
+        self.x_score, self.y_score = x_val[:self.spec.score_samples], y_val[:self.spec.score_samples]
+        self.x_guard, self.y_guard = x_val[:self.spec.guard_samples], y_val[:self.spec.guard_samples]
         self._test = None
         self._rows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._row_bytes = 0

@@ -110,10 +110,11 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
 
 
 def _watch_accuracy(store, spec, cache, version: int, weights) -> None:
-    """The guardrail: score the new global weights on the validation slice the tasks score on,
-    and tighten the job's rule one level if they fell by more than the margin."""
+    """The guardrail: score the new global weights on the guard's validation slice (the tasks
+    score on its first part), and tighten the job's rule one level if they fell by more than
+    the margin."""
     training.load_numpy_state(cache.eval_model, weights)
-    _, val_accuracy = training.evaluate(cache.eval_model, cache.x_score, cache.y_score)
+    _, val_accuracy = training.evaluate(cache.eval_model, cache.x_guard, cache.y_guard)
     state, hit = store.observe_accuracy(val_accuracy, spec.guardrail)
     if hit:
         rule = guardrail.tightened(spec.rule, state.level)

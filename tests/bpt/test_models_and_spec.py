@@ -64,3 +64,9 @@ def test_the_guardrail_checks_about_eight_times_an_epoch():
     s = spec(epochs=3, subset_size=25)  # 40 subsets an epoch: a check every 5 versions
     due = [v for v in range(1, 3 * s.n_subsets + 1) if s.guard_due(v)]
     assert due[:2] == [5, 10] and len(due) == 3 * 8
+
+
+def test_score_slices_grow_with_the_subset_within_their_bounds():
+    small, mid, big = spec(subset_size=128), spec(subset_size=1024), spec(subset_size=8192)
+    assert (small.score_samples, mid.score_samples, big.score_samples) == (64, 128, 256)
+    assert (small.guard_samples, mid.guard_samples, big.guard_samples) == (128, 256, 256)
