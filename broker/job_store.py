@@ -165,11 +165,11 @@ class JobStore:
                     continue
 
     def claim_release(self, epoch: int, wave: int) -> bool:
-        """True if the next wave after (epoch, wave) has not been released yet."""
-        return not self.client.exists(self.keys.wave_released(epoch, wave))
+        """True for exactly one caller: the one that moves the job on after (epoch, wave)."""
+        return bool(self.client.set(self.keys.wave_released(epoch, wave), 1, nx=True))
 
-    def mark_released(self, epoch: int, wave: int) -> None:
-        self.client.set(self.keys.wave_released(epoch, wave), 1)
+    def done_count(self, epoch: int, wave: int) -> int:
+        return int(self.client.scard(self.keys.wave_done(epoch, wave)))
 
     def drop_staged_data(self) -> None:
         """Free the staged arrays once a job has ended: they are the bulk of its memory."""

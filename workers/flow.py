@@ -1,10 +1,19 @@
 """How a job moves on: releasing waves of subset tasks, and finishing the job.
 
-There is no coordinator process. The task that completes the last subset of a wave
-(the push script counts them atomically) releases the next wave, or finishes the job
-after the last one. Releasing is idempotent enough: tasks are sent before the wave is
-marked released, so a crash in between can only send a wave twice, and a subset already
-applied in that epoch is skipped.
+There is no coordinator process. The push script counts each wave's finished subsets
+atomically, and the task whose push makes a count reach a threshold moves the job on:
+
+- sync: the task that completes a wave commits its round, then releases the next wave (a
+  barrier per round is the rule);
+- agwu, async: the next wave (the next epoch: these rules have one wave an epoch) is released
+  as soon as at most `spec.workers` subsets of the current one are unfinished, so no worker
+  idles while the last of an epoch train; that is the queue running dry, not the wave ending.
+  A wave is released ahead only once the wave before the current one is complete, so at most
+  two are unfinished at a time; and the job finishes when its last two waves are complete.
+
+Releasing is claimed with SET NX before the tasks are sent; a crash in between leaves the wave
+to the watchdog, which sends the unfinished subsets of a stalled job again (a subset already
+applied in that epoch is a counted duplicate).
 """
 
 from __future__ import annotations
@@ -41,23 +50,63 @@ def next_wave(spec: JobSpec, epoch: int, wave: int) -> tuple[int, int] | None:
     return None
 
 
+def previous_wave(spec: JobSpec, epoch: int, wave: int) -> tuple[int, int] | None:
+    if wave > 0:
+        return epoch, wave - 1
+    if epoch > 0:
+        return epoch - 1, len(spec.waves(epoch - 1)) - 1
+    return None
+
+
 def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoch: int, wave: int,
                  done: int) -> None:
-    """Called after each subset's push; moves the job on if this was the wave's last."""
-    if done < len(spec.waves(epoch)[wave]) or not store.claim_release(epoch, wave):
-        return
+    """Called after each subset's push (done: the wave's finished subsets); moves the job on."""
+    size = len(spec.waves(epoch)[wave])
     if spec.rule.synchronous:
+        if done < size or not store.claim_release(epoch, wave):
+            return
         result = weights.commit_round(rule=spec.rule, epoch=epoch, wave=wave)
         if result.status == "accepted":
             store.log("round-merged", epoch=epoch, wave=wave, version=result.version)
-    following = next_wave(spec, epoch, wave)
-    if following is None:
-        finish_job(store, weights, spec)
+        if next_wave(spec, epoch, wave) is None:
+            finish_job(store, weights, spec)
+        else:
+            _release_after(app, store, spec, epoch, wave)
         return
+    _release_ahead(app, store, spec, epoch, wave, done)
+    if done < size:
+        return
+    following = next_wave(spec, epoch, wave)
+    if following is not None:  # its release may have waited for this wave to complete
+        _release_ahead(app, store, spec, *following, store.done_count(*following))
+    final = (spec.epochs - 1, len(spec.waves(spec.epochs - 1)) - 1)
+    if following is None or following == final:
+        if _complete(store, spec, *final) and _complete(store, spec, *(previous_wave(spec, *final) or final)) \
+                and store.claim_release(*final):
+            finish_job(store, weights, spec)
+
+
+def _release_ahead(app, store: JobStore, spec: JobSpec, epoch: int, wave: int, done: int) -> None:
+    """Release the wave after (epoch, wave) if at most spec.workers of its subsets are left
+    and the wave before it is complete."""
+    if next_wave(spec, epoch, wave) is None or len(spec.waves(epoch)[wave]) - done > spec.workers:
+        return
+    before = previous_wave(spec, epoch, wave)
+    if before is not None and not _complete(store, spec, *before):
+        return
+    if store.claim_release(epoch, wave):
+        _release_after(app, store, spec, epoch, wave)
+
+
+def _release_after(app, store: JobStore, spec: JobSpec, epoch: int, wave: int) -> None:
+    following = next_wave(spec, epoch, wave)
     if following[1] == 0:
         store.set_fields(epoch=following[0])
     release_wave(app, spec, *following)
-    store.mark_released(epoch, wave)
+
+
+def _complete(store: JobStore, spec: JobSpec, epoch: int, wave: int) -> bool:
+    return store.done_count(epoch, wave) >= len(spec.waves(epoch)[wave])
 
 
 def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec) -> None:

@@ -19,7 +19,7 @@ from bpt.broker import worker_registry
 from bpt.broker.job_store import JobStore, list_jobs
 
 from .app import TRAIN_QUEUE, TRAIN_TASK
-from .flow import task_kwargs
+from .flow import next_wave, task_kwargs
 
 STALL_MIN_SECONDS = 30.0  # never sooner than this ...
 STALL_TASKS = 3.0  # ... nor sooner than this many times the slowest worker's predicted subset time
@@ -67,10 +67,14 @@ def stall_limit(subset_size: int, client: redis.Redis) -> float:
 
 
 def unfinished(store: JobStore, spec) -> tuple[int, int, list[int]]:
-    """(epoch, wave, subsets of that wave not done): the first wave whose successor is unreleased."""
-    epoch = int(store.state().get("epoch", 0))
-    waves = spec.waves(epoch)
-    wave = next((w for w in range(len(waves)) if not store.client.exists(store.keys.wave_released(epoch, w))),
-                len(waves) - 1)
-    done = {int(m) for m in store.client.smembers(store.keys.wave_done(epoch, wave))}
-    return epoch, wave, [s for s in waves[wave] if s not in done]
+    """(epoch, wave, subsets of that wave not done) for the earliest wave not complete, from
+    the epoch before the job's current one (the next epoch is released before an epoch ends)."""
+    at = (max(0, int(store.state().get("epoch", 0)) - 1), 0)
+    while at is not None:
+        epoch, wave = at
+        done = {int(m) for m in store.client.smembers(store.keys.wave_done(epoch, wave))}
+        missing = [s for s in spec.waves(epoch)[wave] if s not in done]
+        if missing:
+            return epoch, wave, missing
+        at = next_wave(spec, epoch, wave)
+    return spec.epochs - 1, len(spec.waves(spec.epochs - 1)) - 1, []
