@@ -6,8 +6,8 @@ atomically, and the task whose push makes a count reach a threshold moves the jo
 - sync: the task that completes a wave commits its round, then releases the next wave (a
   barrier per round is the rule);
 - agwu, async: the next wave (the next epoch: these rules have one wave an epoch) is released
-  as soon as at most `spec.workers` subsets of the current one are unfinished, so no worker
-  idles while the last of an epoch train; that is the queue running dry, not the wave ending.
+  as soon as at most one subset per worker (and a quarter of the wave) is unfinished, so
+  workers do not idle while the last of an epoch train (0.6-0.9 s a boundary in a 13 s job).
   A wave is released ahead only once the wave before the current one is complete, so at most
   two are unfinished at a time; and the job finishes when its last two waves are complete.
 
@@ -87,9 +87,9 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
 
 
 def _release_ahead(app, store: JobStore, spec: JobSpec, epoch: int, wave: int, done: int) -> None:
-    """Release the wave after (epoch, wave) if at most spec.workers of its subsets are left
-    and the wave before it is complete."""
-    if next_wave(spec, epoch, wave) is None or len(spec.waves(epoch)[wave]) - done > spec.workers:
+    """Release the wave after (epoch, wave) if at most `ahead` of its subsets are left and
+    the wave before it is complete."""
+    if next_wave(spec, epoch, wave) is None or len(spec.waves(epoch)[wave]) - done > ahead(spec, len(spec.waves(epoch)[wave])):
         return
     before = previous_wave(spec, epoch, wave)
     if before is not None and not _complete(store, spec, *before):
@@ -103,6 +103,13 @@ def _release_after(app, store: JobStore, spec: JobSpec, epoch: int, wave: int) -
     if following[1] == 0:
         store.set_fields(epoch=following[0])
     release_wave(app, spec, *following)
+
+
+def ahead(spec: JobSpec, size: int) -> int:
+    """How many unfinished subsets of a wave of `size` let the next one out: one per worker,
+    at most a quarter of the wave. Epoch boundaries are where staleness drops; releasing with
+    8 of 11 digits subsets left (8 workers) cost AGWU 4 points (96.0% to 91.9%, 2 seeds)."""
+    return min(spec.workers, size // 4)
 
 
 def _complete(store: JobStore, spec: JobSpec, epoch: int, wave: int) -> bool:
