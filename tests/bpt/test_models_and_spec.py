@@ -61,9 +61,16 @@ def test_spec_counts_tasks_and_sync_waves():
 
 
 def test_the_guardrail_checks_about_eight_times_an_epoch():
-    s = spec(epochs=3, subset_size=25)  # 40 subsets an epoch: a check every 5 versions
+    s = dataclasses.replace(spec(epochs=3, subset_size=1024), n_train=40 * 1024)  # a check every 5 versions
     due = [v for v in range(1, 3 * s.n_subsets + 1) if s.guard_due(v)]
     assert due[:2] == [5, 10] and len(due) == 3 * 8
+
+
+def test_the_guardrail_checks_less_often_where_a_check_costs_much_of_a_task_but_four_times_an_epoch():
+    mid = dataclasses.replace(spec(subset_size=256), n_train=24 * 256)  # 128 scored per 256 trained
+    assert mid.guard_interval == 4 and mid.guard_samples / (3 * 4 * 256) <= 0.05  # 6 an epoch, not 8
+    costly = dataclasses.replace(spec(subset_size=128), n_train=16 * 128)  # 128 per 128: 7 would do, 4 an epoch
+    assert costly.guard_interval == 16 // 4
 
 
 def test_score_slices_grow_with_the_subset_within_their_bounds():
