@@ -31,7 +31,7 @@ GUARD_SHARE = 0.05  # ... and between them, as few as cost at most this share of
 # slice of subset/8 costs about 4% of a task; a slice of subset/4 cost 8% at every size and
 # 17% of the ResNet benchmark's 250-sample tasks. Sizes are capped: a slice's noise depends on
 # its own size, not on the subset's. The guardrail's slice is larger (it acts on three low
-# checks in a row, and noise alone must not get there) and scores only ~8 times an epoch.
+# checks in a row, and noise alone must not get there) and scores 4 to 8 times an epoch.
 SCORE_SAMPLES = (64, 256)  # min, max
 GUARD_SAMPLES = (128, 256)
 

@@ -61,7 +61,7 @@ def load_config(ctx, param, path):
 @click.option("--s-max", type=int, default=None, help="Reject pushes staler than this (default 2 x workers).")
 @click.option("--guardrail", type=float, default=0.05, show_default=True,
               help="When validation accuracy is this much below its best at three checks in a row "
-                   "(about 8 an epoch), halve alpha and s-max (0: off).")
+                   "(4 to 8 an epoch), halve alpha and s-max (0: off).")
 @click.option("--partition", type=click.Choice(["greedy", "idpa", "static"]), default="greedy", show_default=True,
               help="How subsets reach workers: a shared queue, IDPA increments sized by measured throughput "
                    "(the scheduler task), or a static equal split.")
