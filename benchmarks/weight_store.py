@@ -2,7 +2,7 @@
 worker waits for them, against a plain SET and GET of the same bytes with redis-py, on the
 same private Redis server, side by side.
 
-    python -m benchmarks.weight_store [--sizes 0.25 4 45] [--repeats 15]
+    python -m benchmarks.weight_store [--sizes 0.25 4 45] [--repeats 50]
 
 Goal (issue 8): bpt / raw <= 1.15 at every size. A second baseline, `floor`, sends the SET
 without redis-py's copies (bpt.broker.bulk.set_buffer, what bpt's push uses) and then GETs:
@@ -26,6 +26,7 @@ from bpt.broker.weight_store import WeightStore
 from .common import table, write_json
 
 GOAL = 1.15
+BLOCK = 5  # repeats of each side in turn
 RULE = MergeRule("agwu", alpha=0.5, gamma=0.5, s_max=10**9)
 
 
@@ -58,13 +59,11 @@ def time_floor(client, blob: bytes, repeats: int) -> list[float]:
     return times
 
 
-def time_bpt(client, weights: dict, repeats: int, job: str) -> tuple[list[float], list[float], list[float]]:
-    """A worker's view: pull the newest weights, then push a delta computed against them."""
-    store = WeightStore(client, job)
-    store.initialize(weights)
-    delta = {k: np.full_like(v, 1e-3) for k, v in weights.items()}
+def time_bpt(store: WeightStore, delta: dict, repeats: int, first: int) -> tuple[list[float], list[float], list[float]]:
+    """A worker's view: pull the newest weights, then push a delta computed against them
+    (subset ids from `first` on: each push is a new one)."""
     pulls, pushes, both = [], [], []
-    for i in range(repeats):
+    for i in range(first, first + repeats):
         began = time.perf_counter()
         pulled = store.pull()
         middle = time.perf_counter()
@@ -81,7 +80,7 @@ def time_bpt(client, weights: dict, repeats: int, job: str) -> tuple[list[float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 4, 45], help="model sizes in MB")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=50, help="per side, in blocks of 5")
     args = parser.parse_args()
     rows = []
     with PrivateRedis() as server:
@@ -89,11 +88,17 @@ def main() -> None:
         for size in args.sizes:
             weights = model_of(size)
             blob = codec.encode_weights(weights)
+            store = WeightStore(client, f"bench-{size}")
+            store.initialize(weights)
+            delta = {k: np.full_like(v, 1e-3) for k, v in weights.items()}
             time_raw(client, blob, 3)  # warm the connection and the allocator
-            raw = statistics.median(time_raw(client, blob, args.repeats))
-            floor = statistics.median(time_floor(client, blob, args.repeats))
-            pulls, pushes, both = time_bpt(client, weights, args.repeats, job=f"bench-{size}")
-            bpt = statistics.median(both)
+            raws, floors, pulls, pushes, both = [], [], [], [], []
+            for first in range(0, args.repeats, BLOCK):  # interleaved: this VM's speed drifts within a run
+                raws += time_raw(client, blob, BLOCK)
+                floors += time_floor(client, blob, BLOCK)
+                for into, times in zip((pulls, pushes, both), time_bpt(store, delta, BLOCK, first)):
+                    into += times
+            raw, floor, bpt = statistics.median(raws), statistics.median(floors), statistics.median(both)
             rows.append({"model_mb": size, "raw_set_get_ms": 1e3 * raw, "bpt_pull_ms": 1e3 * statistics.median(pulls),
                          "bpt_push_ms": 1e3 * statistics.median(pushes), "bpt_pull_push_ms": 1e3 * bpt,
                          "floor_ms": 1e3 * floor, "ratio": bpt / raw, "ratio_to_floor": bpt / floor,
