@@ -165,8 +165,14 @@ class JobStore:
                     continue
 
     def claim_release(self, epoch: int, wave: int) -> bool:
-        """True for exactly one caller: the one that moves the job on after (epoch, wave)."""
+        """True for exactly one caller: the one that releases the wave after (epoch, wave)."""
         return bool(self.client.set(self.keys.wave_released(epoch, wave), 1, nx=True))
+
+    def is_released(self, epoch: int, wave: int) -> bool:
+        return bool(self.client.exists(self.keys.wave_released(epoch, wave)))
+
+    def mark_released(self, epoch: int, wave: int) -> None:
+        self.client.set(self.keys.wave_released(epoch, wave), 1)
 
     def done_count(self, epoch: int, wave: int) -> int:
         return int(self.client.scard(self.keys.wave_done(epoch, wave)))

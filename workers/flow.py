@@ -11,9 +11,12 @@ atomically, and the task whose push makes a count reach a threshold moves the jo
   A wave is released ahead only once the wave before the current one is complete, so at most
   two are unfinished at a time; and the job finishes when its last two waves are complete.
 
-Releasing is claimed with SET NX before the tasks are sent; a crash in between leaves the wave
-to the watchdog, which sends the unfinished subsets of a stalled job again (a subset already
-applied in that epoch is a counted duplicate).
+With sync, a redelivered copy of the completing task (its process died) does the steps again,
+each idempotent, and the wave is flagged released last. With the asynchronous rules several
+tasks can reach a threshold at once, so one claims the release with SET NX; a crash between
+claim and send leaves the wave to the watchdog, which sends the unfinished subsets of a
+stalled job again (a subset already applied in that epoch is a counted duplicate). The job is
+finished by whichever task sees its last two waves complete while it is still running.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 
 from bpt import models, training
 from bpt.jobspec import JobSpec
-from bpt.broker.job_store import JobStore
+from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.weight_store import WeightStore
 
 from .app import TRAIN_QUEUE, TRAIN_TASK
@@ -63,15 +66,18 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
     """Called after each subset's push (done: the wave's finished subsets); moves the job on."""
     size = len(spec.waves(epoch)[wave])
     if spec.rule.synchronous:
-        if done < size or not store.claim_release(epoch, wave):
+        # One task completes a wave; a redelivered copy of it (its process died) runs this
+        # again, so every step is idempotent and the flag is set last.
+        if done < size or store.is_released(epoch, wave):
             return
         result = weights.commit_round(rule=spec.rule, epoch=epoch, wave=wave)
         if result.status == "accepted":
             store.log("round-merged", epoch=epoch, wave=wave, version=result.version)
         if next_wave(spec, epoch, wave) is None:
             finish_job(store, weights, spec)
-        else:
-            _release_after(app, store, spec, epoch, wave)
+            return
+        _release_after(app, store, spec, epoch, wave)
+        store.mark_released(epoch, wave)
         return
     _release_ahead(app, store, spec, epoch, wave, done)
     if done < size:
@@ -81,15 +87,17 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
         _release_ahead(app, store, spec, *following, store.done_count(*following))
     final = (spec.epochs - 1, len(spec.waves(spec.epochs - 1)) - 1)
     if following is None or following == final:
-        if _complete(store, spec, *final) and _complete(store, spec, *(previous_wave(spec, *final) or final)) \
-                and store.claim_release(*final):
+        last_two = [final, previous_wave(spec, *final) or final]
+        if all(_complete(store, spec, *w) for w in last_two) and store.status() not in FINISHED:
             finish_job(store, weights, spec)
 
 
 def _release_ahead(app, store: JobStore, spec: JobSpec, epoch: int, wave: int, done: int) -> None:
     """Release the wave after (epoch, wave) if at most `ahead` of its subsets are left and
-    the wave before it is complete."""
-    if next_wave(spec, epoch, wave) is None or len(spec.waves(epoch)[wave]) - done > ahead(spec, len(spec.waves(epoch)[wave])):
+    the wave before it is complete. Several tasks can get here at once, so one claims the
+    release (SET NX); if it dies before sending, the watchdog sends the wave."""
+    size = len(spec.waves(epoch)[wave])
+    if next_wave(spec, epoch, wave) is None or size - done > ahead(spec, size):
         return
     before = previous_wave(spec, epoch, wave)
     if before is not None and not _complete(store, spec, *before):
