@@ -60,8 +60,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
     if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
         if release:
-            flow.after_subset(app, store, weights, spec, epoch, wave,
-                              runtime.client.scard(store.keys.wave_done(epoch, wave)))
+            flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave))
         return {"duplicate": True}
     store.mark_running()
     if not release:
