@@ -44,6 +44,13 @@ class CorruptBlob(BptError):
     exit_code = 7
 
 
+class DidNotLearn(BptError):
+    """Raised when a job finished with a test accuracy no better than chance (bpt.learning):
+    its outputs are written, but it is not reported as a success."""
+
+    exit_code = 8
+
+
 class InvalidTask(BptError):
     """Raised when a task message names a subset, epoch or job that does not fit the job."""
 

@@ -39,7 +39,10 @@ def observe(state: GuardState, accuracy: float, margin: float) -> tuple[GuardSta
 
 
 def tightened(rule: MergeRule, level: int) -> MergeRule:
-    """The rule in force at a guard level (level 0: the job's own)."""
+    """The rule in force at a guard level (level 0: the job's own). A rule whose s_max
+    follows the live cluster (None) keeps following it; its alpha still halves. A bound of 0
+    (reject every stale push) stays 0."""
     if level <= 0 or rule.synchronous:
         return rule
-    return dataclasses.replace(rule, alpha=rule.alpha * FACTOR ** level, s_max=max(1, rule.s_max >> level))
+    s_max = rule.s_max if not rule.s_max else max(1, rule.s_max >> level)
+    return dataclasses.replace(rule, alpha=rule.alpha * FACTOR ** level, s_max=s_max)

@@ -52,7 +52,7 @@ class JobSpec:
     subset_size: int = DEFAULT_SUBSET_SIZE
     train: TrainParams = TrainParams()
     rule: MergeRule = MergeRule()
-    workers: int = 2  # expected workers: sizes sync rounds and the default staleness bound
+    workers: int = 2  # training processes at submit: sizes sync rounds; the rest follows the live count
     eval_every: int = 0  # evaluate the test split every this many versions; 0: once per epoch
     seed: int = 0
     inner: str = "auto"  # inner-layer strategy (bpt.inner); a worker's --inner overrides it

@@ -4,8 +4,9 @@ A subnetwork j pulled W at version v_j, trained, and pushes D_j = W_j - W(v_j) w
 sample count n_j and its accuracy a_j on a validation slice. With the current version v and
 staleness s = v - v_j:
 
-- agwu:  reject if s > s_max, else W <- W + alpha * gamma**s * q_j * D_j,
-         q_j = a_j / mean(recent accepted a), clipped to [0, 2];
+- normalized (the default): reject if s > s_max, else W <- W + alpha * q_j * D_j / K, K the
+         live training processes; q_j = a_j / mean(recent accepted a), clipped to [0, 2];
+- agwu (the paper's):  reject if s > s_max, else W <- W + alpha * gamma**s * q_j * D_j;
 - async: the same with gamma = 1 and q_j = 1 (Downpour/Hogwild-style baseline);
 - sync:  a barrier per round, W <- W + sum(q_j n_j D_j) / sum(q_j n_j).
 """
@@ -19,16 +20,18 @@ import numpy as np
 
 from .errors import ConfigError
 
-RULES = ("agwu", "async", "sync")
+RULES = ("normalized", "agwu", "async", "sync")
+DEFAULT_RULE = "normalized"
+RECENT_ACCURACIES = 16  # accepted pushes whose accuracies form q's reference
 Weights = Mapping[str, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
 class MergeRule:
-    kind: str = "agwu"
+    kind: str = DEFAULT_RULE
     alpha: float = 1.0  # contribution scale
-    gamma: float = 0.5  # staleness decay, in (0, 1]
-    s_max: int = 4  # pushes staler than this are rejected; jobs default it to 2 x workers
+    gamma: float = 0.5  # agwu's staleness decay, in (0, 1]
+    s_max: int | None = None  # pushes staler than this are rejected; None: 2 x the live workers
 
     def __post_init__(self):
         if self.kind not in RULES:
@@ -37,12 +40,20 @@ class MergeRule:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if not self.alpha > 0:
             raise ConfigError(f"alpha must be positive, got {self.alpha}")
-        if self.s_max < 0:
+        if self.s_max is not None and self.s_max < 0:
             raise ConfigError(f"s_max must be >= 0, got {self.s_max}")
 
     @property
     def synchronous(self) -> bool:
         return self.kind == "sync"
+
+    def resolved(self, live: int) -> "MergeRule":
+        """The rule with its staleness bound fixed for `live` training processes."""
+        return dataclasses.replace(self, s_max=self.staleness_bound(live))
+
+    def staleness_bound(self, live: int) -> int:
+        """s_max in force with `live` training processes: the job's own, or 2 x live."""
+        return self.s_max if self.s_max is not None else 2 * max(1, live)
 
 
 def accuracy_weight(accuracy: float, recent: Sequence[float]) -> float:
@@ -56,12 +67,26 @@ def accuracy_weight(accuracy: float, recent: Sequence[float]) -> float:
     return float(np.clip(accuracy / mean, 0.0, 2.0))
 
 
-def contribution(rule: MergeRule, staleness: int, q: float) -> float | None:
-    """The scale applied to D_j, or None when the push must be rejected as too stale."""
+def contribution(rule: MergeRule, staleness: int, q: float, live: int = 1) -> float | None:
+    """The scale applied to D_j, or None when the push must be rejected as too stale.
+
+    live: the training processes in the cluster now (the worker registry's count). The
+    weight store and the emulator (bpt.emulator) both call this, so what the emulator
+    measures is the rule the store applies.
+
+    - normalized: alpha * q / live. With K workers in steady state every push is about K - 1
+      versions stale, and K deltas computed from nearly the same weights arrive for every
+      one a single process would have made: together they count as one step, as a
+      synchronous round's average would, whatever K is (docs/scaling.md);
+    - agwu (the paper's): alpha * gamma**s * q, which at s ~ K - 1 is ~1e-4 at 16 workers;
+    - async: alpha.
+    """
     if staleness < 0:
         raise ValueError(f"staleness cannot be negative, got {staleness}")
-    if staleness > rule.s_max:
+    if staleness > rule.staleness_bound(live):
         return None
+    if rule.kind == "normalized":
+        return rule.alpha * q / max(1, live)
     if rule.kind == "async":
         return rule.alpha
     return rule.alpha * rule.gamma ** staleness * q

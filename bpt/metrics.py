@@ -31,4 +31,5 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "evaluations": evals,
         "spec": spec,
         "error": state.get("error"),
+        "warning": state.get("warning"),
     }

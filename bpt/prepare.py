@@ -12,6 +12,7 @@ import torch
 from . import datasets, models, training
 from .errors import ConfigError, DataError
 from .jobspec import JobSpec, new_job_id
+from . import merge
 from .merge import MergeRule
 
 DEFAULT_EPOCHS = {"digits": 20}
@@ -27,7 +28,7 @@ class JobChoices:
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
-    rule: str = "agwu"
+    rule: str = merge.DEFAULT_RULE
     alpha: float | None = None  # default: default_alpha(rule, gamma)
     gamma: float = 0.5
     s_max: int | None = None
@@ -46,7 +47,8 @@ def default_alpha(rule: str, gamma: float) -> float:
     them with weights 1, gamma, gamma^2, ... (by staleness), which sum to 1 / (1 - gamma).
     Scaling by 1 - gamma makes such a group count as one full step (q = 1), as a synchronous
     round would. With alpha = 1, three workers in step trained the digits-aug CNN to chance
-    accuracy in 4 of 5 runs (docs/design.md). Plain async and sync keep alpha = 1.
+    accuracy in 4 of 5 runs (docs/design.md). normalized, plain async and sync keep alpha = 1
+    (normalized already divides by the live workers).
     """
     return 1.0 - gamma if rule == "agwu" and gamma < 1 else 1.0
 
@@ -80,9 +82,9 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         epochs=choices.epochs or DEFAULT_EPOCHS.get(choices.dataset.name, DEFAULT_EPOCHS_OTHER),
         subset_size=choices.subset_size or default_subset_size(len(data.x_train)),
         train=training.TrainParams(choices.batch_size, choices.lr, choices.momentum),
+        # s_max None: twice the live training processes, read at every push (bpt.merge)
         rule=MergeRule(choices.rule, default_alpha(choices.rule, choices.gamma) if choices.alpha is None else choices.alpha,
-                       choices.gamma,
-                       2 * choices.workers if choices.s_max is None else choices.s_max),
+                       choices.gamma, choices.s_max),
         workers=choices.workers,
         eval_every=choices.eval_every,
         seed=choices.seed,

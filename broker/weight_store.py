@@ -26,7 +26,7 @@ from bpt.errors import CorruptBlob
 from . import bulk, codec, scripts
 from .keys import JobKeys, applied_field
 
-RECENT_ACCURACIES = 16
+RECENT_ACCURACIES = merge.RECENT_ACCURACIES
 MAX_CAS_ROUNDS = 1000
 UPLOAD_TTL_MS = 120_000  # an upload whose pusher died before installing it expires
 CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto a pulled copy
@@ -101,8 +101,12 @@ class WeightStore:
 
     # -- asynchronous rules (agwu, async) --------------------------------------------------
     def push(self, *, rule: merge.MergeRule, pulled_version: int, delta: dict[str, np.ndarray],
-             accuracy: float, epoch: int, wave: int, subset: int, base: Pulled | None = None) -> PushResult:
+             accuracy: float, epoch: int, wave: int, subset: int, base: Pulled | None = None,
+             live: int = 1) -> PushResult:
         """Merge delta (computed against version pulled_version) into the newest weights.
+
+        live: the training processes in the cluster (worker_registry.live_processes), which
+        the normalized rule divides by and a default s_max is twice of.
 
         base: the Pulled the delta was computed against, if the caller still has it; while
         the version has not moved, the push merges onto it without reading the weights again."""
@@ -119,7 +123,7 @@ class WeightStore:
             if problem:
                 return self._refuse("invalid", f"invalid:{problem}", field, subset, done_key, current.version, staleness)
             q = merge.accuracy_weight(accuracy, current.recent)
-            scale = merge.contribution(rule, staleness, q)
+            scale = merge.contribution(rule, staleness, q, live)
             if scale is None:
                 return self._refuse("rejected", f"stale:{staleness}", field, subset, done_key, current.version, staleness)
             (status, version, done), merged = self._install(

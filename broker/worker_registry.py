@@ -20,11 +20,42 @@ def worker_key(name: str) -> str:
     return f"bpt:worker:{name}"
 
 
-def heartbeat(client: redis.Redis, name: str) -> None:
+def heartbeat(client: redis.Redis, name: str, processes: int = 1) -> None:
+    """processes: the worker's training processes (its --concurrency): what it adds to a
+    job's live K."""
     pipe = client.pipeline(transaction=False)
-    pipe.hset(worker_key(name), mapping={"heartbeat": time.time(), "host": socket.gethostname()})
+    pipe.hset(worker_key(name), mapping={"heartbeat": time.time(), "host": socket.gethostname(),
+                                         "processes": processes})
     pipe.sadd(WORKERS_INDEX, name)
     pipe.execute()
+
+
+def live_processes(client: redis.Redis, timeout: float, now: float | None = None) -> int:
+    """K, the training processes of every worker whose heartbeat is fresher than timeout
+    (a worker with --concurrency 4 counts 4). Merge rules, the staleness bound and the
+    release of the next epoch follow it as workers join, leave or die. At least 1."""
+    now = time.time() if now is None else now
+    return max(1, sum(w["processes"] for w in workers(client).values() if now - w["heartbeat"] <= timeout))
+
+
+def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str) -> str:
+    """The first of base@host, base-2@host, ... that no live worker holds, claimed for
+    `token` (SET NX with a TTL the heartbeat renews): two workers started on one host get
+    distinct names, so status, reports and Flower keep them apart."""
+    for i in range(1, 1000):
+        name = f"{base}@{host}" if i == 1 else f"{base}-{i}@{host}"
+        if client.set(name_claim_key(name), token, nx=True, px=int(ttl * 1000)) or \
+                client.get(name_claim_key(name)) == token.encode():
+            return name
+    raise RuntimeError(f"no free worker name {base}-N@{host}")
+
+
+def renew_name(client: redis.Redis, name: str, ttl: float) -> None:
+    client.pexpire(name_claim_key(name), int(ttl * 1000))
+
+
+def name_claim_key(name: str) -> str:
+    return f"bpt:worker-name:{name}"
 
 
 def record_task(client: redis.Redis, name: str, samples: int, seconds: float) -> float:
@@ -52,7 +83,8 @@ def workers(client: redis.Redis) -> dict[str, dict]:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         out[name] = {"host": fields.get("host", "?"), "heartbeat": float(fields.get("heartbeat", 0)),
                      "rate": float(fields["rate"]) if "rate" in fields else None,
-                     "tasks": int(fields.get("tasks", 0)), "samples": int(fields.get("samples", 0))}
+                     "tasks": int(fields.get("tasks", 0)), "samples": int(fields.get("samples", 0)),
+                     "processes": int(fields.get("processes", 1))}
     return out
 
 
@@ -64,15 +96,19 @@ def forget(client: redis.Redis, name: str) -> None:
 class HeartbeatThread(threading.Thread):
     """Beats every `interval` seconds from the worker's main process; stops with it."""
 
-    def __init__(self, client: redis.Redis, name: str, interval: float = 1.0, on_beat=None):
+    def __init__(self, client: redis.Redis, name: str, interval: float = 1.0, on_beat=None, processes: int = 1,
+                 name_ttl: float | None = None):
         super().__init__(daemon=True, name="bpt-heartbeat")
         self.client, self.name_, self.interval, self.on_beat = client, name, interval, on_beat
+        self.processes, self.name_ttl = processes, name_ttl
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
-                heartbeat(self.client, self.name_)
+                heartbeat(self.client, self.name_, self.processes)
+                if self.name_ttl:
+                    renew_name(self.client, self.name_, self.name_ttl)
                 if self.on_beat is not None:
                     self.on_beat()
             except redis.RedisError:

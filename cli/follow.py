@@ -9,8 +9,8 @@ import time
 import click
 from tqdm import tqdm
 
-from bpt import metrics
-from bpt.errors import BptError, JobFailed
+from bpt import learning, metrics
+from bpt.errors import BptError, DidNotLearn, JobFailed
 from bpt.broker import codec
 from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.weight_store import WeightStore
@@ -89,3 +89,9 @@ def finish(store: JobStore, state: dict, out_dir: str, as_json: bool) -> None:
                    f"{summary['versions']} versions in {summary['wall_seconds']:.1f}s "
                    f"({summary['samples_per_second']:.0f} samples/s); "
                    f"{summary['rejected_pushes']} rejected pushes; wrote {out_dir}/")
+    if summary.get("warning"):
+        click.echo(f"warning: {summary['warning']}", err=True)
+    spec = store.spec()
+    if summary["test_accuracy"] is not None and learning.near_chance(summary["test_accuracy"], spec.num_classes):
+        raise DidNotLearn(f"job {store.job_id} ended at test accuracy {summary['test_accuracy']:.4f}, no better "
+                          f"than chance for {spec.num_classes} classes (outputs written to {out_dir}/)")

@@ -54,6 +54,8 @@ def status(settings, job_id, redis_url, as_json):
         click.echo(f"  {name}: {int(w['tasks'])} tasks, {w['samples_per_second']:.0f} samples/s")
     if summary["error"]:
         click.echo(f"  error: {summary['error']}")
+    if summary.get("warning"):
+        click.echo(f"  warning: {summary['warning']}")
 
 
 @click.command()

@@ -1,7 +1,8 @@
 """The `bpt` command group: settings from BPT_* variables, errors as one line and an exit code.
 
 Exit codes: 0 ok, 1 other bpt error, 2 bad flag or setting, 3 bad data, 4 Redis unreachable
-or refused, 5 unknown job, 6 job failed or was cancelled, 7 corrupt blob, 130 interrupted.
+or refused, 5 unknown job, 6 job failed or was cancelled, 7 corrupt blob, 8 job finished no better
+than chance (outputs written), 130 interrupted.
 """
 
 from __future__ import annotations

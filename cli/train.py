@@ -53,12 +53,15 @@ def load_config(ctx, param, path):
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate.")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/16 within 128..2048).")
-@click.option("--rule", type=click.Choice(merge.RULES), default="agwu", show_default=True,
-              help="Global update: AGWU, plain async, or synchronous rounds.")
+@click.option("--rule", type=click.Choice(merge.RULES), default=merge.DEFAULT_RULE, show_default=True,
+              help="Global update: normalized (AGWU's accuracy weight, each push divided by the live "
+                   "workers; holds accuracy as workers grow), agwu (the paper's gamma^staleness), plain "
+                   "async, or synchronous rounds. See docs/scaling.md.")
 @click.option("--alpha", type=float, default=None,
-              help="AGWU contribution scale (default: 1 - gamma for agwu, 1 for async and sync).")
+              help="Contribution scale (default: 1 - gamma for agwu, 1 for the others).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="AGWU staleness decay, in (0, 1].")
-@click.option("--s-max", type=int, default=None, help="Reject pushes staler than this (default 2 x workers).")
+@click.option("--s-max", type=int, default=None,
+              help="Reject pushes staler than this (default: 2 x the live training processes, read at each push).")
 @click.option("--guardrail", type=float, default=0.05, show_default=True,
               help="When validation accuracy is this much below its best at three checks in a row "
                    "(4 to 8 an epoch), halve alpha and s-max (0: off).")
@@ -72,7 +75,8 @@ def load_config(ctx, param, path):
 @click.option("--classes", type=int, default=10, show_default=True, help="synthetic: classes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", "-w", type=int, default=None,
-              help="Local worker processes (embedded); expected workers (with --redis-url). Default: one per core.")
+              help="Local worker processes (embedded; default one per core). With --redis-url the job "
+                   "counts the live workers' training processes itself.")
 @click.option("--threads", type=int, default=None, help="Threads per local worker for the inner layer (default 1).")
 @click.option("--inner", type=click.Choice(["auto", "torch", "tasks"]), default="auto", show_default=True,
               help="Inner-layer strategy: PyTorch's intra-op threads, or bpt's micro-batch tasks (a worker's --inner wins).")
@@ -87,11 +91,12 @@ def load_config(ctx, param, path):
 def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
           guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, inner, redis_url, detach,
           out_dir, as_json, quiet):
-    """Train a model on a data set with AGWU across Celery workers.
+    """Train a model on a data set across Celery workers, merging their pushes asynchronously.
 
     With no Redis URL this runs everything here: a private redis-server on a free loopback
     port and one worker process per core, all stopped when it ends (also on Ctrl-C).
     """
+    workers_given = workers is not None
     settings = settings.override(redis_url=redis_url, workers=workers, threads=threads)  # validates them
     if detach and settings.redis_url is None:
         raise ConfigError("--detach needs --redis-url: the embedded Redis server stops when bpt train returns")
@@ -125,6 +130,10 @@ def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_siz
         from bpt.workers.submit import submit
 
         client = connect(settings.redis_url, settings.connect_timeout)
+        if alive is None and not workers_given:  # an existing cluster: size sync rounds by what is live
+            from bpt.broker.worker_registry import live_processes
+
+            spec = dataclasses.replace(spec, workers=live_processes(client, settings.heartbeat_timeout))
         app = make_app(settings)
         stack.callback(app.close)
         store = submit(app, client, settings, spec, data, weights)

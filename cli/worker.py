@@ -10,7 +10,8 @@ from bpt.broker.connection import connect
 
 @click.command()
 @click.option("--redis-url", envvar="BPT_REDIS_URL", help="redis://[:PASSWORD@]HOST:PORT/DB (or BPT_REDIS_URL).")
-@click.option("--name", default=None, help="Worker name, NAME@HOST (default bpt@<hostname>).")
+@click.option("--name", default=None, help="Worker name, NAME@HOST (default bpt@<hostname>, or bpt-2@<hostname>, ... when a live "
+                   "worker on this host has it).")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
               help="Training processes in this worker.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -29,10 +30,10 @@ def worker(settings, redis_url, name, concurrency, threads, inner, slowdown, que
 
     It needs nothing but the Redis URL: job specs and data travel through Redis.
     """
-    from bpt.workers.worker import default_name, run_worker
+    from bpt.workers.worker import run_worker
 
     settings = settings.override(redis_url=redis_url, threads=threads, inner=inner)
     if settings.redis_url is None:
         raise ConfigError("bpt worker needs --redis-url or BPT_REDIS_URL")
     connect(settings.redis_url, settings.connect_timeout).close()  # fail fast with a clear message
-    run_worker(settings, name or default_name(), concurrency, loglevel.upper(), slowdown, queues)
+    run_worker(settings, name, concurrency, loglevel.upper(), slowdown, queues)

@@ -58,9 +58,10 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     entered = time.perf_counter()
     spec = cache.spec
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
+    live = worker_registry.live_processes(runtime.client, runtime.settings.heartbeat_timeout)
     if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
         if release:
-            flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave))
+            flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave), live)
         return {"duplicate": True}
     store.mark_running()
     if not release:
@@ -83,14 +84,14 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         result = weights.stage(delta=delta, samples=end - start, accuracy=accuracy, epoch=epoch, wave=wave,
                                subset=piece)
     else:
-        rule = guardrail.tightened(spec.rule, store.guard_level() if spec.guardrail else 0)
+        rule = guardrail.tightened(spec.rule.resolved(live), store.guard_level() if spec.guardrail else 0)
         result = weights.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
-                              epoch=epoch, wave=wave, subset=piece, base=pulled)
+                              epoch=epoch, wave=wave, subset=piece, base=pulled, live=live)
     seconds = time.perf_counter() - began
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}")
     worker_registry.record_task(runtime.client, worker, end - start, seconds)
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
-              version=result.version, scale=round(result.scale, 4), accuracy=round(accuracy, 4),
+              version=result.version, scale=round(result.scale, 6), accuracy=round(accuracy, 4), live=live,
               compute_s=round(compute, 5), score_s=round(scored - scoring, 5),
               setup_s=round(began - entered, 5), task_s=round(time.perf_counter() - entered, 5))
     if result.weights is not None and result.version % spec.eval_interval == 0:
@@ -101,7 +102,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     if spec.guardrail and not spec.rule.synchronous and result.weights is not None and spec.guard_due(result.version):
         _watch_accuracy(store, spec, cache, result.version, result.weights)
     if release:
-        flow.after_subset(app, store, weights, spec, epoch, wave, result.done)
+        flow.after_subset(app, store, weights, spec, epoch, wave, result.done, live)
     else:
         _ask_for_work(app, runtime, store)  # sees our range done: the next epoch, or the job's end
     return {"status": result.status, "version": result.version, "staleness": result.staleness,
@@ -116,7 +117,7 @@ def _watch_accuracy(store, spec, cache, version: int, weights) -> None:
     _, val_accuracy = training.evaluate(cache.eval_model, cache.x_guard, cache.y_guard)
     state, hit = store.observe_accuracy(val_accuracy, spec.guardrail)
     if hit:
-        rule = guardrail.tightened(spec.rule, state.level)
+        rule = guardrail.tightened(spec.rule, state.level)  # s_max None: 2 x the live workers
         store.log("guardrail", version=version, level=state.level, val_accuracy=round(val_accuracy, 4),
                   alpha=rule.alpha, s_max=rule.s_max,
                   reason=f"validation accuracy fell more than {spec.guardrail:g} below its best")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import time
 
@@ -10,6 +11,7 @@ from bpt.settings import Settings
 from celery import signals
 
 from bpt.broker.connection import connect
+from bpt.broker import worker_registry
 from bpt.broker.worker_registry import HeartbeatThread
 
 from .scheduler import revive_stalled
@@ -19,27 +21,38 @@ from .runtime import WorkerRuntime
 from .tasks import register_tasks
 
 
-def default_name(index: int | None = None) -> str:
-    suffix = f"-{index}" if index is not None else ""
-    return f"bpt{suffix}@{socket.gethostname()}"
+NAME_TTL_FACTOR = 3  # a claimed default name outlives its worker's last beat by 3 heartbeat timeouts
 
 
-def run_worker(settings: Settings, name: str, concurrency: int = 1, loglevel: str = "INFO",
+def default_name(client, settings: Settings) -> str:
+    """bpt@HOST, or bpt-2@HOST, bpt-3@HOST ... when a live worker on this host holds it."""
+    return worker_registry.claim_name(client, "bpt", socket.gethostname(),
+                                      NAME_TTL_FACTOR * settings.heartbeat_timeout, secrets.token_hex(8))
+
+
+def run_worker(settings: Settings, name: str | None, concurrency: int = 1, loglevel: str = "INFO",
                slowdown: float = 1.0, queues: str = TRAIN_QUEUE) -> None:
     """Start a worker in this process; returns when it shuts down (SIGTERM: warm shutdown).
 
     Besides `queues` it consumes the scheduler's control queue and its own queue, and beats
-    its heartbeat into Redis from a thread of this (main) process; each beat also runs the
-    watchdogs for stalled jobs (scheduler.revive_stalled, watchdog.resend_stalled_waves)."""
+    its heartbeat into Redis from a thread of this (main) process, counting `concurrency`
+    training processes; each beat also runs the watchdogs for stalled jobs
+    (scheduler.revive_stalled, watchdog.resend_stalled_waves). name None: a free default."""
     app = make_app(settings)
     register_tasks(app, WorkerRuntime(settings, slowdown=slowdown))
     client = connect(settings.redis_url, settings.connect_timeout)
+    claimed = name is None
+    name = default_name(client, settings) if claimed else name
     def on_beat() -> None:
         now = time.time()
         revive_stalled(app, client, now)
         resend_stalled_waves(app, client, now)
 
-    beat = HeartbeatThread(client, name, on_beat=on_beat)
+    beat = HeartbeatThread(client, name, on_beat=on_beat, processes=concurrency,
+                           name_ttl=NAME_TTL_FACTOR * settings.heartbeat_timeout if claimed else None)
+    # Beat once before serving: a job divides each push by the live processes, and a worker
+    # that trained before its first beat would make the cluster look smaller than it is.
+    worker_registry.heartbeat(client, name, concurrency)
     signals.worker_ready.connect(lambda **_: beat.start(), weak=False)
     queues = ",".join(dict.fromkeys(queues.split(",") + [CONTROL_QUEUE, worker_queue(name)]))
     app.worker_main(["worker", f"--hostname={name}", f"--concurrency={concurrency}", f"--queues={queues}",

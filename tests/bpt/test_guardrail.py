@@ -39,3 +39,9 @@ def test_tightened_halves_alpha_and_s_max_per_level_but_leaves_sync_alone():
     assert guardrail.tightened(MergeRule("agwu", s_max=1), 3).s_max == 1
     sync = MergeRule("sync")
     assert guardrail.tightened(sync, 2) == sync
+
+
+def test_tightened_keeps_a_live_bound_live_and_a_zero_bound_zero():
+    live = guardrail.tightened(MergeRule("normalized", alpha=1.0), 2)
+    assert live.s_max is None and live.alpha == 0.25
+    assert guardrail.tightened(MergeRule("agwu", s_max=0), 1).s_max == 0  # was turned into 1

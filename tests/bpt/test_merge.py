@@ -74,3 +74,32 @@ def test_default_alpha_makes_a_group_of_same_version_pushes_one_step():
     rule = merge.MergeRule("agwu", alpha=default_alpha("agwu", 0.5), gamma=0.5, s_max=10**6)
     total = sum(merge.contribution(rule, s, 1.0) for s in range(60))  # 60 workers pulled the same version
     assert total == pytest.approx(1.0)
+
+
+def test_normalized_contribution_divides_by_the_live_workers_hand_computed():
+    rule = merge.MergeRule("normalized", alpha=1.0)  # s_max None: twice the live workers
+    assert merge.contribution(rule, 15, 1.5, live=16) == pytest.approx(1.5 / 16)  # 0.09375
+    assert merge.contribution(rule, 0, 1.0, live=4) == pytest.approx(0.25)
+    assert merge.contribution(rule, 32, 1.0, live=16) == pytest.approx(1 / 16)  # s = 2K: still accepted
+    assert merge.contribution(rule, 33, 1.0, live=16) is None  # staler than 2K: rejected
+    assert merge.contribution(rule, 9, 1.0, live=4) is None  # the bound follows K as workers leave
+    assert merge.contribution(merge.MergeRule("normalized", alpha=0.5, s_max=3), 3, 2.0, live=8) == pytest.approx(0.125)
+
+
+def test_k_pushes_from_one_version_count_as_one_step_under_normalized_not_under_agwu():
+    """K workers that pulled the same version push in turn (staleness 0..K-1): normalized
+    weighs them to a total of 1 at every K; the paper's AGWU to (1-gamma^K)/(1-gamma) x alpha for
+    the group but gamma^(K-1) for the steady-state push, which is what starves 16 workers."""
+    for k in (2, 16, 64):
+        rule = merge.MergeRule("normalized")
+        assert sum(merge.contribution(rule, s, 1.0, live=k) for s in range(k)) == pytest.approx(1.0)
+    agwu = merge.MergeRule("agwu", alpha=0.5, gamma=0.5)
+    assert merge.contribution(agwu, 15, 1.0, live=16) == pytest.approx(0.5 * 0.5 ** 15)  # 1.5e-5
+
+
+def test_default_rule_is_normalized_and_s_max_follows_the_cluster():
+    rule = merge.MergeRule()
+    assert rule.kind == merge.DEFAULT_RULE == "normalized"
+    assert rule.s_max is None and rule.staleness_bound(8) == 16 and rule.staleness_bound(0) == 2
+    assert rule.resolved(5).s_max == 10
+    assert merge.MergeRule(s_max=3).resolved(5).s_max == 3

@@ -203,3 +203,19 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path, when, processes_seen, s
     assert proc.returncode == 130, err
     time.sleep(0.5)
     assert processes_with(marker) == [] and redis_servers() == servers
+
+
+@pytest.mark.slow
+def test_a_job_that_ends_no_better_than_chance_exits_8_with_a_warning(tmp_path):
+    """Labels drawn at random: nothing to learn. The job ends, writes its outputs, and says it
+    did not learn (exit 8) instead of reporting success."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.npz"
+    np.savez(path, x=rng.random((2000, 1, 8, 8), dtype=np.float32), y=rng.integers(0, 10, 2000))
+    out = tmp_path / "out"
+    result = bpt("train", "--dataset", str(path), "--epochs", "1", "--workers", "1", "--quiet", "--out", str(out),
+                 env={"BPT_REDIS_URL": ""})
+    assert result.returncode == 8, result.stderr
+    assert "no better than chance" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "done" and "no better than chance" in metrics["warning"]

@@ -1,0 +1,31 @@
+"""The worker registry on a real Redis: the live K, and distinct default names."""
+
+import time
+import uuid
+
+from bpt.broker import worker_registry
+
+
+def test_live_processes_counts_each_workers_concurrency_and_drops_silent_ones(client):
+    host = "h-" + uuid.uuid4().hex[:6]  # names of our own: the session's workers beat here too
+    now = time.time()
+    before = sum(w["processes"] for w in worker_registry.workers(client).values() if now - w["heartbeat"] <= 5.0)
+    worker_registry.heartbeat(client, f"a@{host}", processes=4)
+    worker_registry.heartbeat(client, f"b@{host}", processes=1)
+    assert worker_registry.live_processes(client, timeout=5.0) == before + 5
+    # b's last beat is now 10 s old: dead to a 5 s timeout, so K drops by its one process
+    client.hset(worker_registry.worker_key(f"b@{host}"), "heartbeat", time.time() - 10)
+    assert worker_registry.live_processes(client, timeout=5.0) == before + 4
+    assert worker_registry.workers(client)[f"a@{host}"]["processes"] == 4
+    for name in (f"a@{host}", f"b@{host}"):
+        worker_registry.forget(client, name)
+
+
+def test_two_workers_on_one_host_claim_distinct_names_and_a_name_is_kept_by_its_owner(client):
+    host = "h-" + uuid.uuid4().hex[:6]
+    first = worker_registry.claim_name(client, "bpt", host, ttl=5.0, token="one")
+    second = worker_registry.claim_name(client, "bpt", host, ttl=5.0, token="two")
+    assert (first, second) == (f"bpt@{host}", f"bpt-2@{host}")
+    assert worker_registry.claim_name(client, "bpt", host, ttl=5.0, token="one") == first  # a restart of one
+    client.delete(worker_registry.name_claim_key(first))  # its claim expired: the name is free again
+    assert worker_registry.claim_name(client, "bpt", host, ttl=5.0, token="three") == first

@@ -1,0 +1,56 @@
+"""Scale is tested, not assumed: a real 16-worker job (16 Celery worker processes on this
+machine's cores: the staleness a 16-node cluster sees) must still learn."""
+
+import dataclasses
+import time
+
+import pytest
+
+from bpt.datasets import DatasetSpec
+from bpt.prepare import JobChoices, prepare
+from bpt.settings import Settings
+from bpt.broker.connection import connect
+from bpt.broker.job_store import FINISHED
+from bpt.broker.redis_server import PrivateRedis
+from bpt.workers.app import make_app
+from bpt.workers.launcher import LocalWorkers
+from bpt.workers.submit import submit
+
+pytestmark = pytest.mark.slow
+K = 16
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Its own Redis: the session's two workers must not count toward this job's K."""
+    with PrivateRedis() as server:
+        settings = dataclasses.replace(Settings(), redis_url=server.url, workers=K, poll_seconds=0.1)
+        with LocalWorkers(settings, K) as local:
+            app = make_app(settings)
+            yield settings, app, connect(server.url), local
+            app.close()
+
+
+def test_sixteen_workers_learn_digits_aug_with_the_default_rule(cluster):
+    """The issue's job: digits-aug 20,000 samples, subsets of 256, 4 epochs. The paper's AGWU
+    ended at 9.2% here; the bar is what normalized reaches with room for run-to-run noise
+    (measured 96.9%, docs/scaling.md; the issue's goal of 98% is not met)."""
+    settings, app, client, local = cluster
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", 20_000), epochs=4, subset_size=256,
+                                             workers=K))
+    assert spec.rule.kind == "normalized" and spec.rule.s_max is None
+    store = submit(app, client, settings, spec, data, weights)
+    deadline = time.monotonic() + 400
+    while store.status() not in FINISHED:
+        assert time.monotonic() < deadline, store.state()
+        time.sleep(0.2)
+    state = store.state()
+    assert state["status"] == "done" and "warning" not in state, state
+    assert state["test_accuracy"] >= 0.95, state
+    pushes = [e for e in store.events() if e["event"] == "push-accepted"]
+    assert len({e["worker"] for e in pushes}) == K  # every worker trained
+    lives = sorted(e["live"] for e in pushes)
+    assert lives[len(lives) // 2] == K  # the merge divided by the live count, not the submitter's cores
+    histogram = store.staleness_histogram()
+    median = sorted(s for s, n in histogram.items() for _ in range(n))[sum(histogram.values()) // 2]
+    assert 8 <= median <= 2 * K  # a 16-node cluster's staleness, as the issue measured
