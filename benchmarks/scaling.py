@@ -13,7 +13,6 @@ Writes benchmarks/results/scaling.json and scaling.png (or scaling_real.json).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 
@@ -127,7 +126,7 @@ def real_cross_check(args) -> None:
                                                  seed=args.seed, workers=k))
         with local_cluster(k) as (settings, app, client):
             real = run_bpt_job(settings, app, client, spec, data, weights)
-        emu = emulated(data, weights, "normalized", k, dataclasses.replace(args, target=2.0))
+        emu = emulated(data, weights, "normalized", k, argparse.Namespace(**{**vars(args), "target": 2.0}))
         real_hist = {int(s): n for s, n in real["staleness_histogram"].items()}
         rows.append({"workers": k, "real_acc": real["test_accuracy"], "emulated_acc": emu["final_accuracy"],
                      "real_median_s": _median(real_hist), "emulated_median_s": emu["median_staleness"],
@@ -170,7 +169,7 @@ def main() -> None:
         for rule in args.rules:
             if k > 1:
                 rows.append(emulated(data, initial, rule, k, args))
-            print(_line(rows[-1]), flush=True)
+                print(_line(rows[-1]), flush=True)
     base = one["samples_to_target"]
     for r in rows:
         r["vs_one_process"] = r["samples_to_target"] / base if base and r["samples_to_target"] else None

@@ -5,7 +5,7 @@ Each virtual worker keeps its own local model and optimizer for the whole run (a
 worker process does, bpt.workers.runtime), and loops: take the next subset off the shared
 queue, pull (W, v), train it with bpt.training.train_pass (the code the workers run), score
 itself on the validation slice, and push its delta when its virtual task ends. Pushes are
-merged in virtual-time order by bpt.merge.push_scale / apply_delta, the functions the weight
+merged in virtual-time order by bpt.merge.contribution / apply_delta, the functions the weight
 store calls, so what is measured here is the rule the real system applies.
 
 A task takes size / rate + overhead virtual seconds; rates are equal or drawn lognormal.
@@ -212,10 +212,10 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
 
 def _flush(cfg: Buffered, weights, pending, momentum):
     """One buffered version: the q-weighted average of the pending deltas, then the outer step."""
-    total = sum(q for _, q in pending) or float(len(pending))
+    total = sum(q for _, q in pending)
     mean = {k: np.zeros_like(v) for k, v in weights.items()}
-    for delta, q in pending:
-        mean = merge.apply_delta(mean, delta, (q or 1.0) / total)
+    for delta, q in pending:  # every q zero: a plain average
+        mean = merge.apply_delta(mean, delta, q / total if total > 0 else 1.0 / len(pending))
     step = mean
     if cfg.momentum > 0:
         momentum = mean if momentum is None else merge.apply_delta(mean, momentum, cfg.momentum)

@@ -9,7 +9,8 @@ FALL_MARGIN = 0.10  # a final accuracy this far below the job's best evaluation 
 
 
 def near_chance(accuracy: float, num_classes: int) -> bool:
-    return accuracy <= 1.0 / max(1, num_classes) + CHANCE_MARGIN
+    """One class has no chance level to fall to: never near it."""
+    return num_classes > 1 and accuracy <= 1.0 / num_classes + CHANCE_MARGIN
 
 
 def verdict(final_accuracy: float, evaluations: list[dict], num_classes: int) -> str | None:

@@ -30,20 +30,25 @@ def heartbeat(client: redis.Redis, name: str, processes: int = 1) -> None:
     pipe.execute()
 
 
-def live_processes(client: redis.Redis, timeout: float, now: float | None = None) -> int:
+def live_processes(client: redis.Redis, timeout: float, now: float | None = None, floor: int = 1) -> int:
     """K, the training processes of every worker whose heartbeat is fresher than timeout
     (a worker with --concurrency 4 counts 4). Merge rules, the staleness bound and the
-    release of the next epoch follow it as workers join, leave or die. At least 1."""
+    release of the next epoch follow it as workers join, leave or die. At least `floor`.
+    It counts the whole cluster: two jobs training at once each divide by both's workers."""
     now = time.time() if now is None else now
-    return max(1, sum(w["processes"] for w in workers(client).values() if now - w["heartbeat"] <= timeout))
+    return max(floor, sum(w["processes"] for w in workers(client).values() if now - w["heartbeat"] <= timeout))
 
 
 def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str) -> str:
     """The first of base@host, base-2@host, ... that no live worker holds, claimed for
     `token` (SET NX with a TTL the heartbeat renews): two workers started on one host get
     distinct names, so status, reports and Flower keep them apart."""
+    now = time.time()
+    beating = {n for n, w in workers(client).items() if now - w["heartbeat"] <= ttl}  # named by --name too
     for i in range(1, 1000):
         name = f"{base}@{host}" if i == 1 else f"{base}-{i}@{host}"
+        if name in beating and client.get(name_claim_key(name)) != token.encode():
+            continue
         if client.set(name_claim_key(name), token, nx=True, px=int(ttl * 1000)) or \
                 client.get(name_claim_key(name)) == token.encode():
             return name

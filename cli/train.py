@@ -133,7 +133,8 @@ def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_siz
         if alive is None and not workers_given:  # an existing cluster: size sync rounds by what is live
             from bpt.broker.worker_registry import live_processes
 
-            spec = dataclasses.replace(spec, workers=live_processes(client, settings.heartbeat_timeout))
+            live = live_processes(client, settings.heartbeat_timeout, floor=0)  # 0: workers not up yet
+            spec = dataclasses.replace(spec, workers=live or settings.workers)
         app = make_app(settings)
         stack.callback(app.close)
         store = submit(app, client, settings, spec, data, weights)

@@ -100,7 +100,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         store.add_eval(result.version, test_loss, test_accuracy)
         store.log("evaluated", version=result.version, test_loss=test_loss, test_accuracy=test_accuracy)
     if spec.guardrail and not spec.rule.synchronous and result.weights is not None and spec.guard_due(result.version):
-        _watch_accuracy(store, spec, cache, result.version, result.weights)
+        _watch_accuracy(store, spec, cache, result.version, result.weights, live)
     if release:
         flow.after_subset(app, store, weights, spec, epoch, wave, result.done, live)
     else:
@@ -109,7 +109,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
             "loss": loss, "accuracy": accuracy}
 
 
-def _watch_accuracy(store, spec, cache, version: int, weights) -> None:
+def _watch_accuracy(store, spec, cache, version: int, weights, live: int) -> None:
     """The guardrail: score the new global weights on the guard's validation slice (the tasks
     score on its first part), and tighten the job's rule one level if they fell by more than
     the margin."""
@@ -117,7 +117,7 @@ def _watch_accuracy(store, spec, cache, version: int, weights) -> None:
     _, val_accuracy = training.evaluate(cache.eval_model, cache.x_guard, cache.y_guard)
     state, hit = store.observe_accuracy(val_accuracy, spec.guardrail)
     if hit:
-        rule = guardrail.tightened(spec.rule, state.level)  # s_max None: 2 x the live workers
+        rule = guardrail.tightened(spec.rule.resolved(live), state.level)
         store.log("guardrail", version=version, level=state.level, val_accuracy=round(val_accuracy, 4),
                   alpha=rule.alpha, s_max=rule.s_max,
                   reason=f"validation accuracy fell more than {spec.guardrail:g} below its best")
