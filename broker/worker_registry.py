@@ -47,16 +47,24 @@ def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str
     beating = {n for n, w in workers(client).items() if now - w["heartbeat"] <= ttl}  # named by --name too
     for i in range(1, 1000):
         name = f"{base}@{host}" if i == 1 else f"{base}-{i}@{host}"
-        if name in beating and client.get(name_claim_key(name)) != token.encode():
-            continue
-        if client.set(name_claim_key(name), token, nx=True, px=int(ttl * 1000)) or \
-                client.get(name_claim_key(name)) == token.encode():
+        key = name_claim_key(name)
+        if client.get(key) == token.encode():  # ours already: a restart of the same worker
+            return name
+        if name not in beating and client.set(key, token, nx=True, px=int(ttl * 1000)):
             return name
     raise RuntimeError(f"no free worker name {base}-N@{host}")
 
 
 def renew_name(client: redis.Redis, name: str, ttl: float) -> None:
     client.pexpire(name_claim_key(name), int(ttl * 1000))
+
+
+def release_name(client: redis.Redis, name: str, token: str) -> None:
+    """Give a claimed name back at shutdown (only if it is still ours), so that the worker,
+    restarted, gets the same name again instead of the next free one."""
+    key = name_claim_key(name)
+    if client.get(key) == token.encode():
+        client.delete(key)
 
 
 def name_claim_key(name: str) -> str:
