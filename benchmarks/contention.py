@@ -21,7 +21,8 @@ import numpy as np
 from .common import table, write_json
 
 
-def _pusher(url: str, job_id: str, index: int, mb: float, seconds: float, train_ms: float, live: int, out) -> None:
+def _pusher(url: str, job_id: str, index: int, mb: float, seconds: float, train_ms: float, live: int, out,
+            barrier) -> None:
     from bpt.merge import MergeRule
     from bpt.broker.connection import connect
     from bpt.broker.weight_store import WeightStore
@@ -32,6 +33,7 @@ def _pusher(url: str, job_id: str, index: int, mb: float, seconds: float, train_
     delta = {"w": np.full(size, 1e-3, dtype=np.float32)}
     rule = MergeRule("normalized", s_max=10**9)
     rounds, pushes, n = 0, 0, 0
+    barrier.wait()  # every process imported and connected: the measured window starts together
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         pulled = store.pull()
@@ -54,23 +56,24 @@ def run(url: str, pushers: int, mb: float, seconds: float, train_ms: float) -> d
     store = WeightStore(client, job_id)
     store.initialize({"w": np.zeros(max(1, int(mb * 2**20 / 4)), dtype=np.float32)})
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_pusher, args=(url, job_id, i, mb, seconds, train_ms, pushers, out))
+    out, barrier = ctx.Queue(), ctx.Barrier(pushers + 1)
+    procs = [ctx.Process(target=_pusher, args=(url, job_id, i, mb, seconds, train_ms, pushers, out, barrier))
              for i in range(pushers)]
-    began = time.perf_counter()
     for p in procs:
         p.start()
+    barrier.wait(timeout=300)
+    began = time.perf_counter()
     results = [out.get(timeout=seconds + 120) for _ in procs]
     for p in procs:
         p.join()
     wall = time.perf_counter() - began
     pushes, rounds = sum(r[0] for r in results), sum(r[1] for r in results)
-    version = store.version()
+    version = store.version()  # pushes still in flight at the deadline finish: counted, a little past it
     for key in client.scan_iter(match=f"*{{{job_id}}}*"):
         client.delete(key)
     return {"pushers": pushers, "mb": mb, "pushes": pushes, "versions": version,
             "rounds_per_push": rounds / pushes if pushes else None,
-            "versions_per_s": version / seconds, "exactly_once": version == pushes, "wall_s": wall}
+            "versions_per_s": version / wall, "exactly_once": version == pushes, "wall_s": wall}
 
 
 def main() -> None:

@@ -38,6 +38,14 @@ class JobKeys:
         return self._k(f"weights-next:{token}")
 
     @property
+    def merge_lease(self) -> str:  # string: the token of the one pusher merging now (expires)
+        return self._k("merge-lease")
+
+    @property
+    def merge_wake(self) -> str:  # list of at most one token: wakes a pusher waiting for the lease
+        return self._k("merge-wake")
+
+    @property
     def applied(self) -> str:  # hash: "<epoch>:<subset>" -> outcome; makes pushes idempotent
         return self._k("applied")
 

@@ -1,11 +1,14 @@
-"""Versioned global weights in Redis, pulled and pushed without locks.
+"""Versioned global weights in Redis: pulls without locks, pushes taking turns.
 
 Pull is one MULTI/EXEC of (version, checksum, blob, recent accuracies): one round trip,
-atomic, so it can never mix two versions. Push merges the subnetwork's delta into the
-newest weights locally (into the very buffer it uploads), uploads the blob with a plain
-SET under a fresh key, and installs it with push.lua only if the version has not moved
-meanwhile (compare-and-set; installing is a RENAME); otherwise it merges again on top of
-the newer weights. No lock is held across a round trip, and the same script records the
+atomic, so it can never mix two versions, and it never waits for a pusher. Push takes the
+job's merge lease (a SET NX that expires; pushers waiting for it block on a wake-up list),
+merges the subnetwork's delta into the newest weights locally (into the very buffer it
+uploads), uploads the blob with a plain SET under a fresh key, and installs it with
+push.lua only if the version has not moved meanwhile (compare-and-set; installing is a
+RENAME), giving the lease back in the same script. The lease makes the set succeed at the
+first try; the compare-and-set still guards the weights when a lease expired under a slow
+pusher (it then merges again on top of the newer weights). The same script records the
 push as applied for its (epoch, subset), so a redelivered task can never be merged twice.
 When the version has not moved since the worker's own pull, the push reuses the pulled
 weights instead of reading them again.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 
 import numpy as np
@@ -30,6 +34,9 @@ RECENT_ACCURACIES = merge.RECENT_ACCURACIES
 MAX_CAS_ROUNDS = 1000
 UPLOAD_TTL_MS = 120_000  # an upload whose pusher died before installing it expires
 CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto a pulled copy
+LEASE_MS = 5000  # a merge lease expires after this: longer than one merge and upload of a large model
+LEASE_WAIT_S = 60.0  # a pusher waits this long for the lease, then pushes with compare-and-set alone
+LEASE_POLL_S = 0.05  # a waiting pusher looks again at least this often (a wake-up can be missed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +116,47 @@ class WeightStore:
         the normalized rule divides by and a default s_max is twice of.
 
         base: the Pulled the delta was computed against, if the caller still has it; while
-        the version has not moved, the push merges onto it without reading the weights again."""
+        the version has not moved, the push merges onto it without reading the weights again.
+
+        Pushers take turns: the job's merge lease (SET NX with a TTL) lets one merge and
+        install at a time while the others wait for it to be given back, so a push uploads
+        once instead of once per lost compare-and-set (at 4 MB, 16 and 32 pushers lost it
+        7.5 and 11.5 times a push, benchmarks/contention.py). Pulls never touch the lease.
+        A pusher that cannot get it within LEASE_WAIT_S pushes without it; one that dies
+        holding it delays the others by at most LEASE_MS."""
+        token = uuid.uuid4().hex
+        leased = self._take_lease(token)
+        try:
+            return self._push(rule, pulled_version, delta, accuracy, epoch, wave, subset, base, live,
+                              token if leased else "")
+        finally:
+            if leased:  # a no-op when push.lua gave it back already
+                self._give_back_lease(token)
+
+    def _take_lease(self, token: str) -> bool:
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while time.monotonic() < deadline:
+            if self.client.set(self.keys.merge_lease, token, nx=True, px=LEASE_MS):
+                return True
+            self.client.blpop([self.keys.merge_wake], timeout=LEASE_POLL_S)  # woken on release, or poll
+        return False
+
+    def _give_back_lease(self, token: str) -> None:
+        try:
+            self.scripts["release_lease"](keys=[self.keys.merge_lease, self.keys.merge_wake], args=[token])
+        except redis.RedisError:
+            pass  # Redis gone: the lease expires on its own
+
+    def _push(self, rule, pulled_version, delta, accuracy, epoch, wave, subset, base, live, token) -> PushResult:
         field = applied_field(epoch, subset)
         done_key = self.keys.wave_done(epoch, wave)
         bad_values = _bad_values(delta)
         current = base if base is not None and base.version == pulled_version else None
         big = sum(d.nbytes for d in delta.values()) > CHECK_FIRST_BYTES
         for rounds in range(1, MAX_CAS_ROUNDS + 1):
-            if current is None or (current is base and big and self.version() != current.version):
+            # Holding the lease, one cheap version check tells whether the pulled weights are
+            # still current; without it, a large upload is not risked on them unchecked.
+            if current is None or (current is base and (big or token) and self.version() != current.version):
                 current = self.pull()
             staleness = current.version - pulled_version
             problem = bad_values or _bad_layout(delta, current.weights)
@@ -129,8 +169,9 @@ class WeightStore:
             (status, version, done), merged = self._install(
                 "push", current.weights, lambda out: merge.apply_delta(current.weights, delta, scale, out=out),
                 keys=[self.keys.weights_blob, self.keys.weights, self.keys.applied, self.keys.state,
-                      self.keys.staleness, self.keys.recent_accuracy, done_key],
-                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES])
+                      self.keys.staleness, self.keys.recent_accuracy, done_key, self.keys.merge_lease,
+                      self.keys.merge_wake],
+                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES, token])
             status = status.decode()
             if status == "ok":
                 return PushResult("accepted", int(version), staleness, scale, int(done), merged, rounds)

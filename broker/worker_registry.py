@@ -26,8 +26,22 @@ def heartbeat(client: redis.Redis, name: str, processes: int = 1) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.hset(worker_key(name), mapping={"heartbeat": time.time(), "host": socket.gethostname(),
                                          "processes": processes})
+    pipe.hdel(worker_key(name), "stopped")
     pipe.sadd(WORKERS_INDEX, name)
     pipe.execute()
+
+
+def is_alive(worker: dict, now: float, timeout: float) -> bool:
+    """A worker is alive while its last beat is fresher than timeout and it has not signed off."""
+    return not worker.get("stopped") and now - worker["heartbeat"] <= timeout
+
+
+def sign_off(client: redis.Redis, name: str, token: str | None = None) -> None:
+    """A worker shutting down: dead at once (the live K drops now, not a timeout later), and
+    its claimed name (token) given back, so that restarted it gets the same name again."""
+    client.hset(worker_key(name), "stopped", time.time())
+    if token is not None and client.get(name_claim_key(name)) == token.encode():
+        client.delete(name_claim_key(name))
 
 
 def live_processes(client: redis.Redis, timeout: float, now: float | None = None, floor: int = 1) -> int:
@@ -36,7 +50,7 @@ def live_processes(client: redis.Redis, timeout: float, now: float | None = None
     release of the next epoch follow it as workers join, leave or die. At least `floor`.
     It counts the whole cluster: two jobs training at once each divide by both's workers."""
     now = time.time() if now is None else now
-    return max(floor, sum(w["processes"] for w in workers(client).values() if now - w["heartbeat"] <= timeout))
+    return max(floor, sum(w["processes"] for w in workers(client).values() if is_alive(w, now, timeout)))
 
 
 def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str) -> str:
@@ -44,7 +58,7 @@ def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str
     `token` (SET NX with a TTL the heartbeat renews): two workers started on one host get
     distinct names, so status, reports and Flower keep them apart."""
     now = time.time()
-    beating = {n for n, w in workers(client).items() if now - w["heartbeat"] <= ttl}  # named by --name too
+    beating = {n for n, w in workers(client).items() if is_alive(w, now, ttl)}  # named by --name too
     for i in range(1, 1000):
         name = f"{base}@{host}" if i == 1 else f"{base}-{i}@{host}"
         key = name_claim_key(name)
@@ -57,14 +71,6 @@ def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str
 
 def renew_name(client: redis.Redis, name: str, ttl: float) -> None:
     client.pexpire(name_claim_key(name), int(ttl * 1000))
-
-
-def release_name(client: redis.Redis, name: str, token: str) -> None:
-    """Give a claimed name back at shutdown (only if it is still ours), so that the worker,
-    restarted, gets the same name again instead of the next free one."""
-    key = name_claim_key(name)
-    if client.get(key) == token.encode():
-        client.delete(key)
 
 
 def name_claim_key(name: str) -> str:
@@ -97,7 +103,7 @@ def workers(client: redis.Redis) -> dict[str, dict]:
         out[name] = {"host": fields.get("host", "?"), "heartbeat": float(fields.get("heartbeat", 0)),
                      "rate": float(fields["rate"]) if "rate" in fields else None,
                      "tasks": int(fields.get("tasks", 0)), "samples": int(fields.get("samples", 0)),
-                     "processes": int(fields.get("processes", 1))}
+                     "processes": int(fields.get("processes", 1)), "stopped": float(fields.get("stopped", 0))}
     return out
 
 

@@ -1,5 +1,7 @@
 -- push.lua: install merged weights if the global version is still the one they were
--- computed from (compare-and-set; the caller merges again on 'retry').
+-- computed from (compare-and-set; the caller merges again on 'retry'). The caller normally
+-- holds the job's merge lease, so the set rarely fails; it is what keeps the weights exact
+-- when a lease expired under a slow pusher.
 -- The pusher uploaded the blob with a plain SET to KEYS[1] just before (same round trip);
 -- installing it is a RENAME, which moves the value without copying it (a blob passed as
 -- ARGV is copied twice, and made a push of a 45 MB model twice as slow).
@@ -12,11 +14,23 @@
 -- KEYS[8] wave done set     (subset ids finished in this wave)
 -- ARGV[1] checksum of the uploaded blob  ARGV[2] expected version
 -- ARGV[3] applied field     ARGV[4] staleness ARGV[5] accuracy  ARGV[6] subset id
--- ARGV[7] how many recent accuracies to keep
+-- KEYS[9] merge lease      (string: the token of the pusher merging now)
+-- KEYS[10] merge wake      (list of at most one token: wakes a pusher waiting for the lease)
+-- ARGV[7] how many recent accuracies to keep  ARGV[8] this pusher's lease token
 -- Returns {status, version, done}: status is 'ok', 'retry' (version moved on) or 'dup'.
+-- On 'ok' and 'dup' the pusher's lease is given back and a waiting pusher woken; on
+-- 'retry' the pusher keeps it for its next round.
+local function release()
+  if redis.call('GET', KEYS[9]) == ARGV[8] then
+    redis.call('DEL', KEYS[9])
+    redis.call('RPUSH', KEYS[10], '1')
+    redis.call('LTRIM', KEYS[10], 0, 0)
+  end
+end
 if redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then
   redis.call('DEL', KEYS[1])
   redis.call('HINCRBY', KEYS[5], 'duplicates', 1)
+  release()
   return {'dup', redis.call('HGET', KEYS[3], 'version'), redis.call('SCARD', KEYS[8])}
 end
 local current = redis.call('HGET', KEYS[3], 'version')
@@ -34,4 +48,5 @@ redis.call('HINCRBY', KEYS[6], ARGV[4], 1)
 redis.call('LPUSH', KEYS[7], ARGV[5])
 redis.call('LTRIM', KEYS[7], 0, tonumber(ARGV[7]) - 1)
 redis.call('SADD', KEYS[8], ARGV[6])
+release()
 return {'ok', tostring(version), redis.call('SCARD', KEYS[8])}

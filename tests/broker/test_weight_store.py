@@ -157,3 +157,40 @@ def test_sync_round_merges_once_into_one_version(store):
     pulled = store.pull()
     assert pulled.version == 1
     np.testing.assert_allclose(pulled.weights["w"], 2.0)  # equal q and n: the mean delta
+
+
+def test_concurrent_pushers_take_turns_and_never_upload_twice(redis_url, store):
+    """With the merge lease, a push's one merge and upload is the one installed."""
+    rounds, errors = [], []
+
+    def run(p):
+        own = WeightStore(connect(redis_url), store.keys.job_id)
+        try:
+            for i in range(40):
+                rounds.append(push(own, own.version(), epoch=p, subset=i).cas_rounds)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(rounds) == 320
+    assert max(rounds) == 1
+    assert store.pull().version == 320
+    assert not store.client.exists(store.keys.merge_lease)  # every lease given back
+
+
+def test_a_lease_left_by_a_dead_pusher_only_delays_the_next_push(store):
+    store.client.set(store.keys.merge_lease, "a-pusher-that-died", px=300)
+    result = push(store, 0, epoch=0, subset=0)
+    assert result.status == "accepted" and result.version == 1
+    assert not store.client.exists(store.keys.merge_lease)
+
+
+def test_a_refused_push_gives_the_lease_back(store):
+    strict = MergeRule("agwu", alpha=1.0, gamma=0.5, s_max=0)
+    push(store, 0, epoch=0, subset=0)
+    assert push(store, 0, epoch=0, subset=1, rule=strict).status == "rejected"  # staleness 1 > 0
+    assert not store.client.exists(store.keys.merge_lease)

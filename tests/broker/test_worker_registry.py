@@ -9,7 +9,7 @@ from bpt.broker import worker_registry
 def test_live_processes_counts_each_workers_concurrency_and_drops_silent_ones(client):
     host = "h-" + uuid.uuid4().hex[:6]  # names of our own: the session's workers beat here too
     now = time.time()
-    before = sum(w["processes"] for w in worker_registry.workers(client).values() if now - w["heartbeat"] <= 5.0)
+    before = sum(w["processes"] for w in worker_registry.workers(client).values() if worker_registry.is_alive(w, now, 5.0))
     worker_registry.heartbeat(client, f"a@{host}", processes=4)
     worker_registry.heartbeat(client, f"b@{host}", processes=1)
     assert worker_registry.live_processes(client, timeout=5.0) == before + 5
@@ -31,3 +31,19 @@ def test_two_workers_on_one_host_claim_distinct_names_and_a_name_is_kept_by_its_
     assert worker_registry.claim_name(client, "bpt", host, ttl=5.0, token="three") == first
     for name in (first, second):  # leave no keys: other tests compare the server's keys over time
         client.delete(worker_registry.name_claim_key(name))
+
+
+def test_a_worker_that_signs_off_is_dead_at_once_and_its_name_is_free_for_its_restart(client):
+    host = "h-" + uuid.uuid4().hex[:6]
+    name = worker_registry.claim_name(client, "bpt", host, ttl=30.0, token="first-run")
+    worker_registry.heartbeat(client, name, processes=3)
+    live = worker_registry.live_processes(client, timeout=30.0)
+    assert worker_registry.claim_name(client, "bpt", host, ttl=30.0, token="other") == f"bpt-2@{host}"
+    worker_registry.sign_off(client, name, "first-run")
+    assert worker_registry.live_processes(client, timeout=30.0, floor=0) == live - 3
+    assert worker_registry.claim_name(client, "bpt", host, ttl=30.0, token="second-run") == name
+    worker_registry.heartbeat(client, name, processes=3)  # the restarted worker beats: alive again
+    assert worker_registry.live_processes(client, timeout=30.0) == live
+    worker_registry.forget(client, name)
+    for n in (name, f"bpt-2@{host}"):
+        client.delete(worker_registry.name_claim_key(n))
