@@ -135,11 +135,11 @@ def gc(settings, redis_url, delete_finished, as_json):
 @click.pass_obj
 def workers(settings, redis_url, as_json):
     """List the workers that have trained or beaten their heartbeat on this Redis server."""
-    from bpt.broker.worker_registry import workers as registered
+    from bpt.broker.worker_registry import is_alive, workers as registered
 
     settings, client = connect_for(settings, redis_url)
     now = time.time()
-    rows = [{"worker": name, **w, "state": "alive" if now - w["heartbeat"] <= settings.heartbeat_timeout else "dead"}
+    rows = [{"worker": name, **w, "state": "alive" if is_alive(w, now, settings.heartbeat_timeout) else "dead"}
             for name, w in registered(client).items()]
     if as_json:
         click.echo(json.dumps(rows))

@@ -142,7 +142,7 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
         outstanding = {}
 
     workers = worker_registry.workers(client)
-    alive = {n: w for n, w in workers.items() if now - w["heartbeat"] <= timeout}
+    alive = {n: w for n, w in workers.items() if worker_registry.is_alive(w, now, timeout)}
     returned = [tuple(r) for r in state["returned"]]
     for piece, held in list(outstanding.items()):
         worker, rate = held["worker"], (alive.get(held["worker"]) or {}).get("rate")

@@ -24,10 +24,10 @@ from .tasks import register_tasks
 NAME_TTL_FACTOR = 3  # a claimed default name outlives its worker's last beat by 3 heartbeat timeouts
 
 
-def default_name(client, settings: Settings) -> str:
+def default_name(client, settings: Settings, token: str) -> str:
     """bpt@HOST, or bpt-2@HOST, bpt-3@HOST ... when a live worker on this host holds it."""
     return worker_registry.claim_name(client, "bpt", socket.gethostname(),
-                                      NAME_TTL_FACTOR * settings.heartbeat_timeout, secrets.token_hex(8))
+                                      NAME_TTL_FACTOR * settings.heartbeat_timeout, token)
 
 
 def run_worker(settings: Settings, name: str | None, concurrency: int = 1, loglevel: str = "INFO",
@@ -41,8 +41,8 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     app = make_app(settings)
     register_tasks(app, WorkerRuntime(settings, slowdown=slowdown))
     client = connect(settings.redis_url, settings.connect_timeout)
-    claimed = name is None
-    name = default_name(client, settings) if claimed else name
+    claimed, token = name is None, secrets.token_hex(8)
+    name = default_name(client, settings, token) if claimed else name
     def on_beat() -> None:
         now = time.time()
         revive_stalled(app, client, now)
@@ -54,6 +54,18 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     # that trained before its first beat would make the cluster look smaller than it is.
     worker_registry.heartbeat(client, name, concurrency)
     signals.worker_ready.connect(lambda **_: beat.start(), weak=False)
+    signals.worker_shutdown.connect(lambda **_: _sign_off(beat, client, name, token if claimed else None),
+                                    weak=False)
     queues = ",".join(dict.fromkeys(queues.split(",") + [CONTROL_QUEUE, worker_queue(name)]))
     app.worker_main(["worker", f"--hostname={name}", f"--concurrency={concurrency}", f"--queues={queues}",
                      f"--loglevel={loglevel}", "--pool=prefork", "--without-mingle", "--without-gossip"])
+
+
+def _sign_off(beat: HeartbeatThread, client, name: str, token: str | None) -> None:
+    beat.stopped.set()
+    if beat.is_alive():
+        beat.join(timeout=2 * beat.interval)  # a beat in flight must not land after the sign-off
+    try:
+        worker_registry.sign_off(client, name, token)
+    except Exception:  # Redis gone at shutdown: the heartbeat timeout will tell instead
+        pass
