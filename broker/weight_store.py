@@ -48,7 +48,7 @@ class Pulled:
 
 @dataclasses.dataclass(frozen=True)
 class PushResult:
-    status: str  # accepted | rejected | invalid | duplicate
+    status: str  # accepted | rejected | invalid | duplicate | lost (pulled a version the store lost)
     version: int  # global version after the push (accepted) or when it was refused
     staleness: int
     scale: float  # the contribution applied to the delta (0 when refused)
@@ -159,6 +159,10 @@ class WeightStore:
             if current is None or (current is base and (big or token) and self.version() != current.version):
                 current = self.pull()
             staleness = current.version - pulled_version
+            if staleness < 0:  # Redis lost versions (a restart that rolled its AOF back): the
+                # delta was computed from weights that no longer exist; nothing is recorded,
+                # so the caller trains the subset again from the weights that do
+                return PushResult("lost", current.version, staleness, 0.0, 0)
             problem = bad_values or _bad_layout(delta, current.weights)
             if problem:
                 return self._refuse("invalid", f"invalid:{problem}", field, subset, done_key, current.version, staleness)

@@ -54,7 +54,11 @@ def _open(runtime: WorkerRuntime, job_id: str):
     return store, runtime.job(store)
 
 
-def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool) -> dict:
+LOST_RETRIES = 3  # trainings of one subset whose pulled version the store lost (a rollback)
+
+
+def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool,
+           lost: int = 0) -> dict:
     entered = time.perf_counter()
     spec = cache.spec
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
@@ -87,6 +91,10 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         rule = guardrail.tightened(spec.rule.resolved(live), store.guard_level() if spec.guardrail else 0)
         result = weights.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
                               epoch=epoch, wave=wave, subset=piece, base=pulled, live=live)
+    if result.status == "lost" and lost < LOST_RETRIES:
+        store.log("push-lost", worker=worker, epoch=epoch, piece=piece, pulled=pulled.version,
+                  version=result.version, reason="the store lost the pulled version (rollback); training again")
+        return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1)
     seconds = time.perf_counter() - began
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}")
     worker_registry.record_task(runtime.client, worker, end - start, seconds)

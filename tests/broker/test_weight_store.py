@@ -194,3 +194,17 @@ def test_a_refused_push_gives_the_lease_back(store):
     push(store, 0, epoch=0, subset=0)
     assert push(store, 0, epoch=0, subset=1, rule=strict).status == "rejected"  # staleness 1 > 0
     assert not store.client.exists(store.keys.merge_lease)
+
+
+def test_a_push_from_a_version_the_store_lost_is_refused_as_lost_and_records_nothing(store):
+    """After a Redis rollback a worker may hold a pull newer than the store's version: its
+    staleness would be negative. The push is refused as lost (not a crash, not a counted
+    refusal), so the same subset can be trained again and pushed."""
+    push(store, 0, epoch=0, subset=0)
+    lost = push(store, 3, epoch=0, subset=1)  # pulled version 3; the store is at 1
+    assert (lost.status, lost.version, lost.staleness) == ("lost", 1, -2)
+    assert store.pull().version == 1 and not store.is_applied(0, 1)
+    state = store.client.hgetall(store.keys.state)
+    assert b"rejected" not in state and b"invalid" not in state
+    assert not store.client.exists(store.keys.merge_lease)
+    assert push(store, 1, epoch=0, subset=1).status == "accepted"  # trained again from version 1
