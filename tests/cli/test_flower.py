@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,3 +78,45 @@ def test_dashboard_renders_the_workers_in_headless_chromium(flower, workers, tmp
     for name in workers.names:
         assert name in dom
     assert "Online" in dom
+
+
+def test_secrets_are_not_on_flowers_command_line(flower):
+    """`ps` shows every process's command line to every user of the machine."""
+    base, _ = flower
+    port = base.rsplit(":", 1)[1]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "flower" in argv and f"--port={port}" in argv:
+            assert not any("pw-for-tests" in a or "redis://" in a for a in argv), argv
+            return
+    pytest.fail("no Flower process found")
+
+
+def test_without_credentials_flower_makes_a_password_and_prints_it_once(workers, redis_url, tmp_path):
+    port = processes.free_port()
+    log = tmp_path / "flower.log"
+    env = {k: v for k, v in os.environ.items() if k != "BPT_FLOWER_AUTH"}
+    proc = processes.spawn([sys.executable, "-m", "bpt.cli", "flower", "--redis-url", redis_url, "--port", str(port)],
+                           str(log), env=env)
+    try:
+        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            try:
+                get(base + "/healthcheck", auth=None)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.3)
+        match = re.search(r"user admin, password (\S+) ", log.read_text())
+        assert match, log.read_text()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(base + "/api/workers", auth=None)
+        assert refused.value.code == 401
+        status, _ = get(base + "/api/workers", auth="admin:" + match.group(1))
+        assert status == 200
+    finally:
+        processes.stop(proc)
