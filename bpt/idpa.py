@@ -157,3 +157,24 @@ class IDPA:
 
 
 POLICIES = {"static": StaticSplit, "greedy": WorkQueue, "idpa": IDPA}
+
+
+SLOW_FACTOR = 4.0  # a range outstanding 4x longer than its worker's rate predicts is moved
+MIN_OVERDUE = 10.0  # ... but never before this many seconds
+UNMEASURED_OVERDUE = 60.0  # a range held this long by a worker no one has measured is moved
+
+
+def overdue(held_for: float, size: int, rate: float | None, slowest: float | None) -> str | None:
+    """Why a range held `held_for` seconds by a live worker should move to another, or None.
+
+    rate: the holder's measured samples/s; slowest: the slowest rate measured in the cluster.
+    A worker that never completed a task has no rate (its probe message was lost, or its pool
+    process hung): it is judged by the slowest worker that has one, or by UNMEASURED_OVERDUE
+    when none has; before, such a range was never moved and its epoch waited forever."""
+    basis = rate or slowest
+    limit = max(MIN_OVERDUE, SLOW_FACTOR * size / basis) if basis else UNMEASURED_OVERDUE
+    if held_for <= limit:
+        return None
+    if rate:
+        return f"held {held_for:.1f}s, {SLOW_FACTOR:g}x its predicted time"
+    return f"held {held_for:.1f}s without the worker ever completing a task"

@@ -23,6 +23,13 @@ from .training import TrainParams
 DEFAULT_EPOCHS = 15
 DEFAULT_SUBSET_SIZE = 128
 MAX_BATCH_SIZE = 65_536
+# Limits on what a job may ask of a worker. Checked where the spec is built, at submit and
+# again by every worker that loads the job (from_json builds it the same way): a spec
+# written to Redis by anything else than `bpt train` cannot make workers build a model
+# they cannot hold.
+MAX_CLASSES = 1000
+MAX_CHANNELS = 64
+MAX_SIDE = 1024  # pixels, height or width
 PARTITIONS = ("greedy", "idpa", "static")
 GUARD_CHECKS = (4, 8)  # accuracy guardrail checks per epoch, at least and at most ...
 GUARD_SHARE = 0.05  # ... and between them, as few as cost at most this share of the training between two
@@ -63,6 +70,12 @@ class JobSpec:
         for name in ("epochs", "subset_size", "workers", "n_train", "num_classes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.num_classes > MAX_CLASSES:
+            raise ConfigError(f"{self.num_classes} classes is over the limit of {MAX_CLASSES}")
+        if len(self.input_shape) != 3 or not (1 <= self.input_shape[0] <= MAX_CHANNELS
+                                              and all(1 <= side <= MAX_SIDE for side in self.input_shape[1:])):
+            raise ConfigError(f"input shape {tuple(self.input_shape)} is outside (1..{MAX_CHANNELS} channels, "
+                              f"1..{MAX_SIDE} pixels a side)")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
         if not 1 <= self.train.batch_size <= MAX_BATCH_SIZE:

@@ -11,7 +11,7 @@ import torch
 
 from . import datasets, models, training
 from .errors import ConfigError, DataError
-from .jobspec import JobSpec, new_job_id
+from .jobspec import MAX_CLASSES, JobSpec, new_job_id
 from . import merge
 from .merge import MergeRule
 
@@ -67,7 +67,7 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         if value is not None and value < (0 if name == "s_max" else 1):
             raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
     data = datasets.load(choices.dataset)
-    if data.num_classes > 1000 or data.y_train.max() >= data.num_classes:
+    if data.num_classes > MAX_CLASSES or data.y_train.max() >= data.num_classes:
         raise DataError(f"labels out of range for {data.num_classes} classes")
     model_name = choices.model or models.model_for_size(data.input_shape[1])
     model = models.build_model(model_name, data.input_shape, data.num_classes, seed=choices.seed)

@@ -26,6 +26,13 @@ DEFAULT_POLL_SECONDS = 0.2
 # A worker silent for this long is dead to the scheduler: its ranges go to others.
 DEFAULT_HEARTBEAT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 3.0
+# A Redis call that gets no answer for this long fails (a half-open TCP connection used to
+# hang a process forever). Above the longest call: a 180 MB pull at about 1 GB/s, and the
+# merge lease's short blocking waits.
+DEFAULT_SOCKET_TIMEOUT = 60.0
+# A task delivered this many times without finishing (its process died each time: out of
+# memory, a model too big) fails its job with the reason, instead of looping forever.
+DEFAULT_MAX_DELIVERIES = 3
 
 
 def default_workers() -> int:
@@ -44,6 +51,8 @@ class Settings:
     poll_seconds: float = DEFAULT_POLL_SECONDS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
 
     ENV_PREFIX = "BPT_"
 
@@ -64,13 +73,13 @@ class Settings:
         return dataclasses.replace(self, **given).validate()
 
     def validate(self) -> "Settings":
-        for name in ("workers", "threads", "visibility_timeout", "max_staged_mb"):
+        for name in ("workers", "threads", "visibility_timeout", "max_staged_mb", "max_deliveries"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.inner is not None and self.inner not in ("auto", "torch", "tasks"):
             raise ConfigError(f"inner must be auto, torch or tasks, got {self.inner!r}")
-        if self.poll_seconds <= 0 or self.connect_timeout <= 0:
-            raise ConfigError("poll_seconds and connect_timeout must be positive")
+        if self.poll_seconds <= 0 or self.connect_timeout <= 0 or self.socket_timeout <= 0:
+            raise ConfigError("poll_seconds, connect_timeout and socket_timeout must be positive")
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):

@@ -7,6 +7,9 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from bpt.errors import ConnectionFailed
+from bpt.settings import DEFAULT_SOCKET_TIMEOUT
+
+HEALTH_CHECK_SECONDS = 30  # a connection idle this long is PINGed before it is used again
 
 
 def redact(url: str) -> str:
@@ -19,10 +22,15 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(url: str, timeout: float = 3.0) -> redis.Redis:
-    """A client for url, checked with PING; binary responses (blobs stay bytes)."""
+def connect(url: str, timeout: float = 3.0, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT) -> redis.Redis:
+    """A client for url, checked with PING; binary responses (blobs stay bytes).
+
+    Every call has a deadline (socket_timeout) and TCP keep-alive, and an idle connection
+    is checked before reuse: a half-open connection (Redis's machine gone without a FIN)
+    raises TimeoutError, which the tasks treat as an outage, instead of hanging."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=30)
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=socket_timeout,
+                                      socket_keepalive=True, health_check_interval=HEALTH_CHECK_SECONDS)
         client.ping()
     except redis.AuthenticationError as e:
         raise ConnectionFailed(f"Redis at {redact(url)} refused the credentials: {e}") from e

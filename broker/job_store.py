@@ -6,24 +6,35 @@ refused or failed submission leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import time
 
 import numpy as np
 import redis
 
-from bpt import guardrail
+from bpt import guardrail, lifecycle
 from bpt.datasets import Dataset
 from bpt.errors import DataError, UnknownJob
 from bpt.jobspec import JobSpec
 
-from . import codec
+from . import codec, scripts
 from .keys import JOBS_INDEX, JobKeys
 from .weight_store import WeightStore
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-FINISHED = ("done", "failed", "cancelled")
+FINISHED = lifecycle.ENDED
 MAX_EVENTS = 2000
+QUIET_REFUSALS = ("start", "claim")  # refused as a matter of course (every task tries them)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Moved:
+    ok: bool  # the move was applied
+    previous: str  # the status before it (the status now, when refused)
 
 
 class JobStore:
@@ -31,6 +42,7 @@ class JobStore:
         self.client = client
         self.job_id = job_id
         self.keys = JobKeys(job_id)
+        self._transition = client.register_script(scripts.source("transition"))
 
     # -- creation ----------------------------------------------------------------------
     @classmethod
@@ -50,7 +62,7 @@ class JobStore:
             pipe.set(store.keys.data(name), blob)
         WeightStore(client, spec.job_id, script_table={}).initialize(weights, pipe)
         pipe.hset(store.keys.state, mapping={
-            "status": "queued", "created": now, "accepted": 0, "rejected": 0, "invalid": 0, "duplicates": 0,
+            "status": lifecycle.QUEUED, "since": now, "created": now, "accepted": 0, "rejected": 0, "invalid": 0, "duplicates": 0,
             "staged_bytes": staged})
         pipe.zadd(JOBS_INDEX, {spec.job_id: now})
         pipe.execute()
@@ -112,13 +124,40 @@ class JobStore:
         return stats
 
     # -- writing -----------------------------------------------------------------------
+    # -- the job's life (bpt.lifecycle), each move one compare-and-set --------------------
+    def move(self, move: str, stamp: str = "", **fields) -> Moved:
+        """Apply one move of the state machine if the job's status allows it, atomically
+        (transition.lua); stamp names a field set to Redis's time of the move. A refused
+        move changes nothing and is logged as an event (except the routine ones)."""
+        takeover = lifecycle.TAKEOVER.get(move)
+        args = [lifecycle.target(move), " ".join(lifecycle.allowed_from(move)),
+                "" if takeover is None else repr(takeover), stamp]
+        for name, value in fields.items():
+            args += [name, value]
+        outcome, previous, _ = self._transition(keys=[self.keys.state], args=args)
+        moved = Moved(outcome.decode() == "ok", previous.decode())
+        if not moved.ok and move not in QUIET_REFUSALS and moved.previous != "unknown":
+            log.info("job %s: %s refused, it is %s", self.job_id, move, moved.previous)
+            self.log("transition-refused", move=move, status=moved.previous)
+        return moved
+
     def mark_running(self) -> None:
-        if self.client.hsetnx(self.keys.state, "started", time.time()):
-            self.client.hset(self.keys.state, "status", "running")
+        """The first task to train moves a queued job to running."""
+        if self.move("start", stamp="started").ok:
             self.log("started")
 
-    def finish(self, status: str, **fields) -> None:
-        self.client.hset(self.keys.state, mapping={"status": status, "finished": time.time(), **fields})
+    def claim_finish(self) -> bool:
+        """True for exactly one caller: the one that evaluates and completes the job."""
+        return self.move("claim").ok
+
+    def complete(self, **results) -> bool:
+        return self.move("complete", stamp="finished", **results).ok
+
+    def fail(self, error: str) -> bool:
+        return self.move("fail", stamp="finished", error=error[:500]).ok
+
+    def cancel(self, reason: str = "cancelled by user") -> bool:
+        return self.move("cancel", stamp="finished", error=reason).ok
 
     def set_fields(self, **fields) -> None:
         self.client.hset(self.keys.state, mapping=fields)
@@ -143,12 +182,12 @@ class JobStore:
 
     # -- the accuracy guardrail (bpt.guardrail) -------------------------------------------
     def guard_level(self) -> int:
-        return int(self.client.hget(self.keys.base + ":guard", "level") or 0)
+        return int(self.client.hget(self.keys.guard, "level") or 0)
 
     def observe_accuracy(self, accuracy: float, margin: float) -> tuple[guardrail.GuardState, bool]:
         """Feed one validation accuracy of the global model to the guardrail, atomically
         (WATCH/MULTI on its own hash: concurrent evaluators cannot both tighten)."""
-        key = self.keys.base + ":guard"
+        key = self.keys.guard
         while True:
             with self.client.pipeline(transaction=True) as pipe:
                 try:
@@ -164,15 +203,24 @@ class JobStore:
                 except redis.WatchError:
                     continue
 
+    def count_delivery(self, epoch: int, piece, token: str) -> int:
+        """Count one delivery (token) of the task training `piece` of `epoch`; returns how
+        many distinct deliveries it has had. Celery redelivers a task whose process died with
+        the same task id, so each delivery brings its own token."""
+        key = self.keys.deliveries(epoch, piece)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(key, token)
+        pipe.scard(key)
+        return int(pipe.execute()[1])
+
+    def forget_deliveries(self, epoch: int, piece) -> None:
+        """The piece has its outcome: its delivery count is not needed again (a later
+        delivery finds it applied first), so the keys stay as many as the tasks in flight."""
+        self.client.delete(self.keys.deliveries(epoch, piece))
+
     def claim_release(self, epoch: int, wave: int) -> bool:
         """True for exactly one caller: the one that releases the wave after (epoch, wave)."""
         return bool(self.client.set(self.keys.wave_released(epoch, wave), 1, nx=True))
-
-    def is_released(self, epoch: int, wave: int) -> bool:
-        return bool(self.client.exists(self.keys.wave_released(epoch, wave)))
-
-    def mark_released(self, epoch: int, wave: int) -> None:
-        self.client.set(self.keys.wave_released(epoch, wave), 1)
 
     def done_count(self, epoch: int, wave: int) -> int:
         return int(self.client.scard(self.keys.wave_done(epoch, wave)))
@@ -183,7 +231,7 @@ class JobStore:
 
     def drop_bookkeeping(self) -> int:
         """Remove per-wave sets and flags once a job has ended; counters and results stay."""
-        patterns = [f"{self.keys.base}:{part}:*" for part in ("done", "released", "round")]
+        patterns = self.keys.bookkeeping_patterns()
         keys = [k for p in patterns for k in self.client.scan_iter(match=_escape(p), count=1000)]
         if keys:
             self.client.delete(*keys)

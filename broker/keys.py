@@ -8,6 +8,15 @@ from __future__ import annotations
 
 PREFIX = "bpt"
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> submit time
+WORKERS_INDEX = f"{PREFIX}:workers"  # set: names of every worker that beat or trained
+
+
+def worker(name: str) -> str:  # hash: heartbeat, host, processes, rate, tasks, samples, stopped
+    return f"{PREFIX}:worker:{name}"
+
+
+def worker_name_claim(name: str) -> str:  # string: the token of the worker holding a default name
+    return f"{PREFIX}:worker-name:{name}"
 
 
 class JobKeys:
@@ -72,6 +81,33 @@ class JobKeys:
     def data(self, name: str) -> str:  # string: a staged array (.npy bytes)
         return self._k(f"data:{name}")
 
+    @property
+    def guard(self) -> str:  # hash: the accuracy guardrail's best, level, strikes
+        return self._k("guard")
+
+    @property
+    def schedule(self) -> str:  # string (JSON): the scheduler's epoch, cursor, outstanding ranges
+        return self._k("sched")
+
+    @property
+    def schedule_chain(self) -> str:  # string: the id of the live chain of scheduling rounds
+        return self._k("sched-chain")
+
+    @property
+    def revive_lock(self) -> str:  # string, expiring: one worker at a time revives the rounds
+        return self._k("revive")
+
+    @property
+    def watch(self) -> str:  # hash: the watchdog's last seen version and when
+        return self._k("watch")
+
+    @property
+    def resend_lock(self) -> str:  # string, expiring: one worker at a time resends a stalled wave
+        return self._k("resend")
+
+    def deliveries(self, epoch: int, piece) -> str:  # set: one token per delivery of a task
+        return self._k(f"deliveries:{epoch}:{piece}")
+
     def wave_done(self, epoch: int, wave: int) -> str:  # set of finished subset ids
         return self._k(f"done:{epoch}:{wave}")
 
@@ -89,6 +125,11 @@ class JobKeys:
 
     def pattern(self) -> str:
         return f"{self.base}:*"
+
+    def bookkeeping_patterns(self) -> list[str]:
+        """The per-wave and per-task keys a finished job no longer needs (done sets, release
+        flags, sync rounds, delivery counts); its results and counters stay."""
+        return [f"{self.base}:{part}:*" for part in ("done", "released", "round", "deliveries")]
 
 
 def applied_field(epoch: int, subset: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 
@@ -82,9 +83,13 @@ class PrivateRedis:
                 time.sleep(0.05)
         return False
 
-    def restart(self, down_seconds: float = 0.0) -> None:
+    def restart(self, down_seconds: float = 0.0, crash: bool = False) -> None:
         """Stop, stay down for down_seconds, and start again on the same port and directory
-        (the AOF survives, if enabled)."""
+        (the AOF survives, if enabled). crash: SIGKILL instead of SIGTERM, so that Redis
+        writes nothing more (with appendfsync everysec, up to its last second is lost)."""
+        if crash:
+            processes.signal_group(self.proc, signal.SIGKILL)
+            self.proc.wait(5)
         processes.stop(self.proc)
         time.sleep(down_seconds)
         argv = self.proc.args

@@ -24,7 +24,7 @@ import uuid
 import numpy as np
 import redis
 
-from bpt import merge
+from bpt import lifecycle, merge
 from bpt.errors import CorruptBlob
 
 from . import bulk, codec, scripts
@@ -37,6 +37,9 @@ CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto
 LEASE_MS = 5000  # a merge lease expires after this: longer than one merge and upload of a large model
 LEASE_WAIT_S = 60.0  # a pusher waits this long for the lease, then pushes with compare-and-set alone
 LEASE_POLL_S = 0.05  # a waiting pusher looks again at least this often (a wake-up can be missed)
+# The scripts refuse a push ('closed') into a job in any other status: a cancelled, failed,
+# finishing or finished job's weights never move again.
+ACCEPTING = " ".join(lifecycle.ACCEPTS_PUSHES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +51,9 @@ class Pulled:
 
 @dataclasses.dataclass(frozen=True)
 class PushResult:
-    status: str  # accepted | rejected | invalid | duplicate | lost (pulled a version the store lost)
+    # accepted | rejected | invalid | duplicate | lost (pulled a version the store lost) |
+    # closed (the job no longer accepts pushes: nothing recorded)
+    status: str
     version: int  # global version after the push (accepted) or when it was refused
     staleness: int
     scale: float  # the contribution applied to the delta (0 when refused)
@@ -175,8 +180,10 @@ class WeightStore:
                 keys=[self.keys.weights_blob, self.keys.weights, self.keys.applied, self.keys.state,
                       self.keys.staleness, self.keys.recent_accuracy, done_key, self.keys.merge_lease,
                       self.keys.merge_wake],
-                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES, token])
+                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES, token, ACCEPTING])
             status = status.decode()
+            if status == "closed":
+                return PushResult("closed", int(version or current.version), staleness, 0.0, 0, None, rounds)
             if status == "ok":
                 return PushResult("accepted", int(version), staleness, scale, int(done), merged, rounds)
             if status == "dup":
@@ -187,10 +194,10 @@ class WeightStore:
     def _refuse(self, status, reason, field, subset, done_key, version, staleness) -> PushResult:
         counter = "rejected" if status == "rejected" else "invalid"
         outcome, done = self.scripts["reject"](
-            keys=[self.keys.applied, self.keys.state, done_key], args=[field, subset, reason, counter]
+            keys=[self.keys.applied, self.keys.state, done_key], args=[field, subset, reason, counter, ACCEPTING]
         )
-        if outcome.decode() == "dup":
-            status = "duplicate"
+        if outcome.decode() in ("dup", "closed"):
+            status = "duplicate" if outcome.decode() == "dup" else "closed"
         return PushResult(status, version, staleness, 0.0, int(done))
 
     # -- synchronous rule ------------------------------------------------------------------
@@ -206,9 +213,10 @@ class WeightStore:
         status, done = self.scripts["stage"](
             keys=[self.keys.applied, self.keys.round_deltas(epoch, wave), self.keys.round_meta(epoch, wave),
                   done_key, self.keys.state, self.keys.staleness],
-            args=[field, subset, codec.encode_weights(delta), json.dumps({"n": samples, "a": accuracy})],
+            args=[field, subset, codec.encode_weights(delta), json.dumps({"n": samples, "a": accuracy}), ACCEPTING],
         )
-        return PushResult("accepted" if status.decode() == "ok" else "duplicate", current.version, 0, 1.0, int(done))
+        outcome = {"ok": "accepted", "dup": "duplicate", "closed": "closed"}[status.decode()]
+        return PushResult(outcome, current.version, 0, 1.0 if outcome == "accepted" else 0.0, int(done))
 
     def commit_round(self, *, rule: merge.MergeRule, epoch: int, wave: int) -> PushResult:
         """Merge every staged delta of a round into one new version (idempotent)."""
@@ -231,8 +239,10 @@ class WeightStore:
                                              [m["n"] for m in meta], qs, rule.alpha)
             (status, version), merged = self._install(
                 "commit_round", round_weights, _copy_of(round_weights),
-                keys=[self.keys.weights_blob, self.keys.weights, flag, deltas_key, meta_key],
-                args=[current.version])
+                keys=[self.keys.weights_blob, self.keys.weights, flag, deltas_key, meta_key, self.keys.state],
+                args=[current.version, ACCEPTING])
+            if status.decode() == "closed":
+                return PushResult("closed", current.version, 0, 0.0, 0, None, rounds)
             if status.decode() in ("ok", "dup"):
                 ok = status.decode() == "ok"
                 return PushResult("accepted" if ok else "duplicate", int(version), 0, rule.alpha, 0,

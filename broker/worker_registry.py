@@ -6,25 +6,27 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 
 import redis
 
-WORKERS_INDEX = "bpt:workers"
+from . import clock, keys
+
+WORKERS_INDEX = keys.WORKERS_INDEX
 EWMA = 0.5  # weight of the newest task
 
 log = logging.getLogger(__name__)
 
 
 def worker_key(name: str) -> str:
-    return f"bpt:worker:{name}"
+    return keys.worker(name)
 
 
 def heartbeat(client: redis.Redis, name: str, processes: int = 1) -> None:
     """processes: the worker's training processes (its --concurrency): what it adds to a
-    job's live K."""
+    job's live K. Stamped with Redis's clock (broker/clock.py), not this machine's."""
+    beat = clock.now(client)
     pipe = client.pipeline(transaction=False)
-    pipe.hset(worker_key(name), mapping={"heartbeat": time.time(), "host": socket.gethostname(),
+    pipe.hset(worker_key(name), mapping={"heartbeat": beat, "host": socket.gethostname(),
                                          "processes": processes})
     pipe.hdel(worker_key(name), "stopped")
     pipe.sadd(WORKERS_INDEX, name)
@@ -39,7 +41,7 @@ def is_alive(worker: dict, now: float, timeout: float) -> bool:
 def sign_off(client: redis.Redis, name: str, token: str | None = None) -> None:
     """A worker shutting down: dead at once (the live K drops now, not a timeout later), and
     its claimed name (token) given back, so that restarted it gets the same name again."""
-    client.hset(worker_key(name), "stopped", time.time())
+    client.hset(worker_key(name), "stopped", clock.now(client))
     if token is not None and client.get(name_claim_key(name)) == token.encode():
         client.delete(name_claim_key(name))
 
@@ -49,7 +51,7 @@ def live_processes(client: redis.Redis, timeout: float, now: float | None = None
     (a worker with --concurrency 4 counts 4). Merge rules, the staleness bound and the
     release of the next epoch follow it as workers join, leave or die. At least `floor`.
     It counts the whole cluster: two jobs training at once each divide by both's workers."""
-    now = time.time() if now is None else now
+    now = clock.now(client) if now is None else now
     return max(floor, sum(w["processes"] for w in workers(client).values() if is_alive(w, now, timeout)))
 
 
@@ -57,7 +59,7 @@ def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str
     """The first of base@host, base-2@host, ... that no live worker holds, claimed for
     `token` (SET NX with a TTL the heartbeat renews): two workers started on one host get
     distinct names, so status, reports and Flower keep them apart."""
-    now = time.time()
+    now = clock.now(client)
     beating = {n for n, w in workers(client).items() if is_alive(w, now, ttl)}  # named by --name too
     for i in range(1, 1000):
         name = f"{base}@{host}" if i == 1 else f"{base}-{i}@{host}"
@@ -74,7 +76,7 @@ def renew_name(client: redis.Redis, name: str, ttl: float) -> None:
 
 
 def name_claim_key(name: str) -> str:
-    return f"bpt:worker-name:{name}"
+    return keys.worker_name_claim(name)
 
 
 def record_task(client: redis.Redis, name: str, samples: int, seconds: float) -> float:
@@ -84,7 +86,7 @@ def record_task(client: redis.Redis, name: str, samples: int, seconds: float) ->
     old = client.hget(worker_key(name), "rate")
     rate = observed if old is None else EWMA * observed + (1 - EWMA) * float(old)
     pipe = client.pipeline(transaction=False)
-    pipe.hset(worker_key(name), mapping={"rate": rate, "heartbeat": time.time()})
+    pipe.hset(worker_key(name), mapping={"rate": rate, "heartbeat": clock.now(client)})
     pipe.hincrby(worker_key(name), "tasks", 1)
     pipe.hincrby(worker_key(name), "samples", samples)
     pipe.sadd(WORKERS_INDEX, name)

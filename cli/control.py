@@ -8,7 +8,6 @@ import time
 import click
 
 from bpt.errors import ConfigError
-from bpt.broker.job_store import FINISHED
 
 from .jobs import connect_for, open_job, redis_url_option
 
@@ -21,9 +20,9 @@ def pause(settings, job_id, redis_url):
     """Pause a job: running subsets finish and are merged, the rest wait; nothing is lost."""
     _, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
-    if store.status() in FINISHED:
-        raise ConfigError(f"job {job_id} already {store.status()}; only a queued or running job can be paused")
-    store.set_fields(status="paused")
+    moved = store.move("pause")  # one compare-and-set: a job finishing meanwhile is not paused
+    if not moved.ok:
+        raise ConfigError(f"job {job_id} is already {moved.previous}; only a queued or running job can be paused")
     store.log("paused")
     click.echo(f"job {job_id} paused; `bpt resume {job_id}` continues it")
 
@@ -36,9 +35,9 @@ def resume(settings, job_id, redis_url):
     """Resume a paused job."""
     _, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
-    if store.status() != "paused":
-        raise ConfigError(f"job {job_id} is {store.status()}, not paused")
-    store.set_fields(status="running")
+    moved = store.move("resume")
+    if not moved.ok:
+        raise ConfigError(f"job {job_id} is {moved.previous}, not paused")
     store.log("resumed")
     click.echo(f"job {job_id} resumed")
 

@@ -10,7 +10,7 @@ import click
 
 from bpt.errors import ConfigError, UnknownJob
 from bpt.broker.connection import connect
-from bpt.broker.job_store import FINISHED, JobStore, collect_garbage, list_jobs
+from bpt.broker.job_store import JobStore, collect_garbage, list_jobs
 
 from .follow import finish, follow, result_metrics
 
@@ -22,7 +22,7 @@ def connect_for(settings, redis_url):
     settings = settings.override(redis_url=redis_url)
     if settings.redis_url is None:
         raise ConfigError("this command needs --redis-url or BPT_REDIS_URL (embedded jobs end with bpt train)")
-    return settings, connect(settings.redis_url, settings.connect_timeout)
+    return settings, connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
 
 
 def open_job(client, job_id) -> JobStore:
@@ -106,11 +106,12 @@ def cancel(settings, job_id, redis_url):
     """Cancel a job: workers skip its remaining subsets; staged data is freed."""
     _, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
-    if store.status() in FINISHED:
+    if not store.cancel():  # one compare-and-set: a job that ended meanwhile stays as it ended
         click.echo(f"job {job_id} already {store.status()}")
         return
-    store.finish("cancelled", error="cancelled by user")
     store.log("cancelled")
+    # In-flight pushes are refused from now on ('closed'); tasks still reading the data
+    # stop without touching the job's status.
     store.drop_staged_data()
     click.echo(f"job {job_id} cancelled")
 
@@ -135,10 +136,11 @@ def gc(settings, redis_url, delete_finished, as_json):
 @click.pass_obj
 def workers(settings, redis_url, as_json):
     """List the workers that have trained or beaten their heartbeat on this Redis server."""
+    from bpt.broker.clock import now as server_now
     from bpt.broker.worker_registry import is_alive, workers as registered
 
     settings, client = connect_for(settings, redis_url)
-    now = time.time()
+    now = server_now(client)  # heartbeats are stamped with Redis's clock
     rows = [{"worker": name, **w, "state": "alive" if is_alive(w, now, settings.heartbeat_timeout) else "dead"}
             for name, w in registered(client).items()]
     if as_json:

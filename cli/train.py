@@ -129,7 +129,7 @@ def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_siz
         from bpt.workers.app import make_app
         from bpt.workers.submit import submit
 
-        client = connect(settings.redis_url, settings.connect_timeout)
+        client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
         if alive is None and not workers_given:  # an existing cluster: size sync rounds by what is live
             from bpt.broker.worker_registry import live_processes
 

@@ -45,9 +45,16 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # A task whose whole worker died is restored visibility_timeout after delivery, found
         # by a sweep every RESTORE_SWEEP_SECONDS (kombu's default sweep is every 100 s).
+        # Deadlines and keep-alive on the broker's connections too (a publish on a half-open
+        # connection would wait forever); kombu checks its BRPOP connection every
+        # health_check_interval seconds.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout,
                                   "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
-                                  "unacked_restore_throttle": 1},
+                                  "unacked_restore_throttle": 1,
+                                  "socket_timeout": settings.socket_timeout,
+                                  "socket_connect_timeout": settings.connect_timeout,
+                                  "socket_keepalive": True,
+                                  "health_check_interval": 25},
     )
     if settings.redis_url.startswith("rediss://"):
         app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}

@@ -14,6 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from bpt import inner, models
+from bpt.errors import DataError
 from bpt.jobspec import JobSpec
 from bpt.settings import Settings
 from bpt.broker import scripts
@@ -28,7 +29,11 @@ class JobCache:
     """One job's spec, local model and optimizer, evaluation data and fetched rows."""
 
     def __init__(self, store: JobStore, settings: Settings):
-        self.spec: JobSpec = store.spec()
+        self.spec: JobSpec = store.spec()  # from_json checks classes and input size (jobspec.MAX_*)
+        staged = int(store.state().get("staged_bytes", 0))
+        if staged > settings.max_staged_mb * 2**20:  # this worker's limit, not the submitter's
+            raise DataError(f"job {store.job_id} staged {staged / 2**20:.0f} MiB, over this worker's "
+                            f"limit of {settings.max_staged_mb} MiB (BPT_MAX_STAGED_MB)")
         self.model = models.build_model(self.spec.model, self.spec.input_shape, self.spec.num_classes)
         self.inner = inner.resolve(settings.inner or self.spec.inner, self.spec.train.batch_size, settings.threads)
         self.stepper = inner.make_stepper(self.inner, self.model, self.spec.train, settings.threads)
@@ -67,7 +72,7 @@ class WorkerRuntime:
 
     def _ensure_process(self) -> None:
         if self._pid != os.getpid():  # first use in this (forked) process
-            self._client = connect(self.settings.redis_url, self.settings.connect_timeout)
+            self._client = connect(self.settings.redis_url, self.settings.connect_timeout, self.settings.socket_timeout)
             self._scripts = scripts.register(self._client)
             self._jobs.clear()
             self._pid = os.getpid()

@@ -11,13 +11,13 @@ is written with WATCH/MULTI: a round that raced another one writes nothing and s
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import redis
 
-from bpt.idpa import IDPA, NodeView, Ranges, StaticSplit
-from bpt.broker import worker_registry
+from bpt import lifecycle
+from bpt.idpa import IDPA, NodeView, Ranges, StaticSplit, overdue
+from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import FINISHED, JobStore, list_jobs
 from bpt.broker.weight_store import WeightStore
 
@@ -25,33 +25,30 @@ from . import flow
 from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, worker_queue
 
 TICK = 0.5  # seconds between periodic rounds; every range task also runs one as it starts and ends
-SLOW_FACTOR = 4.0  # a range outstanding 4x longer than its worker's rate predicts is moved
-MIN_OVERDUE = 10.0  # ... but never before this many seconds
 HORIZON = 2.0  # at most this many seconds of queued work IDPA keeps on each worker ...
 INCREMENTS_AHEAD = 2  # ... and at most this many subsets' worth on the fastest (one training, one queued)
 
 
 RACE_RETRIES = 3  # a round that lost the race to another plans again (the winner may not have seen our push)
 STALL_SECONDS = 2.0  # no round for this long: a worker's heartbeat thread starts a new chain
-FINISH_PATIENCE = 30.0  # seconds a round that took on finishing the job has before another may
 
 
 def state_key(store: JobStore) -> str:
-    return store.keys.base + ":sched"
+    return store.keys.schedule
 
 
 def chain_key(store: JobStore) -> str:
     """The id of the live chain of rounds; rounds of an older chain do not re-arm."""
-    return store.keys.base + ":sched-chain"
+    return store.keys.schedule_chain
 
 
-def initial_state() -> dict:
+def initial_state(now: float) -> dict:
     return {"epoch": 0, "cursor": 0, "returned": [], "outstanding": {}, "probe_size": None, "rounds": 0,
-            "at": time.time()}
+            "at": now}
 
 
 def start(app, store: JobStore) -> None:
-    store.client.set(state_key(store), json.dumps(initial_state()))
+    store.client.set(state_key(store), json.dumps(initial_state(clock.now(store.client))))
     new_chain(app, store)
 
 
@@ -73,12 +70,12 @@ def revive_stalled(app, client: redis.Redis, now: float) -> list[str]:
     revived = []
     for job_id in list_jobs(client):
         store = JobStore(client, job_id)
-        if store.status() not in ("queued", "running"):
-            continue
+        if store.status() not in (lifecycle.QUEUED, lifecycle.RUNNING, lifecycle.FINISHING):
+            continue  # paused: its rounds plan nothing, so look stalled without being so
         raw = client.get(state_key(store))
         if raw is None or now - json.loads(raw).get("at", now) < STALL_SECONDS:
             continue
-        if client.set(store.keys.base + ":revive", 1, nx=True, ex=int(STALL_SECONDS) + 1):
+        if client.set(store.keys.revive_lock, 1, nx=True, ex=int(STALL_SECONDS) + 1):
             store.log("scheduler-revived", stalled_seconds=round(now - json.loads(raw)["at"], 1))
             new_chain(app, store)
             revived.append(job_id)
@@ -100,7 +97,7 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
             try:
                 pipe.watch(key)
                 state = json.loads(pipe.get(key))
-                sends, finished = _plan(store, spec, state, heartbeat_timeout, time.time())
+                sends, finished = _plan(store, spec, state, heartbeat_timeout, clock.now(client))
                 pipe.multi()
                 pipe.set(key, json.dumps(state))
                 pipe.execute()
@@ -109,11 +106,11 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
                 continue  # another round got there first and nothing was sent: plan again
     else:
         return True
-    if finished is None:
-        return True  # another round is finishing the job; keep the chain until it has
     if finished:
+        # One round wins the job's claim and finishes it; the others keep the chain alive
+        # until it has, so that one can take over if the finisher dies (lifecycle.TAKEOVER).
         flow.finish_job(store, WeightStore(client, job_id, script_table={}), spec)
-        return False
+        return store.status() not in FINISHED
     with app.producer_or_acquire() as producer:
         for worker, start_, end in sends:
             app.send_task(RANGE_TASK, kwargs={"job_id": job_id, "epoch": state["epoch"], "start": start_, "end": end},
@@ -122,8 +119,7 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
 
 
 def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
-    """Update state in place; return (assignments to send, finish the job now?), where None
-    means the job is complete and another round is finishing it."""
+    """Update state in place; return (assignments to send, is every range of the last epoch done?)."""
     client = store.client
     state["rounds"] += 1
     state["at"] = now
@@ -131,11 +127,7 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     outstanding = {k: v for k, v in state["outstanding"].items() if k not in done}
     if sum(_size(k) for k in done) >= spec.n_train:  # epoch complete: plan the next one now
         if state["epoch"] + 1 >= spec.epochs:
-            # One round finishes the job; another takes over only if that one died doing it.
-            mine = now - state.get("finishing", 0) > FINISH_PATIENCE
-            if mine:
-                state["finishing"] = now
-            return [], (True if mine else None)
+            return [], True  # the job's `claim` move lets one round finish it
         store.log("epoch-done", epoch=state["epoch"], rounds=state["rounds"])
         state.update(epoch=state["epoch"] + 1, cursor=0, returned=[], outstanding={})
         store.set_fields(epoch=state["epoch"])
@@ -144,13 +136,17 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     workers = worker_registry.workers(client)
     alive = {n: w for n, w in workers.items() if worker_registry.is_alive(w, now, timeout)}
     returned = [tuple(r) for r in state["returned"]]
+    slowest = min((w["rate"] for w in alive.values() if w["rate"]), default=None)
+    late = set()  # live workers that just lost a range for holding it too long: not given it again now
     for piece, held in list(outstanding.items()):
-        worker, rate = held["worker"], (alive.get(held["worker"]) or {}).get("rate")
-        reason = None
+        worker = held["worker"]
         if worker not in alive:
             reason = f"no heartbeat from {worker} for {now - workers.get(worker, {}).get('heartbeat', 0):.1f}s"
-        elif rate and now - held["at"] > max(MIN_OVERDUE, SLOW_FACTOR * (_size(piece) / rate)):
-            reason = f"{worker} has held it {now - held['at']:.1f}s, {SLOW_FACTOR:g}x its predicted time"
+        else:
+            why = overdue(now - held["at"], _size(piece), alive[worker]["rate"], slowest)
+            reason = f"{worker} {why}" if why else None
+            if why:
+                late.add(worker)
         if reason:
             del outstanding[piece]
             returned.append(_bounds(piece))
@@ -165,7 +161,7 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     queued = {}
     for held in outstanding.values():
         queued[held["worker"]] = queued.get(held["worker"], 0) + held["end"] - held["start"]
-    views = [NodeView(n, w["rate"], queued.get(n, 0)) for n, w in sorted(alive.items())]
+    views = [NodeView(n, w["rate"], queued.get(n, 0)) for n, w in sorted(alive.items()) if n not in late]
     fastest = max((v.rate for v in views if v.rate), default=None)
     horizon = min(HORIZON, INCREMENTS_AHEAD * spec.subset_size / fastest) if fastest else HORIZON
     policy = _policy(spec, state, horizon)

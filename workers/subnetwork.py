@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 
-from bpt import guardrail, merge, training
+from bpt import guardrail, lifecycle, merge, training
 from bpt.errors import InvalidTask
 from bpt.broker import worker_registry
-from bpt.broker.job_store import FINISHED, JobStore
+from bpt.broker.job_store import JobStore
 from bpt.broker.weight_store import WeightStore
 
 from . import flow, scheduler
@@ -22,7 +22,7 @@ class JobPaused(Exception):
 
 
 def train_subset(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, wave: int,
-                 subset: int) -> dict:
+                 subset: int, delivery: str = "") -> dict:
     store, cache = _open(runtime, job_id)
     if cache is None:
         return {"skipped": store.status()}
@@ -31,25 +31,28 @@ def train_subset(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: i
                                           and subset in spec.waves(epoch)[wave]):
         raise InvalidTask(f"subset {subset} of wave {wave}, epoch {epoch} is not part of job {job_id}")
     start, end = spec.subsets[subset]
-    return _train(app, runtime, worker, store, cache, epoch, wave, subset, start, end, release=True)
+    return _train(app, runtime, worker, store, cache, epoch, wave, subset, start, end, release=True,
+                  delivery=delivery)
 
 
-def train_range(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, start: int, end: int) -> dict:
+def train_range(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, start: int, end: int,
+                delivery: str = "") -> dict:
     store, cache = _open(runtime, job_id)
     if cache is None:
         return {"skipped": store.status()}
     spec = cache.spec
     if spec.partition == "greedy" or not (0 <= epoch < spec.epochs and 0 <= start < end <= spec.n_train):
         raise InvalidTask(f"range {start}:{end} of epoch {epoch} is not part of job {job_id}")
-    return _train(app, runtime, worker, store, cache, epoch, 0, f"{start}:{end}", start, end, release=False)
+    return _train(app, runtime, worker, store, cache, epoch, 0, f"{start}:{end}", start, end, release=False,
+                  delivery=delivery)
 
 
 def _open(runtime: WorkerRuntime, job_id: str):
     store = JobStore(runtime.client, job_id)
-    status = store.status()
-    if status in FINISHED or status == "unknown":
+    action = lifecycle.on_task_start(store.status())
+    if action == "skip":
         return store, None
-    if status == "paused":
+    if action == "wait":
         raise JobPaused(job_id)
     return store, runtime.job(store)
 
@@ -58,7 +61,7 @@ LOST_RETRIES = 3  # trainings of one subset whose pulled version the store lost 
 
 
 def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool,
-           lost: int = 0) -> dict:
+           lost: int = 0, delivery: str = "") -> dict:
     entered = time.perf_counter()
     spec = cache.spec
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
@@ -67,6 +70,14 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         if release:
             flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave), live)
         return {"duplicate": True}
+    if delivery:
+        deliveries = store.count_delivery(epoch, piece, delivery)
+        if deliveries > runtime.settings.max_deliveries:  # the ones before all died training it
+            what = f"subset {piece}" if release else f"range {piece}"
+            reason = f"{what} of epoch {epoch} killed its worker {deliveries - 1} times"
+            if store.fail(reason):
+                store.log("failed", worker=worker, error=reason)
+            return {"failed": reason}
     store.mark_running()
     if not release:
         _ask_for_work(app, runtime, store)  # queue our next range while this one trains
@@ -91,11 +102,17 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         rule = guardrail.tightened(spec.rule.resolved(live), store.guard_level() if spec.guardrail else 0)
         result = weights.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
                               epoch=epoch, wave=wave, subset=piece, base=pulled, live=live)
+    if result.status == "closed":  # cancelled, failed or finished while this trained: nothing merged
+        store.log("push-closed", worker=worker, epoch=epoch, piece=piece, status=store.status())
+        return {"status": "closed", "version": result.version}
     if result.status == "lost" and lost < LOST_RETRIES:
         store.log("push-lost", worker=worker, epoch=epoch, piece=piece, pulled=pulled.version,
                   version=result.version, reason="the store lost the pulled version (rollback); training again")
-        return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1)
+        return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1,
+                      delivery)
     seconds = time.perf_counter() - began
+    if delivery:
+        store.forget_deliveries(epoch, piece)
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}")
     worker_registry.record_task(runtime.client, worker, end - start, seconds)
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,

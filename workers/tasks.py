@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 
 import redis
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from bpt import lifecycle
 from bpt.errors import InvalidTask
 from bpt.broker.job_store import JobStore
 
@@ -29,12 +31,14 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
     @app.task(name=TRAIN_TASK, bind=True, max_retries=None)  # paused jobs retry without limit
     def train_subset_task(self, job_id: str, epoch: int, wave: int, subset: int) -> dict:
         return _run(self, job_id, (epoch, wave, subset),
-                    lambda: train_subset(app, runtime, self.request.hostname, job_id, epoch, wave, subset))
+                    lambda delivery: train_subset(app, runtime, self.request.hostname, job_id, epoch, wave, subset,
+                                                  delivery))
 
     @app.task(name=RANGE_TASK, bind=True, max_retries=None)
     def train_range_task(self, job_id: str, epoch: int, start: int, end: int) -> dict:
         return _run(self, job_id, (epoch, start, end),
-                    lambda: train_range(app, runtime, self.request.hostname, job_id, epoch, start, end))
+                    lambda delivery: train_range(app, runtime, self.request.hostname, job_id, epoch, start, end,
+                                                 delivery))
 
     @app.task(name=SCHEDULE_TASK, bind=True, max_retries=None)
     def schedule_task(self, job_id: str, chain: str | None = None) -> None:
@@ -55,7 +59,8 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
                 raise InvalidTask(f"invalid job id {job_id!r}")
             if not all(type(n) is int and n >= 0 for n in numbers):
                 raise InvalidTask("epoch, wave, subset, start and end must be non-negative integers")
-            return _through_outages(work)
+            delivery = uuid.uuid4().hex  # one per delivery: reruns through an outage are the same one
+            return _through_outages(lambda: work(delivery))
         except JobPaused:
             # Not lost: Celery sends the same task again with a countdown, then acks this one.
             raise task.retry(countdown=PAUSED_RETRY_SECONDS)
@@ -69,11 +74,15 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
             raise Reject(e, requeue=True)
         except Exception as e:
             # A job whose task fails for a reason other than a dying worker would wait
-            # forever: fail the job loudly instead, and keep the reason.
-            log.exception("task of job %s failed", job_id)
+            # forever: fail the job loudly instead, and keep the reason. Unless the job has
+            # ended meanwhile: then the error is its consequence (a cancel freed the data this
+            # task was reading), and a done or cancelled job must stay so.
             store = JobStore(runtime.client, job_id)
-            if store.exists():
-                store.finish("failed", error=f"{type(e).__name__}: {e}"[:500])
+            if lifecycle.on_task_error(store.status()) == "ignore":
+                log.info("task of job %s stopped: the job is %s (%s)", job_id, store.status(), e)
+                return {"skipped": store.status()}
+            log.exception("task of job %s failed", job_id)
+            if store.fail(f"{type(e).__name__}: {e}"):
                 store.log("failed", worker=task.request.hostname, error=str(e)[:500])
             raise
 

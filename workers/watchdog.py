@@ -15,25 +15,32 @@ from __future__ import annotations
 
 import redis
 
+from bpt import lifecycle
 from bpt.broker import worker_registry
 from bpt.broker.job_store import JobStore, list_jobs
+from bpt.broker.weight_store import WeightStore
 
 from .app import TRAIN_QUEUE, TRAIN_TASK
-from .flow import next_wave, task_kwargs
+from .flow import finish_job, next_wave, task_kwargs
 
 STALL_MIN_SECONDS = 30.0  # never sooner than this ...
 STALL_TASKS = 3.0  # ... nor sooner than this many times the slowest worker's predicted subset time
 
 
 def watch_key(store: JobStore) -> str:
-    return store.keys.base + ":watch"
+    return store.keys.watch
 
 
 def resend_stalled_waves(app, client: redis.Redis, now: float) -> list[str]:
+    """now: Redis's clock (broker/clock.py)."""
     resent = []
     for job_id in list_jobs(client):
         store = JobStore(client, job_id)
-        if store.status() != "running":
+        status = store.status()
+        if status == lifecycle.FINISHING:
+            take_over_finish(store, now)
+            continue
+        if status != lifecycle.RUNNING:
             continue
         spec = store.spec()
         if spec.partition != "greedy":
@@ -43,10 +50,10 @@ def resend_stalled_waves(app, client: redis.Redis, now: float) -> list[str]:
         if seen.get("version") != (version or b"").decode():
             client.hset(watch_key(store), mapping={"version": (version or b"").decode(), "at": now})
             continue
-        limit = stall_limit(spec.subset_size, client)
-        if now - float(seen["at"]) < limit or client.llen(TRAIN_QUEUE) > 0:
+        limit = stall_limit(spec.subset_size, client, client.llen(TRAIN_QUEUE))
+        if now - float(seen["at"]) < limit:
             continue
-        if not client.set(store.keys.base + ":resend", 1, nx=True, ex=max(1, int(limit))):
+        if not client.set(store.keys.resend_lock, 1, nx=True, ex=max(1, int(limit))):
             continue
         epoch, wave, missing = unfinished(store, spec)
         if missing:
@@ -61,9 +68,25 @@ def resend_stalled_waves(app, client: redis.Redis, now: float) -> list[str]:
     return resent
 
 
-def stall_limit(subset_size: int, client: redis.Redis) -> float:
+def stall_limit(subset_size: int, client: redis.Redis, queued: int = 0) -> float:
+    """How long a job's version may stand still before its wave is sent again: a few of the
+    slowest worker's subsets, plus the time the cluster needs to work through the `queued`
+    messages ahead on the shared queue (other jobs' included). It used to wait for the queue
+    to be empty, and so waited forever while another job kept it busy."""
     rates = [w["rate"] for w in worker_registry.workers(client).values() if w["rate"]]
-    return max(STALL_MIN_SECONDS, STALL_TASKS * subset_size / min(rates)) if rates else STALL_MIN_SECONDS
+    if not rates:
+        return STALL_MIN_SECONDS * (1 + queued)
+    return max(STALL_MIN_SECONDS, STALL_TASKS * subset_size / min(rates)) + queued * subset_size / sum(rates)
+
+
+def take_over_finish(store: JobStore, now: float) -> bool:
+    """A job left `finishing` by a finisher that died (its claim older than FINISH_PATIENCE):
+    finish it here. The claim move itself refuses while the finisher may still be at work."""
+    since = float(store.state().get("since", now))
+    if now - since <= lifecycle.FINISH_PATIENCE:
+        return False
+    store.log("finish-taken-over", silent_seconds=round(now - since, 1))
+    return finish_job(store, WeightStore(store.client, store.job_id, script_table={}), store.spec())
 
 
 def unfinished(store: JobStore, spec) -> tuple[int, int, list[int]]:

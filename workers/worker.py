@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import secrets
 import socket
-import time
 
 from bpt.settings import Settings
 
 from celery import signals
 
 from bpt.broker.connection import connect
-from bpt.broker import worker_registry
+from bpt.broker import clock, worker_registry
 from bpt.broker.worker_registry import HeartbeatThread
 
 from .scheduler import revive_stalled
@@ -40,11 +39,11 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     (scheduler.revive_stalled, watchdog.resend_stalled_waves). name None: a free default."""
     app = make_app(settings)
     register_tasks(app, WorkerRuntime(settings, slowdown=slowdown))
-    client = connect(settings.redis_url, settings.connect_timeout)
+    client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
     claimed, token = name is None, secrets.token_hex(8)
     name = default_name(client, settings, token) if claimed else name
     def on_beat() -> None:
-        now = time.time()
+        now = clock.now(client)  # Redis's clock: this machine's may be skewed
         revive_stalled(app, client, now)
         resend_stalled_waves(app, client, now)
 

@@ -17,7 +17,10 @@
 -- KEYS[9] merge lease      (string: the token of the pusher merging now)
 -- KEYS[10] merge wake      (list of at most one token: wakes a pusher waiting for the lease)
 -- ARGV[7] how many recent accuracies to keep  ARGV[8] this pusher's lease token
--- Returns {status, version, done}: status is 'ok', 'retry' (version moved on) or 'dup'.
+-- ARGV[9] the job statuses that accept pushes, space separated (bpt/lifecycle.py); a job
+--         whose state hash has no status (a weight store used on its own) accepts them
+-- Returns {status, version, done}: status is 'ok', 'retry' (version moved on), 'dup' or
+-- 'closed' (the job is no longer running: finishing, done, cancelled or failed).
 -- On 'ok' and 'dup' the pusher's lease is given back and a waiting pusher woken; on
 -- 'retry' the pusher keeps it for its next round.
 local function release()
@@ -26,6 +29,18 @@ local function release()
     redis.call('RPUSH', KEYS[10], '1')
     redis.call('LTRIM', KEYS[10], 0, 0)
   end
+end
+local function accepts(status)
+  if not status then return true end
+  for state in string.gmatch(ARGV[9], '%S+') do
+    if state == status then return true end
+  end
+  return false
+end
+if not accepts(redis.call('HGET', KEYS[5], 'status')) then
+  redis.call('DEL', KEYS[1])
+  release()
+  return {'closed', redis.call('HGET', KEYS[3], 'version') or '', 0}
 end
 if redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then
   redis.call('DEL', KEYS[1])

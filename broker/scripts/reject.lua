@@ -2,7 +2,13 @@
 -- KEYS[1] applied hash  KEYS[2] state hash  KEYS[3] wave done set
 -- ARGV[1] applied field ARGV[2] subset id   ARGV[3] reason (e.g. stale:3, invalid)
 -- ARGV[4] counter to raise: rejected (too stale) or invalid (NaN, wrong shapes)
--- Returns {status, done}: status is 'rejected' or 'dup'.
+-- ARGV[5] the job statuses that accept pushes, space separated (bpt/lifecycle.py)
+-- Returns {status, done}: status is 'rejected', 'dup' or 'closed' (the job is no longer
+-- running: nothing is recorded).
+local status = redis.call('HGET', KEYS[2], 'status')
+if status and not string.find(' ' .. ARGV[5] .. ' ', ' ' .. status .. ' ', 1, true) then
+  return {'closed', 0}
+end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
   return {'dup', redis.call('SCARD', KEYS[3])}

@@ -2,7 +2,12 @@
 -- KEYS[1] applied hash  KEYS[2] round deltas hash  KEYS[3] round meta hash
 -- KEYS[4] wave done set KEYS[5] state hash         KEYS[6] staleness hash
 -- ARGV[1] applied field ARGV[2] subset id ARGV[3] delta blob ARGV[4] meta (JSON: n, q)
--- Returns {status, done}: status is 'ok' or 'dup'.
+-- ARGV[5] the job statuses that accept pushes, space separated (bpt/lifecycle.py)
+-- Returns {status, done}: status is 'ok', 'dup' or 'closed' (the job is no longer running).
+local status = redis.call('HGET', KEYS[5], 'status')
+if status and not string.find(' ' .. ARGV[5] .. ' ', ' ' .. status .. ' ', 1, true) then
+  return {'closed', 0}
+end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[5], 'duplicates', 1)
   return {'dup', redis.call('SCARD', KEYS[4])}

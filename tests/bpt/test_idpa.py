@@ -63,3 +63,15 @@ def test_idpa_refills_a_node_in_one_piece_once_half_its_work_is_done():
     idpa.probe_size = 10
     assert idpa.assign(ranges, [NodeView("a", 1000.0, 600)]) == []  # more than half left: wait
     assert [a.size for a in idpa.assign(ranges, [NodeView("a", 1000.0, 500)])] == [500]
+
+
+def test_a_range_held_by_a_worker_never_measured_moves_too():
+    """Finding 4 of issue 15: a live worker that never completed a task has no rate, and its
+    range was never moved: the epoch waited forever."""
+    from bpt.idpa import MIN_OVERDUE, UNMEASURED_OVERDUE, overdue
+
+    assert overdue(5.0, 256, rate=1000.0, slowest=1000.0) is None
+    assert "predicted" in overdue(MIN_OVERDUE + 1, 256, rate=1000.0, slowest=1000.0)
+    assert overdue(MIN_OVERDUE + 1, 256, rate=None, slowest=1000.0) is not None  # judged by the slowest measured
+    assert overdue(UNMEASURED_OVERDUE - 1, 256, rate=None, slowest=None) is None
+    assert "without the worker ever completing" in overdue(UNMEASURED_OVERDUE + 1, 256, rate=None, slowest=None)

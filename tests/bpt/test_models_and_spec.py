@@ -77,3 +77,20 @@ def test_score_slices_grow_with_the_subset_within_their_bounds():
     small, mid, big = spec(subset_size=128), spec(subset_size=1024), spec(subset_size=8192)
     assert (small.score_samples, mid.score_samples, big.score_samples) == (64, 128, 256)
     assert (small.guard_samples, mid.guard_samples, big.guard_samples) == (128, 256, 256)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"num_classes": 5000}, "5000 classes is over the limit"),
+    ({"input_shape": [3, 40000, 32]}, "input shape"),
+    ({"input_shape": [512, 32, 32]}, "input shape"),
+])
+def test_a_spec_over_the_limits_is_refused_when_a_worker_loads_it_too(change, message):
+    """Finding 5 of issue 15: limits were checked only by the submitting client; a spec
+    written into Redis by anything else reached the workers unchecked. from_json is how a
+    worker loads a job, and it checks the same limits."""
+    import json
+
+    raw = json.loads(JobSpec(job_id="j", dataset="digits", model="digits-cnn", input_shape=(1, 8, 8),
+                             num_classes=10, n_train=100).to_json())
+    with pytest.raises(ConfigError, match=message):
+        JobSpec.from_json(json.dumps({**raw, **change}))

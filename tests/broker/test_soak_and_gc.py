@@ -69,7 +69,7 @@ def test_gc_frees_staged_data_of_finished_jobs_and_orphans(client, job_id):
     collect_garbage(client)
     assert client.exists(store.keys.data("x_train"))  # a running job keeps its data
     assert not client.exists(orphan)
-    store.finish("cancelled")
+    assert store.cancel()
     report = collect_garbage(client)
     assert report["finished_jobs_cleaned"] >= 1
     assert not client.exists(store.keys.data("x_train")) and not client.exists(store.keys.wave_done(0, 0))

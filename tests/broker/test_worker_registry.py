@@ -47,3 +47,22 @@ def test_a_worker_that_signs_off_is_dead_at_once_and_its_name_is_free_for_its_re
     worker_registry.forget(client, name)
     for n in (name, f"bpt-2@{host}"):
         client.delete(worker_registry.name_claim_key(n))
+
+
+def test_a_worker_whose_clock_is_far_behind_or_ahead_is_judged_by_redis_time(client, monkeypatch):
+    """Finding 3 of issue 15: heartbeats carried the worker's own time.time(); one 10 s behind
+    was dead at every round, one ahead never died. Now Redis's TIME stamps and judges."""
+    from bpt.broker import clock
+
+    host = "h-" + uuid.uuid4().hex[:6]
+    real = time.time
+    for skew, name in ((-600.0, f"behind@{host}"), (600.0, f"ahead@{host}")):
+        monkeypatch.setattr(time, "time", lambda skew=skew: real() + skew)
+        worker_registry.heartbeat(client, name, processes=1)
+    monkeypatch.setattr(time, "time", real)
+    now = clock.now(client)
+    registered = worker_registry.workers(client)
+    assert worker_registry.is_alive(registered[f"behind@{host}"], now, timeout=5.0)
+    assert not worker_registry.is_alive(registered[f"ahead@{host}"], now + 10, timeout=5.0)  # it dies on time
+    for name in (f"behind@{host}", f"ahead@{host}"):
+        worker_registry.forget(client, name)

@@ -132,7 +132,7 @@ def test_garbage_where_weights_should_be_is_a_clear_error(client, redis_url, job
     spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id)
     store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
     client.set(store.keys.weights_blob, b"\x80\x04garbage")  # a pickle header, where weights should be
-    store.finish("done")
+    assert store.move("start").ok and store.claim_finish() and store.complete()
     result = bpt("wait", job_id, "--redis-url", redis_url, "--quiet")
     assert result.returncode == 7
     assert result.stderr.strip() == f"error: global weights of job {job_id} fail their checksum"

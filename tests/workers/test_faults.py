@@ -132,3 +132,48 @@ def test_job_survives_its_client_and_wait_reattaches(workers, redis_url, tmp_pat
                              "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert waited.returncode == 0, waited.stderr
     assert "done: test accuracy" in waited.stdout
+
+
+def pool_processes(workers):
+    import psutil
+
+    return [c for p in workers.procs for c in psutil.Process(p.pid).children(recursive=True)]
+
+
+def test_a_subset_that_kills_its_worker_every_time_fails_the_job_with_the_reason():
+    """Finding 5 of issue 15: with acks_late and reject_on_worker_lost, a task that kills its
+    process was redelivered forever. Here every delivery of one subset has its process
+    killed (kill -9, as the kernel's OOM killer does) while it trains."""
+    with cluster(slowdowns=(8.0,)) as (server, settings, app, workers):
+        spec, store = start_job(server, settings, app, "poison", epochs=1)
+        poison = spec.waves(0)[0][0]  # the first subset sent
+        key = store.keys.deliveries(0, poison)
+        killed, deadline = 0, time.monotonic() + 120
+        while store.status() not in FINISHED and time.monotonic() < deadline:
+            if store.client.scard(key) > killed and killed < settings.max_deliveries:
+                for process in pool_processes(workers):
+                    process.kill()
+                killed += 1
+            time.sleep(0.005)
+        state = store.state()
+    assert killed == settings.max_deliveries
+    assert state["status"] == "failed"
+    assert state["error"] == f"subset {poison} of epoch 0 killed its worker {settings.max_deliveries} times"
+
+
+def test_cancel_mid_job_stops_its_weights_and_keeps_it_cancelled(tmp_path):
+    """Finding 1 of issue 15: a cancel deleted the staged data while tasks were reading it;
+    they raised and marked the cancelled job failed, and in-flight pushes kept merging."""
+    with cluster(slowdowns=(3.0, 3.0)) as (server, settings, app, workers):
+        spec, store = start_job(server, settings, app, "cancelled-midway", epochs=15)
+        wait_version(store, 10)
+        cancelled = subprocess.run([sys.executable, "-m", "bpt.cli", "cancel", store.job_id, "--redis-url",
+                                    server.url], capture_output=True, text=True, timeout=60)
+        assert cancelled.returncode == 0, cancelled.stderr
+        version = int(store.client.hget(store.keys.weights, "version"))
+        time.sleep(3)  # tasks that were training when it was cancelled push, and are refused
+        state = store.state()
+        events = [e["event"] for e in store.events()]
+        after = int(store.client.hget(store.keys.weights, "version"))
+    assert state["status"] == "cancelled" and "failed" not in events
+    assert after == version  # nothing merged into it after the cancel

@@ -3,7 +3,11 @@ stalled job still needs (against a real Redis server; the sent tasks go to its b
 
 import dataclasses
 
+import numpy as np
+import pytest
+
 from bpt.jobspec import JobSpec
+from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore
 from bpt.workers import flow, watchdog
 
@@ -59,3 +63,134 @@ def test_small_epochs_are_released_ahead_by_a_quarter_at_most(app, client, job_i
     assert not released(store, 0)
     flow.after_subset(app, store, None, spec, 0, 0, finish(store, spec, 0, order[5:6]))
     assert released(store, 0)
+
+
+# -- finding 1 of issue 15: races at a job's end ---------------------------------------------
+import threading  # noqa: E402
+
+from bpt.datasets import DatasetSpec  # noqa: E402
+from bpt.prepare import JobChoices, prepare  # noqa: E402
+from bpt.broker.weight_store import WeightStore  # noqa: E402
+
+
+STAGED = []
+
+
+@pytest.fixture(autouse=True)
+def delete_staged_jobs():
+    """A running job left behind would be resent by the session's workers' watchdog and
+    trained for real, slowing the rest of the suite."""
+    yield
+    while STAGED:
+        STAGED.pop().delete()
+
+
+def staged_job(client, job_id, **choices):
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), **{"epochs": 2, **choices}), job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    store.mark_running()
+    STAGED.append(store)
+    return spec, store, WeightStore(client, job_id)
+
+
+def complete_all(store, spec):
+    for epoch in range(spec.epochs):
+        for wave, subsets in enumerate(spec.waves(epoch)):
+            store.client.sadd(store.keys.wave_done(epoch, wave), *subsets)
+
+
+def at_once(n, work):
+    barrier = threading.Barrier(n)
+    errors = []
+
+    def run():
+        barrier.wait()
+        try:
+            work()
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_two_tasks_completing_the_last_two_waves_at_once_finish_the_job_once(app, redis_url, client, job_id):
+    spec, store, _ = staged_job(client, job_id)
+    complete_all(store, spec)
+    last = spec.epochs - 1
+
+    def push_landed():
+        own = JobStore(connect(redis_url), job_id)
+        flow.after_subset(app, own, WeightStore(own.client, job_id), spec, last, 0, spec.n_subsets)
+
+    at_once(4, push_landed)
+    events = [e["event"] for e in store.events()]
+    assert events.count("finished") == 1 and len(store.evals()) == 1
+    assert store.status() == "done" and not client.exists(store.keys.data("x_test"))
+
+
+def test_a_redelivered_sync_round_completion_releases_the_next_round_once(app, redis_url, client, job_id,
+                                                                          monkeypatch):
+    spec, store, weights = staged_job(client, job_id, rule="sync", workers=2)
+    first = spec.waves(0)[0]
+    for subset in first:
+        start, end = spec.subsets[subset]
+        weights.stage(delta={k: np.zeros_like(v) for k, v in weights.pull().weights.items()}, samples=end - start,
+                      accuracy=0.9, epoch=0, wave=0, subset=subset)
+    sent = []
+    monkeypatch.setattr(flow, "release_wave", lambda app_, spec_, epoch, wave: sent.append((epoch, wave)))
+
+    def completing_task():  # the original and its redelivered copy, at once
+        own = JobStore(connect(redis_url), job_id)
+        flow.after_subset(app, own, WeightStore(own.client, job_id), spec, 0, 0, len(first))
+
+    at_once(2, completing_task)
+    assert sent == [(0, 1)] and weights.version() == 1
+
+
+def test_a_push_landing_in_a_cancelled_job_releases_nothing(app, client, job_id, monkeypatch):
+    spec, store, weights = staged_job(client, job_id)
+    sent = []
+    monkeypatch.setattr(flow, "release_wave", lambda *a: sent.append(a))
+    assert store.cancel()
+    complete_all(store, spec)
+    flow.after_subset(app, store, weights, spec, 0, 0, spec.n_subsets)
+    flow.after_subset(app, store, weights, spec, spec.epochs - 1, 0, spec.n_subsets)
+    assert sent == [] and store.status() == "cancelled" and len(store.evals()) == 0
+
+
+def test_a_paused_job_whose_last_subset_lands_is_finished_and_cannot_be_resumed(app, client, job_id):
+    spec, store, weights = staged_job(client, job_id)
+    assert store.move("pause").ok
+    complete_all(store, spec)
+    flow.after_subset(app, store, weights, spec, spec.epochs - 1, 0, spec.n_subsets)
+    assert store.status() == "done"
+    assert not store.move("resume").ok and not store.move("pause").ok and store.status() == "done"
+
+
+def test_the_watchdog_resends_a_stalled_wave_even_while_other_jobs_keep_the_queue_busy(app, client, job_id,
+                                                                                      monkeypatch):
+    """Item 7 of issue 15: the watchdog waited while the shared train queue held anything,
+    so another job's backlog kept a stalled job stalled forever. Now the backlog only adds
+    the time the cluster needs to work through it."""
+    from bpt.broker import clock
+
+    queue = f"bpt.train-test-{job_id}"  # a private queue standing for the shared one
+    monkeypatch.setattr(watchdog, "TRAIN_QUEUE", queue)
+    client.rpush(queue, *[b"another job's task"] * 5)
+    spec, store, _ = staged_job(client, job_id)
+    try:
+        now = clock.now(client)
+        assert job_id not in watchdog.resend_stalled_waves(app, client, now)  # first look: notes the version
+        limit = watchdog.stall_limit(spec.subset_size, client, client.llen(queue))
+        assert limit < float("inf")
+        assert job_id not in watchdog.resend_stalled_waves(app, client, now + limit - 1)
+        assert job_id in watchdog.resend_stalled_waves(app, client, now + limit + 1)
+        resent = [e for e in store.events() if e["event"] == "resent"]
+        assert resent and sorted(resent[-1]["subsets"]) == sorted(spec.waves(0)[0])
+    finally:
+        client.delete(queue)

@@ -84,3 +84,30 @@ def test_idpa_job_with_three_workers_gives_the_slow_one_less(tmp_path):
             assert store.state()["status"] == "done"
             assert slow < 0.6 * fast  # about 1/4 of a fast worker's share, with room for the probe
             app.close()
+
+
+def test_a_round_moves_a_range_held_by_a_live_worker_that_never_completed_a_task(client, job_id):
+    """Finding 4 of issue 15, through the scheduler's round on a real Redis."""
+    import uuid
+
+    from bpt.idpa import UNMEASURED_OVERDUE
+    from bpt.broker import clock, worker_registry
+    from bpt.broker.job_store import JobStore
+    from bpt.workers import scheduler
+
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1, partition="idpa"), job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    hung = "hung-" + uuid.uuid4().hex[:6]
+    worker_registry.heartbeat(client, hung, processes=1)  # alive, and no rate: it never finished a task
+    now = clock.now(client)
+    state = scheduler.initial_state(now)
+    state["cursor"] = 128
+    state["outstanding"] = {"0:128": {"worker": hung, "start": 0, "end": 128, "at": now - UNMEASURED_OVERDUE - 1}}
+    try:
+        scheduler._plan(store, spec, state, timeout=30.0, now=now)
+        moved = [e for e in store.events() if e["event"] == "reassigned"]
+        assert moved and moved[0]["piece"] == "0:128" and "without the worker ever completing" in moved[0]["reason"]
+        assert state["outstanding"].get("0:128", {}).get("worker") != hung
+    finally:
+        worker_registry.forget(client, hung)
+        store.delete()
