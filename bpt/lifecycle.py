@@ -95,11 +95,6 @@ def on_task_error(status: str) -> str:
     return "fail" if status in OPEN or status == FINISHING else "ignore"
 
 
-def on_cancel(status: str) -> str:
-    """`bpt cancel`: 'cancel' (then free the staged data) or 'ended' (nothing to do)."""
-    return "cancel" if is_legal(status, "cancel") else "ended"
-
-
 # -- what happens after a push (waves of the greedy partition) -------------------------------
 @dataclasses.dataclass(frozen=True)
 class Release:

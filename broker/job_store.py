@@ -213,6 +213,13 @@ class JobStore:
         pipe.scard(key)
         return int(pipe.execute()[1])
 
+    def give_back_delivery(self, epoch: int, piece, token: str) -> None:
+        """Uncount a delivery that ended cleanly (it did not kill its process)."""
+        try:
+            self.client.srem(self.keys.deliveries(epoch, piece), token)
+        except redis.RedisError:  # Redis down: the count stays one too high, under the limit
+            pass
+
     def forget_deliveries(self, epoch: int, piece) -> None:
         """The piece has its outcome: its delivery count is not needed again (a later
         delivery finds it applied first), so the keys stay as many as the tasks in flight."""

@@ -105,6 +105,10 @@ class JobKeys:
     def resend_lock(self) -> str:  # string, expiring: one worker at a time resends a stalled wave
         return self._k("resend")
 
+    @property
+    def finish_lock(self) -> str:  # string, expiring: one finish task sent per takeover
+        return self._k("finish-lock")
+
     def deliveries(self, epoch: int, piece) -> str:  # set: one token per delivery of a task
         return self._k(f"deliveries:{epoch}:{piece}")
 

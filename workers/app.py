@@ -16,6 +16,7 @@ TRAIN_QUEUE = "bpt.train"
 TRAIN_TASK = "bpt.train_subset"
 RANGE_TASK = "bpt.train_range"
 SCHEDULE_TASK = "bpt.schedule"
+FINISH_TASK = "bpt.finish"  # takes over finishing a job whose finisher died (workers/watchdog.py)
 CONTROL_QUEUE = "bpt.control"
 
 

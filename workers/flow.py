@@ -84,16 +84,25 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
             finish_job(store, weights, spec)
 
 
-def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec) -> bool:
+def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: str | None = None) -> bool:
     """Evaluate the final global weights on the test split and mark the job done, if this
     caller wins the job's `claim` (exactly one does; another may take over only once the
-    claim is FINISH_PATIENCE old). Returns whether this caller finished it."""
+    claim is FINISH_PATIENCE old: `takeover` says why, for the log). Returns whether this
+    caller finished it. An evaluation that raises fails the job with the reason: else every
+    takeover would claim, raise and leave it `finishing` forever."""
     if not store.claim_finish():
         return False
-    pulled = weights.pull()
-    model = models.build_model(spec.model, spec.input_shape, spec.num_classes)
-    training.load_numpy_state(model, pulled.weights)
-    loss, accuracy = training.evaluate(model, store.array("x_test"), store.array("y_test"))
+    if takeover:
+        store.log("finish-taken-over", reason=takeover)
+    try:
+        pulled = weights.pull()
+        model = models.build_model(spec.model, spec.input_shape, spec.num_classes)
+        training.load_numpy_state(model, pulled.weights)
+        loss, accuracy = training.evaluate(model, store.array("x_test"), store.array("y_test"))
+    except Exception as e:
+        if store.fail(f"final evaluation: {type(e).__name__}: {e}"):
+            store.log("failed", error=f"final evaluation: {e}"[:500])
+        raise
     store.add_eval(pulled.version, loss, accuracy)
     warning = learning.verdict(accuracy, store.evals(), spec.num_classes)
     if warning:

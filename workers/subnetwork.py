@@ -5,6 +5,7 @@ releases the next) or an index range handed out by the scheduler task (idpa, sta
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from bpt import guardrail, lifecycle, merge, training
@@ -23,61 +24,42 @@ class JobPaused(Exception):
 
 def train_subset(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, wave: int,
                  subset: int, delivery: str = "") -> dict:
-    store, cache = _open(runtime, job_id)
+    store, cache = _open(runtime, worker, job_id, epoch, subset, delivery)
     if cache is None:
         return {"skipped": store.status()}
-    spec = cache.spec
-    if spec.partition != "greedy" or not (0 <= epoch < spec.epochs and 0 <= wave < len(spec.waves(epoch))
-                                          and subset in spec.waves(epoch)[wave]):
-        raise InvalidTask(f"subset {subset} of wave {wave}, epoch {epoch} is not part of job {job_id}")
-    start, end = spec.subsets[subset]
-    return _train(app, runtime, worker, store, cache, epoch, wave, subset, start, end, release=True,
-                  delivery=delivery)
+    with _counted(store, epoch, subset, delivery):
+        spec = cache.spec
+        if spec.partition != "greedy" or not (0 <= epoch < spec.epochs and 0 <= wave < len(spec.waves(epoch))
+                                              and subset in spec.waves(epoch)[wave]):
+            raise InvalidTask(f"subset {subset} of wave {wave}, epoch {epoch} is not part of job {job_id}")
+        start, end = spec.subsets[subset]
+        return _train(app, runtime, worker, store, cache, epoch, wave, subset, start, end, release=True)
 
 
 def train_range(app, runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, start: int, end: int,
                 delivery: str = "") -> dict:
-    store, cache = _open(runtime, job_id)
+    piece = f"{start}:{end}"
+    store, cache = _open(runtime, worker, job_id, epoch, piece, delivery)
     if cache is None:
         return {"skipped": store.status()}
-    spec = cache.spec
-    if spec.partition == "greedy" or not (0 <= epoch < spec.epochs and 0 <= start < end <= spec.n_train):
-        raise InvalidTask(f"range {start}:{end} of epoch {epoch} is not part of job {job_id}")
-    return _train(app, runtime, worker, store, cache, epoch, 0, f"{start}:{end}", start, end, release=False,
-                  delivery=delivery)
+    with _counted(store, epoch, piece, delivery):
+        spec = cache.spec
+        if spec.partition == "greedy" or not (0 <= epoch < spec.epochs and 0 <= start < end <= spec.n_train):
+            raise InvalidTask(f"range {start}:{end} of epoch {epoch} is not part of job {job_id}")
+        return _train(app, runtime, worker, store, cache, epoch, 0, piece, start, end, release=False)
 
 
-def _open(runtime: WorkerRuntime, job_id: str):
+def _open(runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, piece, delivery: str):
+    """The job's store and this process's cache of it, or (store, None) if the task has
+    nothing to do; JobPaused if it must wait. Counts the delivery first (before loading the
+    job: a task whose process dies while loading it is a poison task too), and fails the job
+    once a piece has had more than max_deliveries that did not end cleanly."""
     store = JobStore(runtime.client, job_id)
     action = lifecycle.on_task_start(store.status())
     if action == "skip":
         return store, None
     if action == "wait":
         raise JobPaused(job_id)
-    return store, runtime.job(store)
-
-
-LOST_RETRIES = 3  # trainings of one subset whose pulled version the store lost (a rollback)
-
-
-def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool,
-           lost: int = 0, delivery: str = "") -> dict:
-    entered = time.perf_counter()
-    spec = cache.spec
-    weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
-    live = worker_registry.live_processes(runtime.client, runtime.settings.heartbeat_timeout)
-    if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
-        if release:
-            flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave), live)
-        return {"duplicate": True}
-    if delivery:
-        deliveries = store.count_delivery(epoch, piece, delivery)
-        if deliveries > runtime.settings.max_deliveries:  # the ones before all died training it
-            what = f"subset {piece}" if release else f"range {piece}"
-            reason = f"{what} of epoch {epoch} killed its worker {deliveries - 1} times"
-            if store.fail(reason):
-                store.log("failed", worker=worker, error=reason)
-            return {"failed": reason}
     store.mark_running()
     if not release:
         _ask_for_work(app, runtime, store)  # queue our next range while this one trains
@@ -103,16 +85,15 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         result = weights.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
                               epoch=epoch, wave=wave, subset=piece, base=pulled, live=live)
     if result.status == "closed":  # cancelled, failed or finished while this trained: nothing merged
+        store.forget_deliveries(epoch, piece)
         store.log("push-closed", worker=worker, epoch=epoch, piece=piece, status=store.status())
         return {"status": "closed", "version": result.version}
     if result.status == "lost" and lost < LOST_RETRIES:
         store.log("push-lost", worker=worker, epoch=epoch, piece=piece, pulled=pulled.version,
                   version=result.version, reason="the store lost the pulled version (rollback); training again")
-        return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1,
-                      delivery)
+        return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1)
     seconds = time.perf_counter() - began
-    if delivery:
-        store.forget_deliveries(epoch, piece)
+    store.forget_deliveries(epoch, piece)
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}")
     worker_registry.record_task(runtime.client, worker, end - start, seconds)
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,

@@ -15,8 +15,10 @@ from bpt import lifecycle
 from bpt.errors import InvalidTask
 from bpt.broker.job_store import JobStore
 
-from . import scheduler
-from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, TRAIN_TASK
+from bpt.broker.weight_store import WeightStore
+
+from . import flow, scheduler
+from .app import CONTROL_QUEUE, FINISH_TASK, RANGE_TASK, SCHEDULE_TASK, TRAIN_TASK
 from .runtime import WorkerRuntime
 from .subnetwork import JobPaused, train_range, train_subset
 
@@ -53,6 +55,19 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
             schedule_task.apply_async(kwargs={"job_id": job_id, "chain": chain}, countdown=scheduler.TICK,
                                       queue=CONTROL_QUEUE)
 
+    @app.task(name=FINISH_TASK, bind=True)
+    def finish_task(self, job_id: str, reason: str = "") -> bool:
+        """Finish a job whose finisher went silent (sent by the watchdog); the claim move
+        decides whether this one may (lifecycle.TAKEOVER)."""
+        if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+            log.error("refused finish task for job id %r", job_id)
+            return False
+        store = JobStore(runtime.client, job_id)
+        if store.status() != lifecycle.FINISHING:
+            return False
+        return flow.finish_job(store, WeightStore(runtime.client, job_id, runtime.scripts), store.spec(),
+                               takeover=str(reason)[:200] or "its finisher went silent")
+
     def _run(task, job_id, numbers, work) -> dict:
         try:
             if not isinstance(job_id, str) or not JOB_ID.match(job_id):
@@ -78,9 +93,13 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
             # ended meanwhile: then the error is its consequence (a cancel freed the data this
             # task was reading), and a done or cancelled job must stay so.
             store = JobStore(runtime.client, job_id)
-            if lifecycle.on_task_error(store.status()) == "ignore":
-                log.info("task of job %s stopped: the job is %s (%s)", job_id, store.status(), e)
-                return {"skipped": store.status()}
+            try:
+                status = store.status()
+            except REDIS_DOWN as down:  # cannot tell: give the message back rather than lose it
+                raise Reject(down, requeue=True)
+            if lifecycle.on_task_error(status) == "ignore":
+                log.info("task of job %s stopped: the job is %s (%s)", job_id, status, e)
+                return {"skipped": status}
             log.exception("task of job %s failed", job_id)
             if store.fail(f"{type(e).__name__}: {e}"):
                 store.log("failed", worker=task.request.hostname, error=str(e)[:500])

@@ -16,29 +16,34 @@ from __future__ import annotations
 import redis
 
 from bpt import lifecycle
-from bpt.broker import worker_registry
+from bpt.settings import DEFAULT_HEARTBEAT_TIMEOUT
+from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import JobStore, list_jobs
-from bpt.broker.weight_store import WeightStore
 
-from .app import TRAIN_QUEUE, TRAIN_TASK
-from .flow import finish_job, next_wave, task_kwargs
+from .app import CONTROL_QUEUE, FINISH_TASK, TRAIN_QUEUE, TRAIN_TASK
+from .flow import next_wave, task_kwargs
 
 STALL_MIN_SECONDS = 30.0  # never sooner than this ...
 STALL_TASKS = 3.0  # ... nor sooner than this many times the slowest worker's predicted subset time
+MAX_BACKLOG_WAIT = 300.0  # the wait for messages queued ahead is at most this long
 
 
 def watch_key(store: JobStore) -> str:
     return store.keys.watch
 
 
-def resend_stalled_waves(app, client: redis.Redis, now: float) -> list[str]:
-    """now: Redis's clock (broker/clock.py)."""
+def resend_stalled_waves(app, client: redis.Redis, now: float,
+                         timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> list[str]:
+    """now: Redis's clock (broker/clock.py); timeout: the heartbeat timeout."""
     resent = []
     for job_id in list_jobs(client):
         store = JobStore(client, job_id)
         status = store.status()
         if status == lifecycle.FINISHING:
-            take_over_finish(store, now)
+            take_over_finish(app, store, now)
+            continue
+        if status == lifecycle.PAUSED:  # a pause is not a stall: the clock starts again at resume
+            client.hset(watch_key(store), "at", now)
             continue
         if status != lifecycle.RUNNING:
             continue
@@ -50,7 +55,7 @@ def resend_stalled_waves(app, client: redis.Redis, now: float) -> list[str]:
         if seen.get("version") != (version or b"").decode():
             client.hset(watch_key(store), mapping={"version": (version or b"").decode(), "at": now})
             continue
-        limit = stall_limit(spec.subset_size, client, client.llen(TRAIN_QUEUE))
+        limit = stall_limit(spec.subset_size, client, client.llen(TRAIN_QUEUE), now, timeout)
         if now - float(seen["at"]) < limit:
             continue
         if not client.set(store.keys.resend_lock, 1, nx=True, ex=max(1, int(limit))):
@@ -68,25 +73,34 @@ def resend_stalled_waves(app, client: redis.Redis, now: float) -> list[str]:
     return resent
 
 
-def stall_limit(subset_size: int, client: redis.Redis, queued: int = 0) -> float:
+def stall_limit(subset_size: int, client: redis.Redis, queued: int = 0, now: float | None = None,
+                timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> float:
     """How long a job's version may stand still before its wave is sent again: a few of the
-    slowest worker's subsets, plus the time the cluster needs to work through the `queued`
-    messages ahead on the shared queue (other jobs' included). It used to wait for the queue
-    to be empty, and so waited forever while another job kept it busy."""
-    rates = [w["rate"] for w in worker_registry.workers(client).values() if w["rate"]]
-    if not rates:
-        return STALL_MIN_SECONDS * (1 + queued)
-    return max(STALL_MIN_SECONDS, STALL_TASKS * subset_size / min(rates)) + queued * subset_size / sum(rates)
+    slowest live worker's subsets, plus the time the live workers need to work through the
+    `queued` messages ahead on the shared queue (other jobs' included), at most
+    MAX_BACKLOG_WAIT. It used to wait for the queue to be empty, and so waited forever while
+    another job kept it busy."""
+    now = clock.now(client) if now is None else now
+    rates = [w["rate"] for w in worker_registry.workers(client).values()
+             if w["rate"] and worker_registry.is_alive(w, now, timeout)]
+    base = max(STALL_MIN_SECONDS, STALL_TASKS * subset_size / min(rates)) if rates else STALL_MIN_SECONDS
+    backlog = queued * subset_size / sum(rates) if rates else float(queued)
+    return base + min(backlog, MAX_BACKLOG_WAIT)
 
 
-def take_over_finish(store: JobStore, now: float) -> bool:
-    """A job left `finishing` by a finisher that died (its claim older than FINISH_PATIENCE):
-    finish it here. The claim move itself refuses while the finisher may still be at work."""
+def take_over_finish(app, store: JobStore, now: float) -> bool:
+    """A job left `finishing` by a finisher that died (its claim older than FINISH_PATIENCE,
+    by Redis's clock): send a finish task to the control queue, once (a lock as long as the
+    patience). Not here: an evaluation in the heartbeat thread would hold up the beats."""
     since = float(store.state().get("since", now))
-    if now - since <= lifecycle.FINISH_PATIENCE:
+    if not lifecycle.is_legal(lifecycle.FINISHING, "claim", since, now):
         return False
-    store.log("finish-taken-over", silent_seconds=round(now - since, 1))
-    return finish_job(store, WeightStore(store.client, store.job_id, script_table={}), store.spec())
+    if not store.client.set(store.keys.finish_lock, 1, nx=True, ex=int(lifecycle.FINISH_PATIENCE)):
+        return False
+    app.send_task(FINISH_TASK, kwargs={"job_id": store.job_id,
+                                       "reason": f"its finisher was silent for {now - since:.0f}s"},
+                  queue=CONTROL_QUEUE)
+    return True
 
 
 def unfinished(store: JobStore, spec) -> tuple[int, int, list[int]]:

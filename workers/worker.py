@@ -45,7 +45,7 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     def on_beat() -> None:
         now = clock.now(client)  # Redis's clock: this machine's may be skewed
         revive_stalled(app, client, now)
-        resend_stalled_waves(app, client, now)
+        resend_stalled_waves(app, client, now, settings.heartbeat_timeout)
 
     beat = HeartbeatThread(client, name, on_beat=on_beat, processes=concurrency,
                            name_ttl=NAME_TTL_FACTOR * settings.heartbeat_timeout if claimed else None)

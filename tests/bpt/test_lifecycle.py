@@ -51,7 +51,6 @@ def test_what_a_task_does_in_each_state():
     assert lc.on_task_start("unknown") == "skip"
     # a task error fails only a job still open; an ended job's errors are its consequences
     assert [lc.on_task_error(s) for s in lc.STATES] == ["fail"] * 4 + ["ignore"] * 3
-    assert [lc.on_cancel(s) for s in lc.STATES] == ["cancel"] * 4 + ["ended"] * 3
 
 
 # -- after a push: waves of the greedy partition -------------------------------------------

@@ -2,6 +2,7 @@
 stalled job still needs (against a real Redis server; the sent tasks go to its broker queue)."""
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -194,3 +195,30 @@ def test_the_watchdog_resends_a_stalled_wave_even_while_other_jobs_keep_the_queu
         assert resent and sorted(resent[-1]["subsets"]) == sorted(spec.waves(0)[0])
     finally:
         client.delete(queue)
+
+
+def test_a_job_whose_finisher_died_is_finished_by_a_takeover_on_a_real_worker(workers, app, client, job_id):
+    from bpt import lifecycle
+    from bpt.broker import clock
+
+    spec, store, _ = staged_job(client, job_id)
+    assert store.claim_finish()  # ... and its holder died before evaluating
+    now = clock.now(client)
+    assert not watchdog.take_over_finish(app, store, now)  # still within the patience
+    client.hset(store.keys.state, "since", now - lifecycle.FINISH_PATIENCE - 1)
+    assert watchdog.take_over_finish(app, store, now)
+    assert not watchdog.take_over_finish(app, store, now)  # one finish task per takeover
+    deadline = time.monotonic() + 60
+    while store.status() != "done":
+        assert time.monotonic() < deadline, store.state()
+        time.sleep(0.1)
+    events = [e["event"] for e in store.events()]
+    assert events.count("finish-taken-over") == 1 and events.count("finished") == 1
+
+
+def test_a_final_evaluation_that_raises_fails_the_job_instead_of_leaving_it_finishing(client, job_id):
+    spec, store, weights = staged_job(client, job_id)
+    client.delete(store.keys.data("x_test"))
+    with pytest.raises(Exception):
+        flow.finish_job(store, weights, spec)
+    assert store.status() == "failed" and "final evaluation" in store.state()["error"]

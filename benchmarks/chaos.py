@@ -1,0 +1,335 @@
+"""The chaos soak (issue 15): one job trained undisturbed, then the same job again while
+workers are killed, Redis restarts (cleanly and with SIGKILL), a worker is frozen, one runs
+with its clock skewed, and another job is cancelled and resubmitted midway.
+
+    python -m benchmarks.chaos            # the full soak: a job of about 3 minutes undisturbed
+    python -m benchmarks.chaos --short    # about 2 minutes in all (the version the tests run)
+
+Four workers of two training processes each, on a private Redis with AOF (everysec). Every
+disturbance is bounded in count and time and placed at a fraction of the undisturbed run's
+wall time. Reported: whether each job completed; outcomes in the applied hash against the
+job's (epoch, subset) pairs (one outcome each: nothing applied twice, every subset trained or
+its refusal counted); version against accepted pushes; accuracy against the undisturbed run;
+Redis keys and memory and the workers' memory over time. Table on stdout, JSON in
+benchmarks/results/chaos[-short].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+from bpt.datasets import DatasetSpec
+from bpt.prepare import JobChoices, prepare
+from bpt.settings import Settings
+from bpt.broker import processes
+from bpt.broker.connection import connect
+from bpt.broker.job_store import FINISHED, JobStore
+from bpt.broker.redis_server import PrivateRedis
+
+from .common import table, write_json
+
+WORKERS, PROCESSES = 4, 2
+SKEW = "+60s"
+VISIBILITY_TIMEOUT = 20  # a killed worker's unacknowledged task comes back after this
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    samples: int  # digits-aug training samples of the main job
+    epochs: int
+    kill_every: tuple[float, float]  # seconds between two kill -9 of a random worker
+    max_kills: int
+    frozen_seconds: float  # SIGSTOP of one worker for this long
+
+
+FULL = Plan(samples=60_000, epochs=24, kill_every=(10.0, 20.0), max_kills=12, frozen_seconds=30.0)
+SHORT = Plan(samples=20_000, epochs=6, kill_every=(10.0, 20.0), max_kills=3, frozen_seconds=10.0)
+
+
+class Fleet:
+    """Worker processes started, killed and frozen one by one (launcher.LocalWorkers starts
+    them all alike and only together)."""
+
+    def __init__(self, settings: Settings, log_dir: str):
+        self.settings, self.log_dir = settings, log_dir
+        self.procs: dict[str, object] = {}
+        self.skewed: str | None = None
+        self.started = 0
+
+    def start(self, skew: str | None = None) -> str:
+        self.started += 1
+        name = f"chaos-{self.started}@{socket.gethostname()}"
+        env = dict(os.environ, BPT_REDIS_URL=self.settings.redis_url, BPT_THREADS="1",
+                   BPT_VISIBILITY_TIMEOUT=str(self.settings.visibility_timeout),
+                   BPT_HEARTBEAT_TIMEOUT=str(self.settings.heartbeat_timeout), PYTHONUNBUFFERED="1")
+        argv = [sys.executable, "-m", "bpt.cli", "worker", "--name", name, "--concurrency", str(PROCESSES),
+                "--loglevel", "WARNING"]
+        if skew:
+            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"  # only the wall clock is off, as on a skewed machine
+            argv = ["faketime", "-f", skew] + argv
+            self.skewed = name
+        self.procs[name] = processes.spawn(argv, os.path.join(self.log_dir, f"{name}.log"), env=env)
+        return name
+
+    def kill(self, name: str) -> None:
+        processes.signal_group(self.procs.pop(name), signal.SIGKILL)  # main and pool processes: a dead machine
+
+    def signal(self, name: str, sig: int) -> None:
+        processes.signal_group(self.procs[name], sig)
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        total = 0
+        for proc in self.procs.values():
+            try:
+                parent = psutil.Process(proc.pid)
+                total += sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            processes.stop(proc, grace=5)
+        self.procs.clear()
+
+
+def wait_ready(app, names: list[str], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if set(names) <= set().union(*(r.keys() for r in app.control.ping(timeout=0.5) or [{}])):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"workers {names} did not start")
+
+
+class Sampler(threading.Thread):
+    """Redis's keys and memory and the workers' memory, every `every` seconds."""
+
+    def __init__(self, url: str, fleet: Fleet, every: float = 2.0):
+        super().__init__(daemon=True)
+        self.url, self.fleet, self.every = url, fleet, every
+        self.samples: list[dict] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        client, began = None, time.monotonic()
+        while not self.done.wait(self.every):
+            try:
+                client = client or connect(self.url, timeout=1.0, socket_timeout=2.0)
+                self.samples.append({"t": round(time.monotonic() - began, 1), "keys": client.dbsize(),
+                                     "redis_mb": client.info("memory")["used_memory"] / 2**20,
+                                     "workers_mb": self.fleet.rss_mb()})
+            except Exception:  # Redis restarting: skip this sample
+                client = None
+
+
+def job_choices(samples: int, epochs: int) -> JobChoices:
+    return JobChoices(DatasetSpec("digits-aug", samples=samples), epochs=epochs, subset_size=256,
+                      workers=WORKERS * PROCESSES, seed=0)
+
+
+def submit_job(app, client, settings, job_id: str, choices: JobChoices) -> tuple:
+    from bpt.workers.submit import submit
+
+    spec, data, weights = prepare(choices, job_id=job_id)
+    return spec, submit(app, client, settings, spec, data, weights)
+
+
+def outcome(spec, store: JobStore, wall: float) -> dict:
+    state = store.state()
+    applied = store.client.hlen(store.keys.applied)
+    events = [e["event"] for e in store.events()]
+    return {"job": spec.job_id, "status": state["status"], "wall_s": round(wall, 1),
+            "test_accuracy": state.get("test_accuracy"), "outcomes": applied, "subsets": spec.total_tasks,
+            "version": state.get("version"), "accepted": state.get("accepted"), "rejected": state.get("rejected"),
+            "duplicates": state.get("duplicates"), "lost": events.count("push-lost"),
+            "resent": events.count("resent"), "reassigned": events.count("reassigned"),
+            "error": state.get("error")}
+
+
+def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int = 0, log=print) -> dict:
+    """One soak: the main job, undisturbed or under the plan's disturbances (placed at
+    fractions of undisturbed_s). Returns the outcomes, the disturbances done and the samples."""
+    from bpt.workers.app import make_app
+
+    rng = random.Random(seed)
+    log_dir = tempfile.mkdtemp(prefix="bpt-chaos-")
+    disturbances: list[dict] = []
+    skew = SKEW if disturb and shutil.which("faketime") else None
+    with PrivateRedis(appendonly=True) as server:
+        settings = Settings(redis_url=server.url, workers=WORKERS * PROCESSES, visibility_timeout=VISIBILITY_TIMEOUT,
+                            poll_seconds=0.1)
+        fleet = Fleet(settings, log_dir)
+        app = make_app(settings)
+        sampler = Sampler(server.url, fleet)
+        try:
+            names = [fleet.start(skew if i == WORKERS - 1 else None) for i in range(WORKERS)]
+            wait_ready(app, names)
+            client = connect(server.url)
+            began = time.monotonic()
+            side = None
+            if disturb:  # first, so that it trains a little before it is cancelled
+                side = submit_job(app, client, settings, "side", job_choices(5000, 40))
+            spec, store = submit_job(app, client, settings, "soak", job_choices(plan.samples, plan.epochs))
+            sampler.start()
+            at = lambda share: began + share * (undisturbed_s or 60.0)  # noqa: E731
+            pending = sorted([(at(0.2), "redis-restart"), (at(0.3), "cancel-resubmit"), (at(0.4), "freeze"),
+                              (at(0.6), "redis-crash")]) if disturb else []
+            next_kill = began + rng.uniform(*plan.kill_every) if disturb else float("inf")
+            kills, thawed, deadline = 0, None, began + 3 * (undisturbed_s or 600.0) + 180
+            frozen = None
+            while time.monotonic() < deadline:
+                try:
+                    if store.status() in FINISHED:
+                        break
+                except Exception:
+                    pass  # Redis restarting
+                now = time.monotonic()
+                if thawed is not None and now >= thawed:
+                    fleet.signal(frozen, signal.SIGCONT)
+                    disturbances.append({"t": round(now - began, 1), "what": f"SIGCONT {frozen}"})
+                    frozen, thawed = None, None
+                if pending and now >= pending[0][0]:
+                    _, what = pending.pop(0)
+                    detail = _disturb(what, server, fleet, app, client, settings, side, plan, rng, frozen)
+                    if what == "freeze":
+                        frozen, thawed = detail, now + plan.frozen_seconds
+                    if what == "cancel-resubmit":
+                        side = detail
+                    shown = ({k: v for k, v in detail.items() if k != "resubmitted"} if isinstance(detail, dict)
+                             else detail)
+                    disturbances.append({"t": round(now - began, 1), "what": what, "detail": str(shown)})
+                    log(f"  {now - began:6.1f}s {what} {shown}")
+                if now >= next_kill and kills < plan.max_kills:
+                    victims = [n for n in fleet.procs if n not in (frozen, fleet.skewed)]
+                    victim = rng.choice(victims)
+                    fleet.kill(victim)
+                    born = fleet.start()
+                    kills += 1
+                    disturbances.append({"t": round(now - began, 1), "what": "kill -9", "detail": f"{victim} -> {born}"})
+                    log(f"  {now - began:6.1f}s kill -9 {victim}, started {born}")
+                    next_kill = now + rng.uniform(*plan.kill_every)
+                time.sleep(0.1)
+            wall = time.monotonic() - began
+            if frozen is not None:
+                fleet.signal(frozen, signal.SIGCONT)
+            client = connect(server.url)
+            result = {"main": outcome(spec, JobStore(client, spec.job_id), wall), "disturbances": disturbances}
+            if isinstance(side, dict):
+                result["side"] = _side_outcome(client, side, deadline)
+            elif side is not None:
+                result["side"] = {"cancelled_status": "not cancelled: the main job ended first"}
+            sampler.done.set()
+            sampler.join(5)
+            result["samples"] = sampler.samples
+            result["skewed_worker"] = fleet.skewed
+            return result
+        finally:
+            sampler.done.set()
+            fleet.stop()
+            app.close()
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _disturb(what, server, fleet, app, client, settings, side, plan, rng, frozen):
+    if what == "redis-restart":
+        server.restart(down_seconds=2)
+        return "SIGTERM, down 2 s"
+    if what == "redis-crash":
+        server.restart(down_seconds=2, crash=True)
+        return "SIGKILL, down 2 s"
+    if what == "freeze":
+        victim = rng.choice([n for n in fleet.procs if n != fleet.skewed])
+        fleet.signal(victim, signal.SIGSTOP)
+        return victim
+    if what == "cancel-resubmit":
+        client = connect(server.url)  # a fresh one: Redis may have restarted under the old
+        cancelled_spec, cancelled = side
+        cancelled = JobStore(client, cancelled.job_id)
+        cancelled.cancel()
+        cancelled.log("cancelled")
+        cancelled.drop_staged_data()
+        version = int(client.hget(cancelled.keys.weights, "version") or 0)
+        spec, store = submit_job(app, client, settings, "side-again", job_choices(5000, 4))
+        return {"cancelled": cancelled_spec.job_id, "version_at_cancel": version, "resubmitted": (spec, store)}
+    raise ValueError(what)
+
+
+def _side_outcome(client, side, deadline) -> dict:
+    """The side job: cancelled midway (its version must not move after the cancel) and
+    resubmitted (the new one must complete)."""
+    spec, store = side["resubmitted"]
+    began = time.monotonic()
+    while JobStore(client, spec.job_id).status() not in FINISHED and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cancelled = JobStore(client, side["cancelled"])
+    return {"cancelled_status": cancelled.status(), "version_at_cancel": side["version_at_cancel"],
+            "version_after": int(client.hget(cancelled.keys.weights, "version") or 0),
+            "resubmitted": outcome(spec, JobStore(client, spec.job_id), time.monotonic() - began)}
+
+
+def flat(samples: list[dict], field: str) -> dict:
+    """The field's peak in the first and the last third of the run: flat if the last is not
+    far above the first."""
+    if len(samples) < 6:
+        return {"first": None, "last": None}
+    third = len(samples) // 3
+    return {"first": round(max(s[field] for s in samples[:third]), 1),
+            "last": round(max(s[field] for s in samples[-third:]), 1)}
+
+
+def soak(plan: Plan, log=print) -> dict:
+    log("undisturbed run")
+    calm = run(plan, disturb=False, log=log)
+    log(f"  {calm['main']['wall_s']} s, accuracy {calm['main']['test_accuracy']:.4f}")
+    log("chaos run")
+    chaos = run(plan, disturb=True, undisturbed_s=calm["main"]["wall_s"], log=log)
+    report = {"plan": dataclasses.asdict(plan), "undisturbed": calm, "chaos": chaos}
+    for name, r in (("undisturbed", calm), ("chaos", chaos)):
+        r["flat"] = {f: flat(r["samples"], f) for f in ("keys", "redis_mb", "workers_mb")}
+    return report
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--short", action="store_true", help="The 2-minute version the test suite runs.")
+    args = parser.parse_args(argv)
+    report = soak(SHORT if args.short else FULL)
+    rows = []
+    for name in ("undisturbed", "chaos"):
+        main_ = report[name]["main"]
+        fl = report[name]["flat"]
+        rows.append({"run": name, **{k: main_[k] for k in ("status", "wall_s", "test_accuracy", "outcomes", "subsets",
+                                                          "version", "accepted", "rejected", "duplicates", "lost",
+                                                          "resent", "reassigned")},
+                     "keys first/last third": f"{fl['keys']['first']}/{fl['keys']['last']}",
+                     "redis MB": f"{fl['redis_mb']['first']}/{fl['redis_mb']['last']}",
+                     "workers MB": f"{fl['workers_mb']['first']}/{fl['workers_mb']['last']}"})
+    print(table(rows, list(rows[0])))
+    for name in ("undisturbed", "chaos"):
+        if report[name]["main"]["error"]:
+            print(f"{name}: {report[name]['main']['error']}")
+    side = report["chaos"].get("side")
+    if side and "version_at_cancel" in side:
+        print(f"side job: cancelled midway -> {side['cancelled_status']}, version {side['version_at_cancel']} at the "
+              f"cancel and {side['version_after']} after; resubmitted -> {side['resubmitted']['status']} "
+              f"({side['resubmitted']['test_accuracy']})")
+    for d in report["chaos"]["disturbances"]:
+        print(f"  {d['t']:7.1f}s  {d['what']}  {d.get('detail', '')}")
+    print(write_json("chaos-short" if args.short else "chaos", report))
+
+
+if __name__ == "__main__":
+    main()
