@@ -60,6 +60,46 @@ def _open(runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, piece, d
         return store, None
     if action == "wait":
         raise JobPaused(job_id)
+    if delivery:
+        deliveries = store.count_delivery(epoch, piece, delivery)
+        if deliveries > runtime.settings.max_deliveries:  # the ones before all died with it
+            kind = "range" if isinstance(piece, str) else "subset"
+            reason = f"{kind} {piece} of epoch {epoch} killed its worker {deliveries - 1} times"
+            if store.fail(reason):
+                store.log("failed", worker=worker, error=reason)
+            store.forget_deliveries(epoch, piece)
+            return store, None
+    with _counted(store, epoch, piece, delivery):
+        return store, runtime.job(store)
+
+
+@contextlib.contextmanager
+def _counted(store: JobStore, epoch: int, piece, delivery: str):
+    """A delivery that ends by raising (an error, a refused message, an outage given up on,
+    a shutdown) did not kill its process: take its token back, so that only deliveries that
+    died stay counted."""
+    try:
+        yield
+    except BaseException:
+        if delivery:
+            store.give_back_delivery(epoch, piece, delivery)
+        raise
+
+
+LOST_RETRIES = 3  # trainings of one subset whose pulled version the store lost (a rollback)
+
+
+def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool,
+           lost: int = 0) -> dict:
+    entered = time.perf_counter()
+    spec = cache.spec
+    weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
+    live = worker_registry.live_processes(runtime.client, runtime.settings.heartbeat_timeout)
+    if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
+        store.forget_deliveries(epoch, piece)
+        if release:
+            flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave), live)
+        return {"duplicate": True}
     store.mark_running()
     if not release:
         _ask_for_work(app, runtime, store)  # queue our next range while this one trains
