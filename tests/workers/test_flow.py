@@ -185,9 +185,11 @@ def test_the_watchdog_resends_a_stalled_wave_even_while_other_jobs_keep_the_queu
     client.rpush(queue, *[b"another job's task"] * 5)
     spec, store, _ = staged_job(client, job_id)
     try:
-        now = clock.now(client)
+        # Judged at a time when every worker's beat is old: the live rates (and so the limit)
+        # are the same at each of the times below.
+        now = clock.now(client) + 1000
         assert job_id not in watchdog.resend_stalled_waves(app, client, now)  # first look: notes the version
-        limit = watchdog.stall_limit(spec.subset_size, client, client.llen(queue))
+        limit = watchdog.stall_limit(spec.subset_size, client, client.llen(queue), now)
         assert limit < float("inf")
         assert job_id not in watchdog.resend_stalled_waves(app, client, now + limit - 1)
         assert job_id in watchdog.resend_stalled_waves(app, client, now + limit + 1)
