@@ -53,7 +53,7 @@ class Plan:
 
 
 FULL = Plan(samples=60_000, epochs=24, kill_every=(10.0, 20.0), max_kills=12, frozen_seconds=30.0)
-SHORT = Plan(samples=20_000, epochs=6, kill_every=(10.0, 20.0), max_kills=3, frozen_seconds=10.0)
+SHORT = Plan(samples=20_000, epochs=6, kill_every=(5.0, 9.0), max_kills=3, frozen_seconds=10.0)  # kills fit in 30 s
 
 
 class Fleet:

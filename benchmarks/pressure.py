@@ -1,8 +1,9 @@
 """Asynchronous accuracy under pressure: digits at 2, 4 and 8 workers (oversubscribed on
-small machines, which only adds staleness), plain async vs AGWU vs sync, each asynchronous
-rule with the accuracy guardrail off and on, side by side with one PyTorch process.
+small machines, which only adds staleness), plain async vs AGWU vs sync vs normalized (the
+default), each asynchronous rule with the accuracy guardrail off and on, side by side with
+one PyTorch process.
 
-    python -m benchmarks.pressure [--workers 2 4 8] [--seeds 0 1]
+    python -m benchmarks.pressure [--workers 2 4 8] [--seeds 0 1] [--rules agwu normalized]
 
 Reports the final test accuracy (median of the seeds), the worst seed, wall seconds, the
 pushes rejected as too stale and how often the guardrail tightened the rule.
@@ -19,7 +20,8 @@ from bpt.prepare import JobChoices, prepare
 from .accuracy import plain_pytorch
 from .common import local_cluster, run_bpt_job, table, write_json
 
-CONFIGS = [("async", 0.0), ("async", 0.05), ("agwu", 0.0), ("agwu", 0.05), ("sync", 0.0)]
+CONFIGS = [("async", 0.0), ("async", 0.05), ("agwu", 0.0), ("agwu", 0.05), ("sync", 0.0), ("normalized", 0.0),
+           ("normalized", 0.05)]
 
 
 def main() -> None:
@@ -27,7 +29,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--rules", nargs="+", default=None,
+                        help="Only these rules (default: all of async, agwu, sync, normalized).")
     args = parser.parse_args()
+    configs = [c for c in CONFIGS if args.rules is None or c[0] in args.rules]
     rows = []
     base = []
     for seed in args.seeds:
@@ -37,7 +42,7 @@ def main() -> None:
                  "worst": min(base)})
     for workers in args.workers:
         with local_cluster(workers) as (settings, app, client):
-            for rule, guard in CONFIGS:
+            for rule, guard in configs:
                 results = []
                 for seed in args.seeds:
                     spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=args.epochs, seed=seed,
