@@ -62,6 +62,9 @@ def load(spec: DatasetSpec) -> Dataset:
         return digits_aug(spec.samples or 20_000, spec.seed)
     if spec.name == "synthetic":
         return synthetic(spec.samples or 10_000, spec.size or 28, spec.channels, spec.classes, spec.seed)
+    if spec.name.endswith(".npy"):
+        raise DataError(f"{spec.name}: an .npy holds images only; training needs labels too: save an .npz "
+                        "with arrays x and y")
     if not spec.name.endswith(".npz"):
         raise ConfigError(f"unknown data set {spec.name!r}; choose one of {', '.join(BUILTIN)} or a path to an .npz file")
     return from_npz(spec.name, spec.seed)
@@ -141,21 +144,41 @@ def synthetic(samples: int = 10_000, size: int = 28, channels: int = 1, classes:
 
 
 def from_npz(path: str, seed: int = 0) -> Dataset:
-    """Load an .npz with arrays `x` (N,H,W) or (N,C,H,W) and integer labels `y` (N,)."""
+    """Load an .npz with arrays `x` (N,H,W), (N,C,H,W) or (N,H,W,C) and integer labels `y` (N,)."""
+    x, y = read_arrays(path)
+    if y is None:
+        raise DataError(f"{path}: missing array(s) y; an .npz needs 'x' and 'y'")
+    x, y = check_arrays(x, y, path)
+    return _split(x, y, seed, name=os.path.basename(path))
+
+
+def read_arrays(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y or None) from an .npz (arrays x and y) or an .npy (images only), never
+    unpickling anything; every failure is one DataError naming the file."""
     if not os.path.isfile(path):
         raise DataError(f"data file {path!r} does not exist")
     try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as archive:
-            missing = {"x", "y"} - set(archive.files)
-            if missing:
-                raise DataError(f"{path}: missing array(s) {', '.join(sorted(missing))}; an .npz needs 'x' and 'y'")
-            x, y = archive["x"], archive["y"]
+            if not hasattr(archive, "files"):  # an .npy under another name
+                return archive, None
+            if "x" not in archive.files:
+                missing = ", ".join(sorted({"x", "y"} - set(archive.files)))
+                raise DataError(f"{path}: missing array(s) {missing}; an .npz needs 'x' and 'y'")
+            return archive["x"], (archive["y"] if "y" in archive.files else None)
     except DataError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e.__class__.__name__}: {e})") from e
-    x, y = check_arrays(x, y, path)
-    return _split(x, y, seed, name=os.path.basename(path))
+    except ValueError as e:
+        if "pickle" in str(e).lower():  # numpy's message suggests allow_pickle: never do that here
+            raise DataError(f"{path}: holds Python objects (pickled data), which bpt does not load; "
+                            "save plain numeric arrays") from e
+        raise DataError(f"{path}: not a readable .npz or .npy file ({e.__class__.__name__}: {e})") from e
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz or .npy file ({e.__class__.__name__}: {e})") from e
+
+
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: what a last axis of images holds
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, where: str = "data") -> tuple[np.ndarray, np.ndarray]:
@@ -166,8 +189,10 @@ def check_arrays(x: np.ndarray, y: np.ndarray, where: str = "data") -> tuple[np.
         raise DataError(f"{where}: x must be real numbers, got dtype {x.dtype}")
     if x.ndim == 3:
         x = x[:, None]
+    if x.ndim == 4 and x.shape[3] in CHANNEL_COUNTS and x.shape[1] not in CHANNEL_COUNTS:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # channels-last (N,H,W,C), as PIL and TF save them
     if x.ndim != 4:
-        raise DataError(f"{where}: x must have shape (N,H,W) or (N,C,H,W), got {x.shape}")
+        raise DataError(f"{where}: x must have shape (N,H,W), (N,C,H,W) or (N,H,W,C), got {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{where}: y must have shape ({len(x)},), got {y.shape}")
     if len(x) < MIN_SAMPLES:

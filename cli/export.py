@@ -81,23 +81,17 @@ def _export_onnx(blob: bytes, path: str) -> None:
 
 @click.command()
 @click.argument("model_path", type=click.Path(dir_okay=False))
-@click.option("--npz", "npz_path", required=True, help="Images as array x (and labels y, to score them).")
+@click.option("--npz", "npz_path", required=True,
+              help="Images: an .npz with array x (and labels y, to score them), or an .npy of images.")
 @click.option("--out", "out_path", default=None, help="Write the predicted classes here (.npy).")
 @click.option("--json", "as_json", is_flag=True, help="Print predictions (and accuracy) as JSON.")
 def predict(model_path, npz_path, out_path, as_json):
-    """Classify the images of an .npz file with a model written by bpt train, wait or export."""
+    """Classify the images of an .npz or .npy file with a model written by bpt train, wait or export.
+    Images may be (N,H,W), (N,C,H,W) or channels-last (N,H,W,C)."""
     import torch
 
     model, meta = load_model_file(model_path)
-    try:
-        with np.load(npz_path, allow_pickle=False) as archive:
-            if "x" not in archive.files:
-                raise DataError(f"{npz_path}: no array 'x'")
-            x, y = archive["x"], archive["y"] if "y" in archive.files else None
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{npz_path}: not a readable .npz file ({e})") from e
+    x, y = datasets.read_arrays(npz_path)  # .npz (x, optional y) or .npy (x)
     labelled = y is not None
     x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path)
     expected = tuple(json.loads(meta["input_shape"]))

@@ -45,7 +45,7 @@ def load_config(ctx, param, path):
 @click.option("--config", type=click.Path(dir_okay=False), callback=load_config, is_eager=True, expose_value=False,
               help="A TOML file of option values (keys as the option names); flags on the command line win.")
 @click.option("--dataset", "-d", default="digits", show_default=True,
-              help=f"{', '.join(datasets.BUILTIN)}, or a path to an .npz with arrays x and y.")
+              help=f"{', '.join(datasets.BUILTIN)}, or a path to an .npz with arrays x (N,H,W, N,C,H,W or N,H,W,C) and y.")
 @click.option("--model", "-m", type=click.Choice(sorted(models.REGISTRY)), default=None,
               help="Model from the registry (default: chosen by image size).")
 @click.option("--epochs", "-e", type=int, default=None, help="Passes over the training data (default: 20 for digits, else 5).")

@@ -59,8 +59,25 @@ def test_truncated_npz_is_a_data_error(tmp_path):
         datasets.from_npz(str(path))
 
 
-def test_pickled_object_array_in_npz_is_refused(tmp_path):
+def test_pickled_object_array_in_npz_is_refused_without_suggesting_allow_pickle(tmp_path):
     path = tmp_path / "obj.npz"
     np.savez(path, x=np.array([object()] * 20, dtype=object), y=np.zeros(20, int))
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="pickled data") as refused:
         datasets.from_npz(str(path))
+    assert "allow_pickle" not in str(refused.value)
+
+
+def test_channels_last_images_are_recognised():
+    x = np.random.default_rng(0).normal(size=(20, 16, 16, 3)).astype(np.float32)
+    got, _ = datasets.check_arrays(x, np.zeros(20, int))
+    assert got.shape == (20, 3, 16, 16)
+    np.testing.assert_array_equal(got[:, 2], x[..., 2])
+    assert datasets.check_arrays(np.zeros((20, 3, 16, 16)), np.zeros(20, int))[0].shape == (20, 3, 16, 16)
+
+
+def test_an_npy_is_images_only_and_training_says_it_needs_labels(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((20, 8, 8)))
+    x, y = datasets.read_arrays(str(tmp_path / "x.npy"))
+    assert x.shape == (20, 8, 8) and y is None
+    with pytest.raises(DataError, match="needs labels"):
+        datasets.load(datasets.DatasetSpec(str(tmp_path / "x.npy")))

@@ -86,6 +86,19 @@ def test_export_then_predict_reproduces_the_test_accuracy(finished_job, redis_ur
     assert np.load(tmp_path / "p.npy").shape == (len(data.y_test),)
 
 
+def test_predict_takes_an_npy_of_channels_last_images(finished_job, redis_url, tmp_path):
+    """Issue 14: `bpt predict --npz x.npy` ended in a traceback; channels-last was not recognised."""
+    job, out = finished_job
+    model = tmp_path / "m.safetensors"
+    assert bpt("export", job, "--redis-url", redis_url, "--out", str(model)).returncode == 0
+    data = datasets.digits(0)
+    np.save(tmp_path / "x.npy", data.x_test.transpose(0, 2, 3, 1))  # (N, 8, 8, 1)
+    result = bpt("predict", str(model), "--npz", str(tmp_path / "x.npy"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["predictions"]) == len(data.y_test)
+    assert json.loads(result.stdout)["accuracy"] is None
+
+
 def test_predict_refuses_a_file_that_is_not_a_bpt_model(tmp_path):
     bogus = tmp_path / "bogus.safetensors"
     bogus.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
