@@ -69,9 +69,9 @@ class Fleet:
     def start(self, skew: str | None = None) -> str:
         self.started += 1
         name = f"chaos-{self.started}@{socket.gethostname()}"
-        env = dict(os.environ, BPT_REDIS_URL=self.settings.redis_url, BPT_THREADS="1",
-                   BPT_VISIBILITY_TIMEOUT=str(self.settings.visibility_timeout),
-                   BPT_HEARTBEAT_TIMEOUT=str(self.settings.heartbeat_timeout), PYTHONUNBUFFERED="1")
+        from bpt.workers.launcher import worker_env
+
+        env = worker_env(self.settings)
         argv = [sys.executable, "-m", "bpt.cli", "worker", "--name", name, "--concurrency", str(PROCESSES),
                 "--loglevel", "WARNING"]
         if skew:

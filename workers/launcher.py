@@ -16,6 +16,14 @@ from bpt.broker import processes
 from .app import make_app
 
 
+def worker_env(settings: Settings) -> dict:
+    """The environment a local `bpt worker` process gets: this process's, plus the settings
+    a worker reads from BPT_* variables."""
+    return dict(os.environ, BPT_REDIS_URL=settings.redis_url, BPT_THREADS=str(settings.threads),
+                BPT_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
+                BPT_HEARTBEAT_TIMEOUT=str(settings.heartbeat_timeout), PYTHONUNBUFFERED="1")
+
+
 class LocalWorkers:
     """K worker processes (one pool process each), named bpt-1@host ... bpt-K@host."""
 
@@ -38,9 +46,7 @@ class LocalWorkers:
         return self
 
     def _spawn_all(self) -> None:
-        env = dict(os.environ, BPT_REDIS_URL=self.settings.redis_url, BPT_THREADS=str(self.settings.threads),
-                   BPT_VISIBILITY_TIMEOUT=str(self.settings.visibility_timeout),
-                   BPT_HEARTBEAT_TIMEOUT=str(self.settings.heartbeat_timeout), PYTHONUNBUFFERED="1")
+        env = worker_env(self.settings)
         for i in range(1, self.count + 1):
             name = f"bpt-{i}@{socket.gethostname()}"
             argv = [sys.executable, "-m", "bpt.cli", "worker", "--name", name, "--concurrency", "1",

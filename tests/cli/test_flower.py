@@ -27,21 +27,25 @@ def get(url, auth=AUTH):
         return response.status, response.read().decode()
 
 
-@pytest.fixture(scope="module")
-def flower(workers, redis_url, tmp_path_factory):
+def start_flower(redis_url, log, env):
+    """`bpt flower` on a free port, once it answers its health check: (process, base URL)."""
     port = processes.free_port()
-    log = tmp_path_factory.mktemp("flower") / "flower.log"
     proc = processes.spawn([sys.executable, "-m", "bpt.cli", "flower", "--redis-url", redis_url, "--port", str(port)],
-                           str(log), env={**os.environ, "BPT_FLOWER_AUTH": AUTH})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+                           str(log), env=env)
+    base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
     while True:
         try:
             get(base + "/healthcheck", auth=None)
-            break
+            return proc, base
         except (urllib.error.URLError, ConnectionError):
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
             time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def flower(workers, redis_url, tmp_path_factory):
+    log = tmp_path_factory.mktemp("flower") / "flower.log"
+    proc, base = start_flower(redis_url, log, {**os.environ, "BPT_FLOWER_AUTH": AUTH})
     job = subprocess.run([sys.executable, "-m", "bpt.cli", "train", "--redis-url", redis_url, "--epochs", "2",
                           "--quiet", "--json", "--out", str(tmp_path_factory.mktemp("out"))],
                          capture_output=True, text=True, timeout=120)
@@ -97,20 +101,9 @@ def test_secrets_are_not_on_flowers_command_line(flower):
 
 
 def test_without_credentials_flower_makes_a_password_and_prints_it_once(workers, redis_url, tmp_path):
-    port = processes.free_port()
     log = tmp_path / "flower.log"
-    env = {k: v for k, v in os.environ.items() if k != "BPT_FLOWER_AUTH"}
-    proc = processes.spawn([sys.executable, "-m", "bpt.cli", "flower", "--redis-url", redis_url, "--port", str(port)],
-                           str(log), env=env)
+    proc, base = start_flower(redis_url, log, {k: v for k, v in os.environ.items() if k != "BPT_FLOWER_AUTH"})
     try:
-        base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-        while True:
-            try:
-                get(base + "/healthcheck", auth=None)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-                time.sleep(0.3)
         match = re.search(r"user admin, password (\S+) ", log.read_text())
         assert match, log.read_text()
         with pytest.raises(urllib.error.HTTPError) as refused:
