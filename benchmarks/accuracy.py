@@ -23,7 +23,7 @@ from .common import local_cluster, run_bpt_job, table, write_json
 
 def plain_pytorch(spec, data, seed: int) -> dict:
     """One process, one optimizer, the same SGD settings and batch size as the bpt job."""
-    model = models.build_model(spec.model, spec.input_shape, spec.num_classes, seed=seed)
+    model = models.build_for(spec, seed=seed)
     stepper = inner.TorchStepper(model, training.make_optimizer(model, spec.train), torch.get_num_threads())
     began = time.perf_counter()
     for epoch in range(spec.epochs):

@@ -72,7 +72,7 @@ def local_training(case: str, seed: int, threads: int, rank: int = 0, world: int
     each batch round. Returns samples/s, an accuracy curve and the final accuracy (rank 0)."""
     torch.set_num_threads(threads)
     spec, data, _ = prepare(choices(case, seed))
-    net = models.build_model(spec.model, spec.input_shape, spec.num_classes, seed=seed)
+    net = models.build_for(spec, seed=seed)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     stepper = inner.TorchStepper(model, training.make_optimizer(model, spec.train), threads)
     n = len(data.x_train)
@@ -142,7 +142,7 @@ def bpt_run(cluster, case: str, seed: int, workers: int, rule: str) -> dict:
     state = store.state()
     started = state["started"]
     made = {e["version"]: e["time"] for e in store.events() if e["event"] in ("push-accepted", "round-merged")}
-    model = models.build_model(spec.model, spec.input_shape, spec.num_classes)
+    model = models.build_for(spec)
     curve = []
     for version, snapshot in snapshots:
         training.load_numpy_state(model, snapshot)

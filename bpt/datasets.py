@@ -29,6 +29,8 @@ class DatasetSpec:
     channels: int = 1  # synthetic
     classes: int = 10  # synthetic
     seed: int = 0
+    val: str | None = None  # image folder: a validation folder of the same classes
+    test: str | None = None  # image folder or .npz: a test split of your own
 
     @property
     def is_file(self) -> bool:
@@ -45,10 +47,20 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    normalisation: tuple = ()  # (mean, std) per channel, where the loader normalised (image folders)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.x_train.shape[1:])
+
+    shared = False  # staged in Redis (bpt.shared_data.SharedDataset is read by the workers)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    def sample(self, n: int = 2) -> np.ndarray:
+        return np.ascontiguousarray(self.x_train[:n])
 
     @property
     def nbytes(self) -> int:
@@ -62,12 +74,19 @@ def load(spec: DatasetSpec) -> Dataset:
         return digits_aug(spec.samples or 20_000, spec.seed)
     if spec.name == "synthetic":
         return synthetic(spec.samples or 10_000, spec.size or 28, spec.channels, spec.classes, spec.seed)
+    if os.path.isdir(spec.name):
+        from . import image_folder, shared_data
+
+        if shared_data.is_array_dir(spec.name):
+            return shared_data.SharedDataset(spec.name, spec.seed)
+        return image_folder.load(spec.name, spec.size, spec.seed, val=spec.val, test=spec.test)
     if spec.name.endswith(".npy"):
         raise DataError(f"{spec.name}: an .npy holds images only; training needs labels too: save an .npz "
                         "with arrays x and y")
     if not spec.name.endswith(".npz"):
-        raise ConfigError(f"unknown data set {spec.name!r}; choose one of {', '.join(BUILTIN)} or a path to an .npz file")
-    return from_npz(spec.name, spec.seed)
+        raise ConfigError(f"unknown data set {spec.name!r}; choose one of {', '.join(BUILTIN)}, a path to an .npz "
+                          "file, an image folder (one subfolder per class) or an array directory (x.npy, y.npy)")
+    return from_npz(spec.name, spec.seed, spec.test)
 
 
 def _split(x, y, seed, test_fraction=0.2, val_fraction=0.08, name="data", num_classes=None) -> Dataset:
@@ -143,13 +162,32 @@ def synthetic(samples: int = 10_000, size: int = 28, channels: int = 1, classes:
     return _split(x.astype(np.float32), y.astype(np.int64), seed, name="synthetic", num_classes=classes)
 
 
-def from_npz(path: str, seed: int = 0) -> Dataset:
-    """Load an .npz with arrays `x` (N,H,W), (N,C,H,W) or (N,H,W,C) and integer labels `y` (N,)."""
+def from_npz(path: str, seed: int = 0, test: str | None = None) -> Dataset:
+    """Load an .npz with arrays `x` (N,H,W), (N,C,H,W) or (N,H,W,C) and integer labels `y` (N,);
+    `test`: another .npz used as the test split as given (the first holds no test data then)."""
     x, y = read_arrays(path)
     if y is None:
         raise DataError(f"{path}: missing array(s) y; an .npz needs 'x' and 'y'")
     x, y = check_arrays(x, y, path)
-    return _split(x, y, seed, name=os.path.basename(path))
+    if test is None:
+        return _split(x, y, seed, name=os.path.basename(path))
+    x_test, y_test = read_arrays(test)
+    if y_test is None:
+        raise DataError(f"{test}: missing array(s) y; a test .npz needs 'x' and 'y'")
+    x_test, y_test = check_arrays(x_test, y_test, test)
+    if x_test.shape[1:] != x.shape[1:]:
+        raise DataError(f"{test}: images have shape {x_test.shape[1:]}, the training data {x.shape[1:]}")
+    return with_test(x, y, x_test, y_test, seed, os.path.basename(path))
+
+
+def with_test(x, y, x_test, y_test, seed: int, name: str, x_val=None, y_val=None) -> Dataset:
+    """A data set whose test split (and validation split, if given) the user supplied."""
+    classes = int(max(y.max(), y_test.max(), -1 if y_val is None else y_val.max())) + 1
+    if x_val is None:
+        order = np.random.default_rng(seed).permutation(len(x))
+        n_val = max(1, int(round(len(x) * 0.08)))
+        x_val, y_val, x, y = x[order[:n_val]], y[order[:n_val]], x[order[n_val:]], y[order[n_val:]]
+    return Dataset(name, x, y, x_val, y_val, x_test, y_test, classes)
 
 
 def read_arrays(path: str) -> tuple[np.ndarray, np.ndarray | None]:

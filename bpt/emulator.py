@@ -55,6 +55,8 @@ class Job:
     rule: MergeRule = MergeRule()
     score_samples: int = 64
     seed: int = 0
+    architecture: str = ""  # as JobSpec's: a declarative network, or a plug-in's version
+    plugin: str = ""
     reset_momentum: bool = False  # clear a worker's optimizer state at every pull
     buffer: "Buffered | None" = None  # FedBuff-style aggregation (emulator only), instead of rule
 
@@ -94,7 +96,7 @@ class Curve:
 class _Worker:
     def __init__(self, index: int, job: Job, rate: float):
         self.index, self.rate = index, rate
-        self.model = models.build_model(job.model, job.input_shape, job.num_classes)
+        self.model = models.build_for(job)
         self.stepper = inner.make_stepper("torch", self.model, job.train, threads=1)
         self.alive = True
         self.task = None  # (subset, epoch, pulled version, pulled weights)
@@ -123,7 +125,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
     queue.reverse()  # pop() takes the next subset
     weights = {k: v.copy() for k, v in initial.items()}
     version, recent = 0, []
-    eval_model = models.build_model(job.model, job.input_shape, job.num_classes)
+    eval_model = models.build_for(job)
     x_score, y_score = data.x_val[:job.score_samples], data.y_val[:job.score_samples]
     workers = [_Worker(i, job, rates[i]) for i in range(cluster.workers)]
     curve = Curve()

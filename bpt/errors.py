@@ -55,3 +55,11 @@ class InvalidTask(BptError):
     """Raised when a task message names a subset, epoch or job that does not fit the job."""
 
     exit_code = 1
+
+
+class ModelUnavailable(BptError):
+    """Raised when this machine cannot build the job's model: a plug-in it lacks, another
+    version of it, or parameters laid out differently from the submitter's. A worker
+    declines the task (another may have it) instead of training something else."""
+
+    exit_code = 9

@@ -29,12 +29,17 @@ class TorchStepper:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, threads: int):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, threads: int, label_smoothing: float = 0.0):
         self.model, self.optimizer, self.threads = model, optimizer, threads
+        self.label_smoothing = label_smoothing
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y)
+        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
         loss.backward()
         self.optimizer.step()
         return loss.item()
@@ -45,8 +50,10 @@ class TaskStepper:
 
     name = "tasks"
 
-    def __init__(self, model: nn.Module, lr: float, momentum: float, weight_decay: float, threads: int):
+    def __init__(self, model: nn.Module, lr: float, momentum: float, weight_decay: float, threads: int,
+                 label_smoothing: float = 0.0):
         self.model, self.lr, self.momentum, self.weight_decay, self.threads = model, lr, momentum, weight_decay, threads
+        self.label_smoothing = label_smoothing
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
         # Priority: the largest tensors first, so the longest update is never the last one started.
@@ -56,7 +63,7 @@ class TaskStepper:
     def _gradients(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, list[torch.Tensor]]:
         # Sum-reduced loss over the full batch size: the micro-batch gradients add up to the
         # gradient of the mean loss over the whole mini-batch.
-        loss = F.cross_entropy(self.model(x), y, reduction="sum") / batch
+        loss = F.cross_entropy(self.model(x), y, reduction="sum", label_smoothing=self.label_smoothing) / batch
         return loss.item(), list(torch.autograd.grad(loss, self.params))
 
     def _update(self, i: int, grad: torch.Tensor) -> None:
@@ -71,6 +78,9 @@ class TaskStepper:
                     self.buffers[i].mul_(self.momentum).add_(grad)
                 grad = self.buffers[i]
             p.add_(grad, alpha=-self.lr)
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = lr
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.model.train()
@@ -90,14 +100,21 @@ class TaskStepper:
 AUTO_TASKS_MIN_BATCH = 256
 
 
-def resolve(strategy: str, batch_size: int, threads: int) -> str:
-    """The strategy to run; `auto` picks the measured winner for this batch and thread count."""
+def resolve(strategy: str, batch_size: int, threads: int, optimizer: str = "sgd") -> str:
+    """The strategy to run; `auto` picks the measured winner for this batch and thread count.
+    `tasks` implements SGD only: with AdamW, auto picks torch, and tasks is refused."""
     if strategy not in STRATEGIES:
         from .errors import ConfigError
 
         raise ConfigError(f"unknown inner strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "tasks" and optimizer != "sgd":
+        from .errors import ConfigError
+
+        raise ConfigError(f"the tasks inner strategy implements SGD only, not {optimizer}; use --inner torch")
     if strategy != "auto":
         return strategy
+    if optimizer != "sgd":
+        return "torch"
     return "tasks" if threads >= 2 and batch_size >= AUTO_TASKS_MIN_BATCH else "torch"
 
 
@@ -105,8 +122,8 @@ def make_stepper(strategy: str, model: nn.Module, params, threads: int):
     """A stepper for the resolved strategy; sets the process's intra-op threads to match."""
     if strategy == "tasks":
         torch.set_num_threads(1)
-        return TaskStepper(model, params.lr, params.momentum, params.weight_decay, threads)
+        return TaskStepper(model, params.lr, params.momentum, params.weight_decay, threads, params.label_smoothing)
     from .training import make_optimizer
 
     torch.set_num_threads(threads)
-    return TorchStepper(model, make_optimizer(model, params), threads)
+    return TorchStepper(model, make_optimizer(model, params), threads, params.label_smoothing)

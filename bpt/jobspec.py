@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 
-from . import partition
+from . import architecture, partition, plugins
 from .errors import ConfigError
 from .inner import STRATEGIES
 from .merge import MergeRule
@@ -65,6 +65,14 @@ class JobSpec:
     inner: str = "auto"  # inner-layer strategy (bpt.inner); a worker's --inner overrides it
     partition: str = "greedy"  # greedy: waves on a shared queue; idpa or static: the scheduler task
     guardrail: float = 0.05  # tighten the rule when validation accuracy falls this much (bpt.guardrail); 0: off
+    architecture: str = ""  # a declarative network: canonical JSON of its layers (bpt.architecture)
+    plugin: str = ""  # model is an installed plug-in DIST:ENTRY: the distribution's version (bpt.plugins)
+    layout: str = ""  # models.layout of the model built at submit: workers must build the same
+    target_accuracy: float = 0.0  # finish once the global model reaches this on the validation split; 0: off
+    top_k: int = 0  # also report top-k accuracy in evaluations (k > 1); 0: off
+    data_path: str = ""  # an array directory the workers read (bpt.shared_data); "": data staged in Redis
+    data_mean: tuple[float, ...] = ()  # its per-channel normalisation, measured at submit
+    data_std: tuple[float, ...] = ()
 
     def __post_init__(self):
         for name in ("epochs", "subset_size", "workers", "n_train", "num_classes"):
@@ -82,6 +90,11 @@ class JobSpec:
             raise ConfigError(f"batch size must be between 1 and {MAX_BATCH_SIZE}, got {self.train.batch_size}")
         if not self.train.lr > 0 or not 0 <= self.train.momentum < 1:
             raise ConfigError("lr must be positive and momentum in [0, 1)")
+        self.train.check()
+        if not 0 <= self.target_accuracy <= 1:
+            raise ConfigError(f"target accuracy must be in [0, 1] (0: off), got {self.target_accuracy}")
+        if self.top_k < 0 or self.top_k == 1 or self.top_k > self.num_classes:
+            raise ConfigError(f"top-k must be 0 (off) or 2..{self.num_classes} classes, got {self.top_k}")
         if not 0 <= self.guardrail < 1:
             raise ConfigError(f"guardrail must be in [0, 1), got {self.guardrail}")
         if self.inner not in STRATEGIES:
@@ -90,8 +103,32 @@ class JobSpec:
             raise ConfigError(f"unknown partition {self.partition!r}; choose one of {', '.join(PARTITIONS)}")
         if self.partition != "greedy" and self.rule.synchronous:
             raise ConfigError("the sync rule runs in rounds on the shared queue: use it with --partition greedy")
-        if self.model not in REGISTRY:
+        if self.architecture:
+            try:
+                layers = json.loads(self.architecture)
+            except ValueError as e:
+                raise ConfigError(f"the job's network description is not JSON: {e}") from e
+            architecture.parse(layers)
+        elif plugins.is_reference(self.model):
+            if not self.plugin:
+                raise ConfigError(f"plug-in model {self.model} needs its version in the job spec")
+        elif self.model not in REGISTRY:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(REGISTRY))}")
+
+    def progress(self, epoch: int, version: int) -> float:
+        """The job's global progress in [0, 1] when a task pulled `version` in `epoch`: for
+        asynchronous greedy jobs one version is one subset, so the version places the task
+        inside its epoch; otherwise (ranges of any size, sync rounds) the middle of it."""
+        within = 0.5
+        if self.partition == "greedy" and not self.rule.synchronous:
+            within = min(1.0, max(0.0, version / self.n_subsets - epoch))
+        return min(1.0, (epoch + within) / self.epochs)
+
+    def lr_at(self, epoch: int, version: int) -> float:
+        from .schedule import lr_factor
+
+        return self.train.lr * lr_factor(self.train.lr_schedule, self.progress(epoch, version), self.epochs,
+                                         self.train.warmup_epochs, self.train.step_every)
 
     @property
     def subsets(self) -> list[tuple[int, int]]:
@@ -153,7 +190,11 @@ class JobSpec:
             raise ConfigError(f"job spec fields do not match: unexpected {extra}, missing {missing}")
         try:
             raw["input_shape"] = tuple(raw["input_shape"])
-            raw["train"] = TrainParams(**raw["train"])
+            raw["data_mean"], raw["data_std"] = tuple(raw["data_mean"]), tuple(raw["data_std"])
+            train = dict(raw["train"])
+            if isinstance(train.get("augment"), list):
+                train["augment"] = tuple(train["augment"])
+            raw["train"] = TrainParams(**train)
             raw["rule"] = MergeRule(**raw["rule"])
             return cls(**raw)
         except TypeError as e:

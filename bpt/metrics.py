@@ -33,3 +33,21 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "error": state.get("error"),
         "warning": state.get("warning"),
     }
+
+
+CSV_COLUMNS = ("version", "epoch", "samples", "wall_seconds", "train_loss", "test_loss", "test_accuracy",
+               "top_k_accuracy", "val_accuracy", "final")
+
+
+def evaluation_rows(evals: list[dict], started: float) -> list[dict]:
+    """One row per evaluation for metrics.csv: what a user plots (accuracy and loss against
+    samples seen or wall time). train_loss is the local loss of the task whose push made the
+    version; a column a job did not measure is empty."""
+    rows = []
+    for e in evals:
+        row = {c: e.get(c, "") for c in CSV_COLUMNS}
+        row.update(test_loss=e.get("loss", ""), test_accuracy=e.get("accuracy", ""),
+                   wall_seconds=round(e["time"] - started, 3) if "time" in e and started else "",
+                   final=int(bool(e.get("final"))))
+        rows.append(row)
+    return rows

@@ -3,12 +3,14 @@ job spec can never make a worker import code."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from . import architecture as architecture_, plugins
 from .errors import ConfigError
 
 
@@ -102,18 +104,42 @@ def model_for_size(size: int) -> str:
     for info in REGISTRY.values():
         if size in info.sizes:
             return info.name
-    raise ConfigError(f"no model in the registry takes {size}x{size} inputs; choose one of {sorted(REGISTRY)}")
+    raise ConfigError(f"no model in the registry takes {size}x{size} inputs; describe your own network in a "
+                      "model file (--model my_cnn.toml, see examples/models/)")
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None) -> nn.Module:
-    """Build a registered model for inputs of shape (C, H, W), checking that they fit."""
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None,
+                architecture: str = "", plugin: str = "") -> nn.Module:
+    """Build a model for inputs of shape (C, H, W), from one of three sources, checking that
+    the inputs fit: a declarative network (`architecture`, canonical JSON of its layers:
+    bpt.architecture), an installed plug-in (`name` is DIST:ENTRY, `plugin` its version:
+    bpt.plugins) or the built-in registry (`name`)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    if architecture:
+        return architecture_.build(architecture, input_shape, num_classes)
+    if plugins.is_reference(name):
+        return plugins.build(name, plugin, input_shape, num_classes)
     if name not in REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}, a model file "
+                          "(.toml, .json, .yaml) or an installed plug-in DIST:ENTRY")
     info = REGISTRY[name]
     channels, height, width = input_shape
     if height != width or height not in info.sizes:
         sizes = " or ".join(f"{s}x{s}" for s in info.sizes)
-        raise ConfigError(f"model {name!r} takes {sizes} images, the data has {height}x{width}")
-    if seed is not None:
-        torch.manual_seed(seed)
+        raise ConfigError(f"model {name!r} takes {sizes} images, the data has {height}x{width}; "
+                          "describe your own network in a model file (examples/models/)")
     return info.build(in_channels=channels, num_classes=num_classes, size=height)
+
+
+def build_for(spec, seed: int | None = None) -> nn.Module:
+    """The model a job spec (or anything with its model fields) names."""
+    return build_model(spec.model, spec.input_shape, spec.num_classes, seed, spec.architecture, spec.plugin)
+
+
+def layout(model: nn.Module) -> str:
+    """A digest of the model's parameter and buffer names, shapes and dtypes: two machines
+    that build the same job's model must agree on it before one's deltas go into the other's
+    weights (a plug-in of another build could have the same version and other layers)."""
+    text = ";".join(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in sorted(model.state_dict().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

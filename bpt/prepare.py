@@ -5,11 +5,11 @@ wrong with a job is found here, before anything touches Redis."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
-import numpy as np
 import torch
 
-from . import datasets, models, training
+from . import architecture, datasets, models, plugins, training
 from .errors import ConfigError, DataError
 from .jobspec import MAX_CLASSES, JobSpec, new_job_id
 from . import merge
@@ -38,6 +38,15 @@ class JobChoices:
     inner: str = "auto"
     partition: str = "greedy"
     guardrail: float = 0.05
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_every: int = 0
+    label_smoothing: float = 0.0
+    augment: tuple[str, ...] = ()
+    target_accuracy: float = 0.0
+    top_k: int = 0
 
 
 def default_alpha(rule: str, gamma: float) -> float:
@@ -67,10 +76,11 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         if value is not None and value < (0 if name == "s_max" else 1):
             raise ConfigError(f"{name.replace('_', ' ')} must be a positive integer, got {value}")
     data = datasets.load(choices.dataset)
-    if data.num_classes > MAX_CLASSES or data.y_train.max() >= data.num_classes:
+    if data.num_classes > MAX_CLASSES or (not data.shared and data.y_train.max() >= data.num_classes):
         raise DataError(f"labels out of range for {data.num_classes} classes")
-    model_name = choices.model or models.model_for_size(data.input_shape[1])
-    model = models.build_model(model_name, data.input_shape, data.num_classes, seed=choices.seed)
+    model_name, architecture_json, plugin_version = resolve_model(choices.model, data.input_shape)
+    model = models.build_model(model_name, data.input_shape, data.num_classes, seed=choices.seed,
+                               architecture=architecture_json, plugin=plugin_version)
     _try_forward(model, model_name, data)
     spec = JobSpec(
         job_id=job_id or new_job_id(),
@@ -78,10 +88,12 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         model=model_name,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
-        n_train=len(data.x_train),
+        n_train=data.n_train,
         epochs=choices.epochs or DEFAULT_EPOCHS.get(choices.dataset.name, DEFAULT_EPOCHS_OTHER),
-        subset_size=choices.subset_size or default_subset_size(len(data.x_train)),
-        train=training.TrainParams(choices.batch_size, choices.lr, choices.momentum),
+        subset_size=choices.subset_size or default_subset_size(data.n_train),
+        train=training.TrainParams(choices.batch_size, choices.lr, choices.momentum, choices.weight_decay,
+                                   choices.optimizer, choices.lr_schedule, choices.warmup_epochs, choices.step_every,
+                                   choices.label_smoothing, tuple(choices.augment)),
         # s_max None: twice the live training processes, read at every push (bpt.merge)
         rule=MergeRule(choices.rule, default_alpha(choices.rule, choices.gamma) if choices.alpha is None else choices.alpha,
                        choices.gamma, choices.s_max),
@@ -91,14 +103,42 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         inner=choices.inner,
         partition=choices.partition,
         guardrail=choices.guardrail,
+        architecture=architecture_json,
+        plugin=plugin_version,
+        layout=models.layout(model),
+        target_accuracy=choices.target_accuracy,
+        top_k=choices.top_k,
+        **({"data_path": data.path, "data_mean": data.arrays.mean, "data_std": data.arrays.std} if data.shared else
+           {"data_mean": data.normalisation[0], "data_std": data.normalisation[1]} if data.normalisation else {}),
     )
     return spec, data, training.state_to_numpy(model)
+
+
+MODEL_FILES = (".toml", ".json", ".yaml", ".yml")
+
+
+def resolve_model(choice: str | None, input_shape: tuple[int, int, int]) -> tuple[str, str, str]:
+    """(name, architecture JSON, plug-in version) for --model: a registry name, a model file
+    (a declarative network), an installed plug-in DIST:ENTRY, or None (the registry's model
+    for this image size)."""
+    if choice is None:
+        if input_shape[1] != input_shape[2]:
+            raise ConfigError(f"no model in the registry takes {input_shape[1]}x{input_shape[2]} inputs; describe "
+                              "your own network in a model file (--model my_cnn.toml, see examples/models/)")
+        return models.model_for_size(input_shape[1]), "", ""
+    if choice.endswith(MODEL_FILES):
+        description = architecture.load_file(choice)
+        name = str(description.get("name") or os.path.splitext(os.path.basename(choice))[0])[:64]
+        return name, architecture.canonical(description), ""
+    if plugins.is_reference(choice):
+        return choice, "", plugins.version_of(choice)
+    return choice, "", ""
 
 
 def _try_forward(model: torch.nn.Module, name: str, data: datasets.Dataset) -> None:
     try:
         with torch.no_grad():
-            out = model.eval()(torch.from_numpy(np.ascontiguousarray(data.x_train[:2])))
+            out = model.eval()(torch.from_numpy(data.sample(2)))
     except RuntimeError as e:
         raise DataError(f"images of shape {data.input_shape} do not fit model {name!r}: {str(e).splitlines()[0]}") from e
     if out.shape[1] != data.num_classes:

@@ -48,7 +48,8 @@ class JobStore:
     @classmethod
     def create(cls, client: redis.Redis, spec: JobSpec, data: Dataset,
                weights: dict[str, np.ndarray], max_staged_bytes: int) -> "JobStore":
-        blobs = {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
+        # Data in an array directory is read by the workers themselves: nothing to stage.
+        blobs = {} if spec.data_path else {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
         staged = sum(len(b) for b in blobs.values())
         if staged > max_staged_bytes:
             raise DataError(
@@ -170,9 +171,27 @@ class JobStore:
         pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:tasks", 1)
         pipe.execute()
 
-    def add_eval(self, version: int, loss: float, accuracy: float) -> None:
-        entry = {"version": version, "time": time.time(), "loss": loss, "accuracy": accuracy}
+    def add_eval(self, version: int, loss: float, accuracy: float, **extra) -> None:
+        """One evaluation of the global weights on the test split; extra: epoch, samples
+        trained so far, the pushing task's train loss, top-k and validation accuracy."""
+        entry = {"version": version, "time": time.time(), "loss": loss, "accuracy": accuracy, **extra}
         self.client.rpush(self.keys.evals, json.dumps(entry))
+
+    def declined_by(self, worker: str, reason: str) -> dict[str, str]:
+        """Record that a worker cannot build the job's model; returns every worker so far
+        that cannot, with its reason."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.keys.lacking, worker, reason[:300])
+        pipe.hgetall(self.keys.lacking)
+        return {k.decode(): v.decode() for k, v in pipe.execute()[1].items()}
+
+    def lacking(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.keys.lacking).items()}
+
+    def samples_trained(self) -> int:
+        """Samples trained by all workers so far (record_work's counters)."""
+        raw = self.client.hgetall(self.keys.worker_stats)
+        return int(sum(float(v) for k, v in raw.items() if k.endswith(b":samples")))
 
     def log(self, event: str, **fields) -> None:
         pipe = self.client.pipeline(transaction=False)

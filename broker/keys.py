@@ -109,6 +109,10 @@ class JobKeys:
     def finish_lock(self) -> str:  # string, expiring: one finish task sent per takeover
         return self._k("finish-lock")
 
+    @property
+    def lacking(self) -> str:  # hash: worker -> why it cannot build the job's model (it declines)
+        return self._k("lacking")
+
     def deliveries(self, epoch: int, piece) -> str:  # set: one token per delivery of a task
         return self._k(f"deliveries:{epoch}:{piece}")
 

@@ -36,7 +36,9 @@ def export(settings, job_id, redis_url, out_path, onnx_path):
 
 
 def load_model_file(path: str):
-    """A model file written by bpt: (model, metadata). Only registry models are built."""
+    """A model file written by bpt: (model, metadata). The model is built as a worker builds
+    it: from the registry, the declarative description in the metadata, or an installed
+    plug-in; nothing in the file is executed."""
     try:
         with open(path, "rb") as f:
             blob = f.read()
@@ -53,12 +55,25 @@ def load_model_file(path: str):
     if missing:
         raise CorruptBlob(f"{path} lacks bpt metadata ({', '.join(sorted(missing))}); export it with bpt export")
     shape = tuple(json.loads(meta["input_shape"]))
-    model = models.build_model(meta["model"], shape, int(meta["num_classes"]))
+    model = models.build_model(meta["model"], shape, int(meta["num_classes"]),
+                               architecture=meta.get("architecture", ""), plugin=meta.get("plugin", ""))
     try:
         training.load_numpy_state(model, codec.decode_weights(blob))
     except (RuntimeError, KeyError) as e:
         raise CorruptBlob(f"{path}: weights do not fit model {meta['model']!r} ({str(e).splitlines()[0]})") from e
     return model.eval(), meta
+
+
+def _read_image_folder(folder: str, shape: tuple, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """An image folder, sized and normalised as the model's training data was."""
+    from bpt import image_folder
+
+    x, y, _ = image_folder.read_folder(folder, int(shape[1]))
+    stats = json.loads(meta.get("normalisation", '{"mean": [0], "std": [1]}'))
+    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    if x.shape[3] != shape[0]:
+        raise DataError(f"{folder}: images have {x.shape[3]} channels, model {meta['model']} takes {shape[0]}")
+    return image_folder.normalise(x, mean, std), y
 
 
 def _export_onnx(blob: bytes, path: str) -> None:
@@ -81,8 +96,9 @@ def _export_onnx(blob: bytes, path: str) -> None:
 
 @click.command()
 @click.argument("model_path", type=click.Path(dir_okay=False))
-@click.option("--npz", "npz_path", required=True,
-              help="Images: an .npz with array x (and labels y, to score them), or an .npy of images.")
+@click.option("--npz", "--images", "npz_path", required=True,
+              help="Images: an .npz with array x (and labels y, to score them), an .npy of images, or an "
+                   "image folder (one subfolder per class, scored against the folder names' classes).")
 @click.option("--out", "out_path", default=None, help="Write the predicted classes here (.npy).")
 @click.option("--json", "as_json", is_flag=True, help="Print predictions (and accuracy) as JSON.")
 def predict(model_path, npz_path, out_path, as_json):
@@ -91,10 +107,14 @@ def predict(model_path, npz_path, out_path, as_json):
     import torch
 
     model, meta = load_model_file(model_path)
-    x, y = datasets.read_arrays(npz_path)  # .npz (x, optional y) or .npy (x)
-    labelled = y is not None
-    x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path)
     expected = tuple(json.loads(meta["input_shape"]))
+    if os.path.isdir(npz_path):
+        x, y = _read_image_folder(npz_path, expected, meta)
+        labelled = True
+    else:
+        x, y = datasets.read_arrays(npz_path)  # .npz (x, optional y) or .npy (x)
+        labelled = y is not None
+        x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path)
     if x.shape[1:] != expected:
         raise DataError(f"{npz_path}: images have shape {x.shape[1:]}, model {meta['model']} takes {expected}")
     with torch.no_grad():

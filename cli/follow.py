@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -62,11 +63,17 @@ def model_file_bytes(store: JobStore) -> tuple[bytes, int]:
     pulled = WeightStore(store.client, store.job_id, script_table={}).pull()
     meta = {"job_id": spec.job_id, "model": spec.model, "input_shape": json.dumps(list(spec.input_shape)),
             "num_classes": str(spec.num_classes), "version": str(pulled.version)}
+    if spec.architecture:
+        meta["architecture"] = spec.architecture
+    if spec.plugin:
+        meta["plugin"] = spec.plugin
+    if spec.data_mean:  # image folders and array directories: how `bpt predict` must normalise
+        meta["normalisation"] = json.dumps({"mean": list(spec.data_mean), "std": list(spec.data_std)})
     return codec.encode_weights(pulled.weights, metadata=meta), pulled.version
 
 
 def write_outputs(store: JobStore, out_dir: str) -> dict:
-    """DIR/model.safetensors and DIR/metrics.json."""
+    """DIR/model.safetensors, DIR/metrics.json and DIR/metrics.csv (one row per evaluation)."""
     blob, _ = model_file_bytes(store)
     summary = result_metrics(store)
     os.makedirs(out_dir, exist_ok=True)
@@ -74,6 +81,11 @@ def write_outputs(store: JobStore, out_dir: str) -> dict:
         f.write(blob)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    state = store.state()
+    with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=metrics.CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(metrics.evaluation_rows(summary["evaluations"], state.get("started") or state.get("created", 0)))
     return summary
 
 

@@ -45,9 +45,33 @@ def load_config(ctx, param, path):
 @click.option("--config", type=click.Path(dir_okay=False), callback=load_config, is_eager=True, expose_value=False,
               help="A TOML file of option values (keys as the option names); flags on the command line win.")
 @click.option("--dataset", "-d", default="digits", show_default=True,
-              help=f"{', '.join(datasets.BUILTIN)}, or a path to an .npz with arrays x (N,H,W, N,C,H,W or N,H,W,C) and y.")
-@click.option("--model", "-m", type=click.Choice(sorted(models.REGISTRY)), default=None,
-              help="Model from the registry (default: chosen by image size).")
+              help=f"{', '.join(datasets.BUILTIN)}; an .npz with arrays x (N,H,W, N,C,H,W or N,H,W,C) and y; "
+                   "an image folder (one subfolder per class, PNG/JPEG); or an array directory (x.npy, y.npy) "
+                   "on a path every worker reads, for data too large to stage in Redis. See docs/data.md.")
+@click.option("--val", "val_path", default=None, help="Image folder: a validation folder with the same classes.")
+@click.option("--test", "test_path", default=None,
+              help="A test split of your own: an image folder (with an image-folder data set) or an .npz.")
+@click.option("--model", "-m", default=None,
+              help=f"A built-in model ({', '.join(sorted(models.REGISTRY))}); a model file describing your "
+                   "network (.toml, .json or .yaml, see examples/models/); or an installed plug-in model "
+                   "DIST:ENTRY (entry-point group bpt.models). Default: the built-in one for the image size.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
+              help="Each worker's local optimizer; its state stays on the worker, only weights travel.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default="constant",
+              show_default=True, help="Learning-rate schedule over the job's global progress (not per task).")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
+              help="Linear warm-up of the learning rate over this many epochs.")
+@click.option("--step-every", type=int, default=0,
+              help="step schedule: epochs between two x0.1 steps (default: a third of the epochs).")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--augment", type=click.Choice(["crop", "flip"]), multiple=True,
+              help="Training-only augmentation, repeatable: random crop after padding an eighth of the side, "
+                   "horizontal flip.")
+@click.option("--target-accuracy", type=float, default=0.0,
+              help="Finish once the global model reaches this validation accuracy (0..1); the job ends done "
+                   "with the reason.")
+@click.option("--top-k", type=int, default=0, help="Also report top-k test accuracy (k >= 2).")
 @click.option("--epochs", "-e", type=int, default=None, help="Passes over the training data (default: 20 for digits, else 5).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate.")
@@ -70,7 +94,8 @@ def load_config(ctx, param, path):
                    "(the scheduler task), or a static equal split.")
 @click.option("--eval-every", type=int, default=0, help="Evaluate the test split every N versions (default: once an epoch).")
 @click.option("--samples", type=int, default=None, help="digits-aug / synthetic: training samples to generate.")
-@click.option("--image-size", type=int, default=None, help="synthetic: image side length (default 28).")
+@click.option("--image-size", type=int, default=None,
+              help="synthetic: image side length (default 28); image folder: resize and centre-crop to this (default 32).")
 @click.option("--channels", type=int, default=1, show_default=True, help="synthetic: image channels.")
 @click.option("--classes", type=int, default=10, show_default=True, help="synthetic: classes.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -88,7 +113,8 @@ def load_config(ctx, param, path):
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON line.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
+def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
+          step_every, label_smoothing, augment, target_accuracy, top_k, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
           guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, inner, redis_url, detach,
           out_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
@@ -105,10 +131,13 @@ def train(settings, dataset, model, epochs, batch_size, lr, momentum, subset_siz
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value}")
     choices = JobChoices(
-        dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed),
+        dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed, val_path, test_path),
         model=model, epochs=epochs, subset_size=subset_size, batch_size=batch_size, lr=lr, momentum=momentum,
         rule=rule, alpha=alpha, gamma=gamma, s_max=s_max, eval_every=eval_every, seed=seed,
         workers=settings.workers, inner=inner, partition=partition, guardrail=guardrail,
+        optimizer=optimizer, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+        step_every=step_every, label_smoothing=label_smoothing, augment=tuple(augment),
+        target_accuracy=target_accuracy, top_k=top_k,
     )
     spec, data, weights = prepare(choices)  # every check on the job happens before any server starts
     interrupted = _catch_ctrl_c()

@@ -84,7 +84,8 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
             finish_job(store, weights, spec)
 
 
-def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: str | None = None) -> bool:
+def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: str | None = None,
+               reason: str = "") -> bool:
     """Evaluate the final global weights on the test split and mark the job done, if this
     caller wins the job's `claim` (exactly one does; another may take over only once the
     claim is FINISH_PATIENCE old: `takeover` says why, for the log). Returns whether this
@@ -96,21 +97,27 @@ def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: s
         store.log("finish-taken-over", reason=takeover)
     try:
         pulled = weights.pull()
-        model = models.build_model(spec.model, spec.input_shape, spec.num_classes)
+        model = models.build_for(spec)
         training.load_numpy_state(model, pulled.weights)
-        loss, accuracy = training.evaluate(model, store.array("x_test"), store.array("y_test"))
+        from .runtime import data_source
+
+        scores = training.score(model, *data_source(store, spec).split("test"), top_k=spec.top_k)
+        loss, accuracy = scores["loss"], scores["accuracy"]
     except Exception as e:
         if store.fail(f"final evaluation: {type(e).__name__}: {e}"):
             store.log("failed", error=f"final evaluation: {e}"[:500])
         raise
-    store.add_eval(pulled.version, loss, accuracy)
+    extra = {k: v for k, v in scores.items() if k == "top_k_accuracy"}
+    store.add_eval(pulled.version, loss, accuracy, final=True, samples=store.samples_trained(), **extra)
     warning = learning.verdict(accuracy, store.evals(), spec.num_classes)
     if warning:
         store.log("warning", version=pulled.version, test_accuracy=accuracy, reason=warning)
     if not store.complete(test_accuracy=accuracy, test_loss=loss, version=pulled.version,
+                          reason=reason or f"all {spec.epochs} epochs trained", **extra,
                           **({"warning": warning} if warning else {})):
         return False  # cancelled, or failed, while it was being evaluated: that stands
-    store.log("finished", version=pulled.version, test_accuracy=accuracy, at=time.time())
+    store.log("finished", version=pulled.version, test_accuracy=accuracy, at=time.time(),
+              reason=reason or f"all {spec.epochs} epochs trained")
     store.drop_staged_data()
     store.drop_bookkeeping()
     return True

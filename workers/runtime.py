@@ -14,8 +14,9 @@ from collections import OrderedDict
 import numpy as np
 
 from bpt import inner, models
-from bpt.errors import DataError
+from bpt.errors import DataError, ModelUnavailable
 from bpt.jobspec import JobSpec
+from bpt.shared_data import SharedArrays
 from bpt.settings import Settings
 from bpt.broker import scripts
 from bpt.broker.connection import connect
@@ -34,31 +35,70 @@ class JobCache:
         if staged > settings.max_staged_mb * 2**20:  # this worker's limit, not the submitter's
             raise DataError(f"job {store.job_id} staged {staged / 2**20:.0f} MiB, over this worker's "
                             f"limit of {settings.max_staged_mb} MiB (BPT_MAX_STAGED_MB)")
-        self.model = models.build_model(self.spec.model, self.spec.input_shape, self.spec.num_classes)
-        self.inner = inner.resolve(settings.inner or self.spec.inner, self.spec.train.batch_size, settings.threads)
+        self.model = models.build_for(self.spec)  # ModelUnavailable: a plug-in this machine lacks
+        if self.spec.layout and models.layout(self.model) != self.spec.layout:
+            raise ModelUnavailable(f"model {self.spec.model} builds with other parameters here than at submit "
+                                   f"(layout {models.layout(self.model)}, the job's {self.spec.layout})")
+        self.inner = inner.resolve(settings.inner or self.spec.inner, self.spec.train.batch_size, settings.threads,
+                                   self.spec.train.optimizer)
         self.stepper = inner.make_stepper(self.inner, self.model, self.spec.train, settings.threads)
-        self.eval_model = models.build_model(self.spec.model, self.spec.input_shape, self.spec.num_classes)
-        x_val, y_val = store.array("x_val"), store.array("y_val")  # the same samples for every task
+        self.eval_model = models.build_for(self.spec)
+        self.source = data_source(store, self.spec)
+        x_val, y_val = self.source.split("val")  # the same samples for every task
         self.x_score, self.y_score = x_val[:self.spec.score_samples], y_val[:self.spec.score_samples]
         self.x_guard, self.y_guard = x_val[:self.spec.guard_samples], y_val[:self.spec.guard_samples]
         self._test = None
+        self._val = None
         self._rows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._row_bytes = 0
 
     def test_data(self, store: JobStore) -> tuple[np.ndarray, np.ndarray]:
         if self._test is None:
-            self._test = store.array("x_test"), store.array("y_test")
+            self._test = self.source.split("test")
         return self._test
+
+    def val_data(self, store: JobStore) -> tuple[np.ndarray, np.ndarray]:
+        if self._val is None:
+            self._val = self.source.split("val")
+        return self._val
 
     def rows(self, store: JobStore, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         if (start, end) in self._rows:
             return self._rows[(start, end)]
-        pair = store.rows("x_train", start, end), store.rows("y_train", start, end)
+        pair = self.source.rows(start, end)
         size = pair[0].nbytes + pair[1].nbytes
         if self._row_bytes + size <= ROW_CACHE_BYTES:
             self._rows[(start, end)] = pair
             self._row_bytes += size
         return pair
+
+
+class StagedData:
+    """A job's data staged in Redis: a task fetches its rows with GETRANGE."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+
+    def rows(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.rows("x_train", start, end), self.store.rows("y_train", start, end)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.array(f"x_{name}"), self.store.array(f"y_{name}")
+
+
+def data_source(store: JobStore, spec: JobSpec):
+    """Where this job's samples come from: Redis, or an array directory read here
+    (bpt.shared_data). A worker that cannot see the directory declines the job's tasks."""
+    if not spec.data_path:
+        return StagedData(store)
+    if not os.path.isdir(spec.data_path):
+        raise ModelUnavailable(f"cannot read the job's data directory {spec.data_path} on this machine "
+                               "(it must be on a path every worker reaches)")
+    arrays = SharedArrays(spec.data_path, spec.seed, spec.data_mean, spec.data_std)
+    if arrays.n_train != spec.n_train or arrays.input_shape != tuple(spec.input_shape):
+        raise DataError(f"{spec.data_path} changed since the job was submitted: {arrays.n_train} training rows of "
+                        f"{arrays.input_shape}, the job has {spec.n_train} of {tuple(spec.input_shape)}")
+    return arrays
 
 
 class WorkerRuntime:

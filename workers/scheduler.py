@@ -138,9 +138,12 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     returned = [tuple(r) for r in state["returned"]]
     slowest = min((w["rate"] for w in alive.values() if w["rate"]), default=None)
     late = set()  # live workers that just lost a range for holding it too long: not given it again now
+    lacking = store.lacking()  # workers that declined: they cannot build the job's model
     for piece, held in list(outstanding.items()):
         worker = held["worker"]
-        if worker not in alive:
+        if worker in lacking:
+            reason = f"{worker} cannot build the model ({lacking[worker]})"
+        elif worker not in alive:
             reason = f"no heartbeat from {worker} for {now - workers.get(worker, {}).get('heartbeat', 0):.1f}s"
         else:
             why = overdue(now - held["at"], _size(piece), alive[worker]["rate"], slowest)
@@ -161,7 +164,7 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     queued = {}
     for held in outstanding.values():
         queued[held["worker"]] = queued.get(held["worker"], 0) + held["end"] - held["start"]
-    views = [NodeView(n, w["rate"], queued.get(n, 0)) for n, w in sorted(alive.items()) if n not in late]
+    views = [NodeView(n, w["rate"], queued.get(n, 0)) for n, w in sorted(alive.items()) if n not in late and n not in lacking]
     fastest = max((v.rate for v in views if v.rate), default=None)
     horizon = min(HORIZON, INCREMENTS_AHEAD * spec.subset_size / fastest) if fastest else HORIZON
     policy = _policy(spec, state, horizon)

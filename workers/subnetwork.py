@@ -108,7 +108,9 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     pulled = weights.pull()
     training.load_numpy_state(cache.model, pulled.weights)
     began = time.perf_counter()
-    loss = training.train_pass(cache.stepper, x, y, spec.train.batch_size, seed=spec.seed + 7919 * epoch + start)
+    cache.stepper.set_lr(spec.lr_at(epoch, pulled.version))  # the job's schedule, at the job's progress
+    loss = training.train_pass(cache.stepper, x, y, spec.train.batch_size, seed=spec.seed + 7919 * epoch + start,
+                               augment=spec.train.augment)
     compute = time.perf_counter() - began
     if runtime.slowdown > 1:  # emulate a slower node: wait (F - 1) x the measured compute time
         time.sleep((runtime.slowdown - 1) * compute)
@@ -141,10 +143,10 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
               compute_s=round(compute, 5), score_s=round(scored - scoring, 5),
               setup_s=round(began - entered, 5), task_s=round(time.perf_counter() - entered, 5))
     if result.weights is not None and result.version % spec.eval_interval == 0:
-        training.load_numpy_state(cache.eval_model, result.weights)
-        test_loss, test_accuracy = training.evaluate(cache.eval_model, *cache.test_data(store))
-        store.add_eval(result.version, test_loss, test_accuracy)
-        store.log("evaluated", version=result.version, test_loss=test_loss, test_accuracy=test_accuracy)
+        _evaluate(store, weights, spec, cache, result.version, result.weights, epoch, loss)
+        if store.status() not in lifecycle.OPEN:  # the target was reached: the job is done
+            return {"status": result.status, "version": result.version, "staleness": result.staleness,
+                    "loss": loss, "accuracy": accuracy}
     if spec.guardrail and not spec.rule.synchronous and result.weights is not None and spec.guard_due(result.version):
         _watch_accuracy(store, spec, cache, result.version, result.weights, live)
     if release:
@@ -153,6 +155,26 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         _ask_for_work(app, runtime, store)  # sees our range done: the next epoch, or the job's end
     return {"status": result.status, "version": result.version, "staleness": result.staleness,
             "loss": loss, "accuracy": accuracy}
+
+
+def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, train_loss: float) -> None:
+    """Score a version of the global weights on the test split (a row of metrics.csv), and,
+    with a target accuracy, on the validation split: a job that reaches its target there
+    finishes now. Validation, not test: stopping on the test score would bias it."""
+    training.load_numpy_state(cache.eval_model, pulled)
+    scores = training.score(cache.eval_model, *cache.test_data(store), top_k=spec.top_k)
+    extra = {"epoch": epoch, "train_loss": train_loss, "samples": store.samples_trained()}
+    if "top_k_accuracy" in scores:
+        extra["top_k_accuracy"] = scores["top_k_accuracy"]
+    if spec.target_accuracy:
+        extra["val_accuracy"] = training.score(cache.eval_model, *cache.val_data(store))["accuracy"]
+    store.add_eval(version, scores["loss"], scores["accuracy"], **extra)
+    store.log("evaluated", version=version, test_loss=scores["loss"], test_accuracy=scores["accuracy"],
+              **{k: v for k, v in extra.items() if k not in ("epoch", "samples")})
+    if spec.target_accuracy and extra["val_accuracy"] >= spec.target_accuracy:
+        reason = (f"validation accuracy {extra['val_accuracy']:.4f} reached the target {spec.target_accuracy:g} "
+                  f"at version {version}")
+        flow.finish_job(store, weights, spec, reason=reason)
 
 
 def _watch_accuracy(store, spec, cache, version: int, weights, live: int) -> None:

@@ -12,7 +12,8 @@ from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from bpt import lifecycle
-from bpt.errors import InvalidTask
+from bpt.errors import InvalidTask, ModelUnavailable
+from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import JobStore
 
 from bpt.broker.weight_store import WeightStore
@@ -25,6 +26,7 @@ from .subnetwork import JobPaused, train_range, train_subset
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PAUSED_RETRY_SECONDS = 2
+DECLINED_RETRY_SECONDS = 1  # a task this worker cannot build the model for goes back for another
 OUTAGE_SECONDS = 300  # how long a task waits for Redis to come back before giving its message back
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
@@ -68,6 +70,27 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
         return flow.finish_job(store, WeightStore(runtime.client, job_id, runtime.scripts), store.spec(),
                                takeover=str(reason)[:200] or "its finisher went silent")
 
+    def _decline(task, job_id: str, reason: str) -> dict:
+        """This worker cannot build the job's model (a plug-in it lacks, another version):
+        say so in the job, and give the task back for a worker that can. Once every live
+        worker has declined, the job fails with the list (no task would ever train). A range
+        task's range stays with the scheduler, which moves it off a declining worker."""
+        worker = task.request.hostname
+        store = JobStore(runtime.client, job_id)
+        lacking = store.declined_by(worker, reason)
+        store.log("model-unavailable", worker=worker, reason=reason)
+        now = clock.now(runtime.client)
+        live = {n for n, w in worker_registry.workers(runtime.client).items()
+                if worker_registry.is_alive(w, now, runtime.settings.heartbeat_timeout)}
+        if live <= set(lacking):
+            why = "; ".join(f"{n}: {r}" for n, r in sorted(lacking.items()) if n in live)
+            if store.fail(f"no live worker can build model {store.spec().model}: {why}"):
+                store.log("failed", worker=worker, error=f"no live worker can build the model ({why})"[:500])
+            return {"declined": reason}
+        if task.name == RANGE_TASK:
+            return {"declined": reason}
+        raise task.retry(countdown=DECLINED_RETRY_SECONDS)
+
     def _run(task, job_id, numbers, work) -> dict:
         try:
             if not isinstance(job_id, str) or not JOB_ID.match(job_id):
@@ -79,6 +102,8 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
         except JobPaused:
             # Not lost: Celery sends the same task again with a countdown, then acks this one.
             raise task.retry(countdown=PAUSED_RETRY_SECONDS)
+        except ModelUnavailable as e:
+            return _decline(task, job_id, str(e))
         except InvalidTask as e:
             # A forged or stale message: refuse it, and leave the job alone.
             log.error("refused task: %s", e)

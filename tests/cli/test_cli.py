@@ -70,7 +70,7 @@ def bad_npz(tmp_path_factory):
 
 
 BAD_TRAIN = [
-    (["--model", "resnet-huge"], "Invalid value for '--model'"),
+    (["--model", "resnet-huge"], "unknown model 'resnet-huge'"),
     (["--dataset", "mnist"], "unknown data set 'mnist'"),
     (["--dataset", "{d}/missing.npz"], "does not exist"),
     (["--dataset", "{d}/garbage.npz"], "not a readable .npz"),

@@ -1,0 +1,33 @@
+"""Learning-rate schedules that follow the job's global progress, not each task's.
+
+A subnetwork trains a few hundred samples at a time; a schedule restarted by every task
+would warm up and decay inside each one. Instead a task asks for the rate at the job's
+progress, a number in [0, 1] that the job spec computes from the epoch and the pulled
+version (JobSpec.progress), so every worker trains at the rate a single process would use
+at the same point of the run."""
+
+from __future__ import annotations
+
+import math
+
+SCHEDULES = ("constant", "cosine", "step")
+STEP_FACTOR = 0.1  # step: multiply by this every step_every epochs
+WARMUP_FLOOR = 0.01  # a warm-up starts at this share of the rate, not at 0 (no zero-lr tasks)
+
+
+def lr_factor(kind: str, progress: float, epochs: int, warmup_epochs: float = 0.0, step_every: int = 0) -> float:
+    """The share of the base learning rate at this point of the job."""
+    progress = min(1.0, max(0.0, progress))
+    at = progress * epochs  # in epochs
+    if warmup_epochs > 0 and at < warmup_epochs:
+        return max(WARMUP_FLOOR, at / warmup_epochs)
+    if kind == "constant":
+        return 1.0
+    if kind == "cosine":
+        span = max(epochs - warmup_epochs, 1e-9)
+        done = min(1.0, max(0.0, (at - warmup_epochs) / span))
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    if kind == "step":
+        every = step_every or max(1, epochs // 3)
+        return STEP_FACTOR ** int(at // every)
+    raise ValueError(f"unknown schedule {kind!r}")
