@@ -29,9 +29,12 @@ class TorchStepper:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, threads: int, label_smoothing: float = 0.0):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, threads: int, label_smoothing: float = 0.0,
+                 autocast: torch.dtype | None = None):
         self.model, self.optimizer, self.threads = model, optimizer, threads
         self.label_smoothing = label_smoothing
+        self.device = next(model.parameters()).device
+        self.autocast = autocast  # bf16 mixed precision (bpt.devices); the weights stay float32
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -39,7 +42,9 @@ class TorchStepper:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
         loss.backward()
         self.optimizer.step()
         return loss.item()
@@ -100,7 +105,7 @@ class TaskStepper:
 AUTO_TASKS_MIN_BATCH = 256
 
 
-def resolve(strategy: str, batch_size: int, threads: int, optimizer: str = "sgd") -> str:
+def resolve(strategy: str, batch_size: int, threads: int, optimizer: str = "sgd", device: str = "cpu") -> str:
     """The strategy to run; `auto` picks the measured winner for this batch and thread count.
     `tasks` implements SGD only: with AdamW, auto picks torch, and tasks is refused."""
     if strategy not in STRATEGIES:
@@ -111,14 +116,18 @@ def resolve(strategy: str, batch_size: int, threads: int, optimizer: str = "sgd"
         from .errors import ConfigError
 
         raise ConfigError(f"the tasks inner strategy implements SGD only, not {optimizer}; use --inner torch")
+    if strategy == "tasks" and device != "cpu":
+        from .errors import ConfigError
+
+        raise ConfigError("the tasks inner strategy splits work over CPU threads; on a GPU use --inner torch")
     if strategy != "auto":
         return strategy
-    if optimizer != "sgd":
+    if optimizer != "sgd" or device != "cpu":
         return "torch"
     return "tasks" if threads >= 2 and batch_size >= AUTO_TASKS_MIN_BATCH else "torch"
 
 
-def make_stepper(strategy: str, model: nn.Module, params, threads: int):
+def make_stepper(strategy: str, model: nn.Module, params, threads: int, autocast: torch.dtype | None = None):
     """A stepper for the resolved strategy; sets the process's intra-op threads to match."""
     if strategy == "tasks":
         torch.set_num_threads(1)
@@ -126,4 +135,4 @@ def make_stepper(strategy: str, model: nn.Module, params, threads: int):
     from .training import make_optimizer
 
     torch.set_num_threads(threads)
-    return TorchStepper(model, make_optimizer(model, params), threads, params.label_smoothing)
+    return TorchStepper(model, make_optimizer(model, params), threads, params.label_smoothing, autocast)

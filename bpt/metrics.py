@@ -26,7 +26,7 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "samples_per_second": samples / wall if wall else None,
         "workers": {name: {"samples": w.get("samples", 0), "tasks": w.get("tasks", 0),
                            "busy_seconds": w.get("seconds", 0), "samples_per_second": w.get("samples_per_second", 0),
-                           "inner": w.get("inner")}
+                           "inner": w.get("inner"), "device": w.get("device")}
                     for name, w in sorted(workers.items())},
         "evaluations": evals,
         "spec": spec,

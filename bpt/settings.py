@@ -53,6 +53,8 @@ class Settings:
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    device: str = "auto"  # a worker's device: auto (CUDA when there is one), cpu, cuda, cuda:N (bpt.devices)
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; or fp32, bf16
 
     ENV_PREFIX = "BPT_"
 
@@ -78,6 +80,11 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.inner is not None and self.inner not in ("auto", "torch", "tasks"):
             raise ConfigError(f"inner must be auto, torch or tasks, got {self.inner!r}")
+        from .devices import PRECISIONS, check
+
+        check(self.device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.poll_seconds <= 0 or self.connect_timeout <= 0 or self.socket_timeout <= 0:
             raise ConfigError("poll_seconds, connect_timeout and socket_timeout must be positive")
         if self.redis_url is not None and not self.redis_url.startswith(

@@ -115,10 +115,12 @@ def score(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 64, 
     batches of 1024 scored the ResNet 3.2x and LeNet-5 1.5x slower than batches of 64
     (single thread, this repository's CI machine)."""
     model.eval()
+    device = next(model.parameters()).device
     loss, correct, in_top = 0.0, 0, 0
     for i in range(0, len(x), batch_size):
         xb, yb = torch.from_numpy(np.asarray(x[i:i + batch_size])), torch.from_numpy(np.asarray(y[i:i + batch_size]))
-        out = model(xb)
+        out = model(xb.to(device)).float()
+        yb = yb.to(device)
         loss += float(F.cross_entropy(out, yb, reduction="sum"))
         correct += int((out.argmax(1) == yb).sum())
         if top_k > 1:

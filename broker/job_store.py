@@ -119,7 +119,7 @@ class JobStore:
         stats: dict[str, dict] = {}
         for key, value in self.client.hgetall(self.keys.worker_stats).items():
             worker, _, field = key.decode().rpartition(":")
-            stats.setdefault(worker, {})[field] = value.decode() if field == "inner" else float(value)
+            stats.setdefault(worker, {})[field] = value.decode() if field in ("inner", "device") else float(value)
         for s in stats.values():
             s["samples_per_second"] = s.get("samples", 0) / s["seconds"] if s.get("seconds") else 0.0
         return stats
@@ -163,9 +163,10 @@ class JobStore:
     def set_fields(self, **fields) -> None:
         self.client.hset(self.keys.state, mapping=fields)
 
-    def record_work(self, worker: str, samples: int, seconds: float, inner: str = "") -> None:
+    def record_work(self, worker: str, samples: int, seconds: float, inner: str = "", device: str = "") -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.worker_stats, f"{worker}:inner", inner)
+        pipe.hset(self.keys.worker_stats, f"{worker}:device", device)
         pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:samples", samples)
         pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:seconds", seconds)
         pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:tasks", 1)

@@ -3,6 +3,7 @@ throughput measured from completed tasks (samples per second, overheads included
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -21,13 +22,14 @@ def worker_key(name: str) -> str:
     return keys.worker(name)
 
 
-def heartbeat(client: redis.Redis, name: str, processes: int = 1) -> None:
+def heartbeat(client: redis.Redis, name: str, processes: int = 1, about: dict | None = None) -> None:
     """processes: the worker's training processes (its --concurrency): what it adds to a
-    job's live K. Stamped with Redis's clock (broker/clock.py), not this machine's."""
+    job's live K. Stamped with Redis's clock (broker/clock.py), not this machine's.
+    about: what the worker says of itself (device, installed plug-in models), as strings."""
     beat = clock.now(client)
     pipe = client.pipeline(transaction=False)
     pipe.hset(worker_key(name), mapping={"heartbeat": beat, "host": socket.gethostname(),
-                                         "processes": processes})
+                                         "processes": processes, **(about or {})})
     pipe.hdel(worker_key(name), "stopped")
     pipe.sadd(WORKERS_INDEX, name)
     pipe.execute()
@@ -105,7 +107,8 @@ def workers(client: redis.Redis) -> dict[str, dict]:
         out[name] = {"host": fields.get("host", "?"), "heartbeat": float(fields.get("heartbeat", 0)),
                      "rate": float(fields["rate"]) if "rate" in fields else None,
                      "tasks": int(fields.get("tasks", 0)), "samples": int(fields.get("samples", 0)),
-                     "processes": int(fields.get("processes", 1)), "stopped": float(fields.get("stopped", 0))}
+                     "processes": int(fields.get("processes", 1)), "stopped": float(fields.get("stopped", 0)),
+                     "device": fields.get("device", "?"), "plugins": json.loads(fields.get("plugins", "{}"))}
     return out
 
 
@@ -118,16 +121,17 @@ class HeartbeatThread(threading.Thread):
     """Beats every `interval` seconds from the worker's main process; stops with it."""
 
     def __init__(self, client: redis.Redis, name: str, interval: float = 1.0, on_beat=None, processes: int = 1,
-                 name_ttl: float | None = None):
+                 name_ttl: float | None = None, about: dict | None = None):
         super().__init__(daemon=True, name="bpt-heartbeat")
         self.client, self.name_, self.interval, self.on_beat = client, name, interval, on_beat
+        self.about = about
         self.processes, self.name_ttl = processes, name_ttl
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
-                heartbeat(self.client, self.name_, self.processes)
+                heartbeat(self.client, self.name_, self.processes, self.about)
                 if self.name_ttl:
                     renew_name(self.client, self.name_, self.name_ttl)
                 if self.on_beat is not None:

@@ -146,8 +146,9 @@ def workers(settings, redis_url, as_json):
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'WORKER':<28}{'HOST':<14}{'STATE':<7}{'SAMPLES/S':>10}{'TASKS':>7}  LAST HEARTBEAT")
+    click.echo(f"{'WORKER':<28}{'HOST':<14}{'STATE':<7}{'DEVICE':<10}{'SAMPLES/S':>10}{'TASKS':>7}  LAST HEARTBEAT  PLUG-INS")
     for r in rows:
         rate = f"{r['rate']:.0f}" if r["rate"] else "-"
-        click.echo(f"{r['worker']:<28}{r['host']:<14}{r['state']:<7}{rate:>10}{r['tasks']:>7}  "
-                   f"{now - r['heartbeat']:.1f}s ago")
+        plugins = ", ".join(f"{k}=={v}" for k, v in sorted(r["plugins"].items())) or "-"
+        click.echo(f"{r['worker']:<28}{r['host']:<14}{r['state']:<7}{r['device'].split(' ')[0]:<10}{rate:>10}"
+                   f"{r['tasks']:>7}  {now - r['heartbeat']:>5.1f}s ago     {plugins}")

@@ -103,6 +103,9 @@ def load_config(ctx, param, path):
               help="Local worker processes (embedded; default one per core). With --redis-url the job "
                    "counts the live workers' training processes itself.")
 @click.option("--threads", type=int, default=None, help="Threads per local worker for the inner layer (default 1).")
+@click.option("--device", default=None,
+              help="Embedded run: the local workers' device, auto (CUDA when there is one), cpu, cuda or cuda:N. "
+                   "Against a cluster each worker's own --device decides.")
 @click.option("--inner", type=click.Choice(["auto", "torch", "tasks"]), default="auto", show_default=True,
               help="Inner-layer strategy: PyTorch's intra-op threads, or bpt's micro-batch tasks (a worker's --inner wins).")
 @click.option("--redis-url", envvar="BPT_REDIS_URL", default=None,
@@ -115,7 +118,7 @@ def load_config(ctx, param, path):
 @click.pass_obj
 def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
           step_every, label_smoothing, augment, target_accuracy, top_k, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
-          guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, inner, redis_url, detach,
+          guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, detach,
           out_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
 
@@ -123,7 +126,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
     port and one worker process per core, all stopped when it ends (also on Ctrl-C).
     """
     workers_given = workers is not None
-    settings = settings.override(redis_url=redis_url, workers=workers, threads=threads)  # validates them
+    settings = settings.override(redis_url=redis_url, workers=workers, threads=threads, device=device)  # validates them
     if detach and settings.redis_url is None:
         raise ConfigError("--detach needs --redis-url: the embedded Redis server stops when bpt train returns")
     for name, value in (("batch size", batch_size), ("samples", samples), ("image size", image_size),
@@ -140,6 +143,10 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         target_accuracy=target_accuracy, top_k=top_k,
     )
     spec, data, weights = prepare(choices)  # every check on the job happens before any server starts
+    if settings.redis_url is None:
+        from bpt.devices import resolve
+
+        resolve(settings.device)  # the local workers' device exists here
     interrupted = _catch_ctrl_c()
     out_dir = out_dir or os.path.join(settings.out_dir, spec.job_id)
     with contextlib.ExitStack() as stack:

@@ -18,6 +18,10 @@ from bpt.broker.connection import connect
               help="Inner-layer threads per training process (BPT_THREADS, default 1).")
 @click.option("--inner", type=click.Choice(["auto", "torch", "tasks"]), default=None,
               help="Inner-layer strategy for this worker, overriding the job's (BPT_INNER).")
+@click.option("--device", default=None,
+              help="auto (a CUDA device when there is one), cpu, cuda or cuda:N (BPT_DEVICE, default auto).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+              help="auto: bf16 autocast on CUDA, fp32 on the CPU (BPT_PRECISION). Weights stay float32.")
 @click.option("--slowdown", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
               help="Emulate a node F times slower: sleep (F-1) x the measured compute time after each subset.")
 @click.option("--queues", "-Q", default="bpt.train", show_default=True,
@@ -25,15 +29,18 @@ from bpt.broker.connection import connect
 @click.option("--loglevel", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.pass_obj
-def worker(settings, redis_url, name, concurrency, threads, inner, slowdown, queues, loglevel):
+def worker(settings, redis_url, name, concurrency, threads, inner, device, precision, slowdown, queues, loglevel):
     """Start a worker that trains subsets for any job on this Redis server.
 
     It needs nothing but the Redis URL: job specs and data travel through Redis.
     """
     from bpt.workers.worker import run_worker
 
-    settings = settings.override(redis_url=redis_url, threads=threads, inner=inner)
+    settings = settings.override(redis_url=redis_url, threads=threads, inner=inner, device=device, precision=precision)
     if settings.redis_url is None:
         raise ConfigError("bpt worker needs --redis-url or BPT_REDIS_URL")
+    from bpt.devices import resolve
+
+    resolve(settings.device)  # cuda on a machine without it: a clear error now, not at the first task
     connect(settings.redis_url, settings.connect_timeout).close()  # fail fast with a clear message
     run_worker(settings, name, concurrency, loglevel.upper(), slowdown, queues)

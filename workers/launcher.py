@@ -21,7 +21,8 @@ def worker_env(settings: Settings) -> dict:
     a worker reads from BPT_* variables."""
     return dict(os.environ, BPT_REDIS_URL=settings.redis_url, BPT_THREADS=str(settings.threads),
                 BPT_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
-                BPT_HEARTBEAT_TIMEOUT=str(settings.heartbeat_timeout), PYTHONUNBUFFERED="1")
+                BPT_HEARTBEAT_TIMEOUT=str(settings.heartbeat_timeout), BPT_DEVICE=settings.device,
+                BPT_PRECISION=settings.precision, PYTHONUNBUFFERED="1")
 
 
 class LocalWorkers:

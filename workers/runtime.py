@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from bpt import inner, models
+from bpt import devices, inner, models
 from bpt.errors import DataError, ModelUnavailable
 from bpt.jobspec import JobSpec
 from bpt.shared_data import SharedArrays
@@ -35,14 +35,17 @@ class JobCache:
         if staged > settings.max_staged_mb * 2**20:  # this worker's limit, not the submitter's
             raise DataError(f"job {store.job_id} staged {staged / 2**20:.0f} MiB, over this worker's "
                             f"limit of {settings.max_staged_mb} MiB (BPT_MAX_STAGED_MB)")
+        self.device = devices.resolve(settings.device)
         self.model = models.build_for(self.spec)  # ModelUnavailable: a plug-in this machine lacks
         if self.spec.layout and models.layout(self.model) != self.spec.layout:
             raise ModelUnavailable(f"model {self.spec.model} builds with other parameters here than at submit "
                                    f"(layout {models.layout(self.model)}, the job's {self.spec.layout})")
         self.inner = inner.resolve(settings.inner or self.spec.inner, self.spec.train.batch_size, settings.threads,
-                                   self.spec.train.optimizer)
-        self.stepper = inner.make_stepper(self.inner, self.model, self.spec.train, settings.threads)
-        self.eval_model = models.build_for(self.spec)
+                                   self.spec.train.optimizer, self.device.type)
+        self.model.to(self.device)
+        self.stepper = inner.make_stepper(self.inner, self.model, self.spec.train, settings.threads,
+                                          devices.autocast_dtype(self.device, settings.precision))
+        self.eval_model = models.build_for(self.spec).to(self.device)
         self.source = data_source(store, self.spec)
         x_val, y_val = self.source.split("val")  # the same samples for every task
         self.x_score, self.y_score = x_val[:self.spec.score_samples], y_val[:self.spec.score_samples]

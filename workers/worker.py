@@ -5,6 +5,9 @@ from __future__ import annotations
 import secrets
 import socket
 
+import json
+
+from bpt import devices, plugins
 from bpt.settings import Settings
 
 from celery import signals
@@ -47,11 +50,13 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
         revive_stalled(app, client, now)
         resend_stalled_waves(app, client, now, settings.heartbeat_timeout)
 
+    about = {"device": devices.describe(devices.resolve(settings.device)), "precision": settings.precision,
+             "plugins": json.dumps(plugins.installed(), sort_keys=True)}
     beat = HeartbeatThread(client, name, on_beat=on_beat, processes=concurrency,
-                           name_ttl=NAME_TTL_FACTOR * settings.heartbeat_timeout if claimed else None)
+                           name_ttl=NAME_TTL_FACTOR * settings.heartbeat_timeout if claimed else None, about=about)
     # Beat once before serving: a job divides each push by the live processes, and a worker
     # that trained before its first beat would make the cluster look smaller than it is.
-    worker_registry.heartbeat(client, name, concurrency)
+    worker_registry.heartbeat(client, name, concurrency, about)
     signals.worker_ready.connect(lambda **_: beat.start(), weak=False)
     signals.worker_shutdown.connect(lambda **_: _sign_off(beat, client, name, token if claimed else None),
                                     weak=False)

@@ -17,7 +17,7 @@ from bpt.datasets import DatasetSpec
 from bpt.prepare import JobChoices, prepare
 from bpt.settings import Settings
 from bpt.broker.connection import connect
-from bpt.broker.job_store import FINISHED, JobStore
+from bpt.broker.job_store import FINISHED
 from bpt.broker.redis_server import PrivateRedis
 from bpt.workers.submit import submit
 

@@ -1,0 +1,54 @@
+"""Where a worker trains: the CPU or one CUDA device, and in which precision.
+
+Chosen per worker (`bpt worker --device`), not per job: a job runs on a cluster of uneven
+machines, and only weights travel between them (as float32 numpy arrays), so a GPU worker
+and a CPU worker merge into the same global model."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import ConfigError
+
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check(name: str) -> str:
+    if not DEVICE.match(name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
+
+
+def resolve(name: str) -> torch.device:
+    """auto: the first CUDA device when there is one, else the CPU. Asking for CUDA on a
+    machine without it is an error, not a silent fall-back to a CPU."""
+    check(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name}: this machine has no CUDA device (torch {torch.__version__})")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default (auto); fp32 everywhere else unless asked."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def describe(device: torch.device) -> str:
+    """What `bpt workers` and the job's worker table show: cpu, or cuda:0 (NVIDIA H200)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "cpu"

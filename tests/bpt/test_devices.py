@@ -1,0 +1,39 @@
+"""Device choice (bpt.devices): auto falls back to the CPU, an absent GPU is an error."""
+
+import pytest
+import torch
+
+from bpt import devices, inner, models, training
+from bpt.errors import ConfigError
+from bpt.settings import Settings
+
+
+def test_auto_is_cuda_only_where_there_is_one():
+    assert devices.resolve("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.resolve("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_asking_for_cuda_without_one_is_a_clear_error():
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        devices.resolve("cuda:0")
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "tpu"])
+def test_a_device_name_is_checked_with_the_settings(bad):
+    with pytest.raises(ConfigError, match="device must be"):
+        Settings(device=bad).validate()
+
+
+def test_bf16_autocast_is_the_cuda_default_and_fp32_the_cpus():
+    assert devices.autocast_dtype(torch.device("cuda", 0), "auto") is torch.bfloat16
+    assert devices.autocast_dtype(torch.device("cpu"), "auto") is None
+    assert devices.autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+
+
+def test_a_bf16_step_keeps_float32_weights():
+    model = models.build_model("digits-cnn", (1, 8, 8), 10, seed=0)
+    stepper = inner.make_stepper("torch", model, training.TrainParams(), 1, autocast=torch.bfloat16)
+    loss = stepper.step(torch.randn(8, 1, 8, 8), torch.arange(8))
+    assert loss > 0 and all(p.dtype == torch.float32 for p in model.parameters())
+    assert inner.resolve("auto", 512, 2, device="cuda") == "torch"
