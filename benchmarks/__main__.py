@@ -14,7 +14,7 @@ import sys
 
 from . import plots
 
-ALL = ["weight_store", "overhead", "throughput", "pressure", "accuracy", "scaling", "contention", "inner_layer", "simulation",
+ALL = ["weight_store", "overhead", "throughput", "pressure", "accuracy", "scaling", "contention", "inner_layer", "simulation", "own_data",
        "heterogeneity", "chaos"]
 
 

@@ -24,10 +24,12 @@ from .common import local_cluster, run_bpt_job, table, write_json
 def plain_pytorch(spec, data, seed: int) -> dict:
     """One process, one optimizer, the same SGD settings and batch size as the bpt job."""
     model = models.build_for(spec, seed=seed)
-    stepper = inner.TorchStepper(model, training.make_optimizer(model, spec.train), torch.get_num_threads())
+    stepper = inner.make_stepper("torch", model, spec.train, torch.get_num_threads())
     began = time.perf_counter()
     for epoch in range(spec.epochs):
-        training.train_pass(stepper, data.x_train, data.y_train, spec.train.batch_size, seed=seed + epoch)
+        stepper.set_lr(spec.lr_at(epoch, (epoch + 0.5) * spec.n_subsets))  # the schedule, once an epoch
+        training.train_pass(stepper, data.x_train, data.y_train, spec.train.batch_size, seed=seed + epoch,
+                            augment=spec.train.augment)
     wall = time.perf_counter() - began
     _, accuracy = training.evaluate(model, data.x_test, data.y_test)
     return {"test_accuracy": accuracy, "wall_seconds": wall}

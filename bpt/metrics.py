@@ -32,6 +32,7 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "spec": spec,
         "error": state.get("error"),
         "warning": state.get("warning"),
+        "reason": state.get("reason"),  # why a done job ended: all epochs, or its target accuracy
     }
 
 

@@ -11,7 +11,7 @@ import click
 from tqdm import tqdm
 
 from bpt import learning, metrics
-from bpt.errors import BptError, DidNotLearn, JobFailed
+from bpt.errors import BptError, ConfigError, DidNotLearn, JobFailed
 from bpt.broker import codec
 from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.weight_store import WeightStore
@@ -89,18 +89,50 @@ def write_outputs(store: JobStore, out_dir: str) -> dict:
     return summary
 
 
-def finish(store: JobStore, state: dict, out_dir: str, as_json: bool) -> None:
+def tensorboard_writer_class():
+    """torch's SummaryWriter, which needs the tensorboard package: checked before a job
+    starts, so a missing package is an error at once rather than after the training."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'bpt[tensorboard]'") from None
+    return SummaryWriter
+
+
+def write_tensorboard(summary: dict, log_dir: str) -> str:
+    """TensorBoard event files of the job's evaluations, one run per job under log_dir:
+    test accuracy, loss, top-k and validation accuracy against samples trained (the step)."""
+    writer = tensorboard_writer_class()(log_dir=os.path.join(log_dir, str(summary["job_id"])))
+    try:
+        for e in summary["evaluations"]:
+            step = int(e.get("samples", e["version"]))
+            writer.add_scalar("test/accuracy", e["accuracy"], step, walltime=e.get("time"))
+            writer.add_scalar("test/loss", e["loss"], step, walltime=e.get("time"))
+            writer.add_scalar("version", e["version"], step, walltime=e.get("time"))
+            for key, tag in (("top_k_accuracy", "test/top_k_accuracy"), ("val_accuracy", "val/accuracy"),
+                             ("train_loss", "train/loss")):
+                if key in e:
+                    writer.add_scalar(tag, e[key], step, walltime=e.get("time"))
+    finally:
+        writer.close()
+    return os.path.join(log_dir, str(summary["job_id"]))
+
+
+def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboard: str | None = None) -> None:
     """Write outputs and report, or raise JobFailed for a failed or cancelled job."""
     if state.get("status") != "done":
         raise JobFailed(f"job {store.job_id} {state.get('status')}: {state.get('error', 'no reason recorded')}")
     summary = write_outputs(store, out_dir)
+    if tensorboard:
+        write_tensorboard(summary, tensorboard)
     if as_json:
         click.echo(json.dumps({k: v for k, v in summary.items() if k not in ("evaluations", "spec")}))
     else:
         click.echo(f"job {store.job_id} done: test accuracy {summary['test_accuracy']:.4f} after "
                    f"{summary['versions']} versions in {summary['wall_seconds']:.1f}s "
                    f"({summary['samples_per_second']:.0f} samples/s); "
-                   f"{summary['rejected_pushes']} rejected pushes; wrote {out_dir}/")
+                   f"{summary['rejected_pushes']} rejected pushes; wrote {out_dir}/"
+                   + (f" ({summary['reason']})" if summary.get("reason") and "target" in summary["reason"] else ""))
     if summary.get("warning"):
         click.echo(f"warning: {summary['warning']}", err=True)
     spec = store.spec()

@@ -51,7 +51,10 @@ def status(settings, job_id, redis_url, as_json):
                f"{spec['epochs']} x {len(range(0, spec['n_train'], spec['subset_size']))} subsets")
     click.echo(f"  test accuracy {acc:.4f}" if acc is not None else "  no evaluation yet")
     for name, w in summary["workers"].items():
-        click.echo(f"  {name}: {int(w['tasks'])} tasks, {w['samples_per_second']:.0f} samples/s")
+        click.echo(f"  {name}: {int(w['tasks'])} tasks, {w['samples_per_second']:.0f} samples/s"
+                   + (f" on {w['device']}" if w.get("device") else ""))
+    if summary.get("reason"):
+        click.echo(f"  ended: {summary['reason']}")
     if summary["error"]:
         click.echo(f"  error: {summary['error']}")
     if summary.get("warning"):

@@ -10,22 +10,43 @@ from .follow import result_metrics
 from .jobs import connect_for, open_job, redis_url_option
 
 
-def plot_learning(summary: dict, path: str) -> None:
+MARKED_EVENTS = ("guardrail", "scheduler-revived", "finish-taken-over")  # rule and recovery events, on the plots
+
+
+def plot_learning(summary: dict, path: str, events: list | None = None) -> None:
+    """Test accuracy and loss against samples trained (or, for jobs that did not record it,
+    seconds) and against the global version; the accuracy guardrail's steps and other rule
+    events are dashed vertical lines at their version."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     evals = summary["evaluations"]
-    start = summary["spec"].get("created") or (evals[0]["time"] if evals else 0)
-    t0 = min([e["time"] for e in evals] + [start]) if evals else 0
-    seconds = [e["time"] - t0 for e in evals]
     versions = [e["version"] for e in evals]
+    if evals and all("samples" in e for e in evals):
+        first, label = [e["samples"] for e in evals], "samples trained"
+    else:
+        start = summary["spec"].get("created") or (evals[0]["time"] if evals else 0)
+        t0 = min([e["time"] for e in evals] + [start]) if evals else 0
+        first, label = [e["time"] - t0 for e in evals], "seconds since the first evaluation"
+    marks = [e for e in (events or []) if e.get("event") in MARKED_EVENTS and "version" in e]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row")
-    for col, (xs, label) in enumerate(((seconds, "seconds since the first evaluation"), (versions, "global version"))):
-        axes[0][col].plot(xs, [e["accuracy"] for e in evals], marker="o", color="tab:blue")
+    for col, (xs, name) in enumerate(((first, label), (versions, "global version"))):
+        axes[0][col].plot(xs, [e["accuracy"] for e in evals], marker="o", color="tab:blue", label="test")
+        if any("top_k_accuracy" in e for e in evals):
+            axes[0][col].plot(xs, [e.get("top_k_accuracy") for e in evals], marker=".", color="tab:cyan",
+                              label=f"top-{summary['spec'].get('top_k')}")
+            axes[0][col].legend()
         axes[1][col].plot(xs, [e["loss"] for e in evals], marker="o", color="tab:red")
-        axes[1][col].set_xlabel(label)
+        axes[1][col].set_xlabel(name)
+        for mark in marks:
+            at = mark["version"] if col == 1 else (np.interp(mark["version"], versions, xs) if evals else 0)
+            for row in (0, 1):
+                axes[row][col].axvline(at, color="tab:orange", linestyle="--", alpha=0.7)
+            axes[0][col].annotate(mark["event"], (at, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                                  fontsize=7, color="tab:orange")
     axes[0][0].set_ylabel("test accuracy")
     axes[1][0].set_ylabel("test loss")
     for ax in axes.flat:
@@ -86,12 +107,13 @@ def summary_markdown(summary: dict) -> str:
 @click.option("--out", "out_dir", default=None, help="Directory for learning.png, workers.png, summary.md (default ./bpt-runs/JOB/report).")
 @click.pass_obj
 def report(settings, job_id, redis_url, out_dir):
-    """Plot test accuracy and loss against time and version, per-worker throughput, and a summary."""
+    """Plot test accuracy and loss against samples trained and version (rule events marked),
+    per-worker throughput, and a summary."""
     settings, client = connect_for(settings, redis_url)
     summary = result_metrics(open_job(client, job_id))
     out_dir = out_dir or os.path.join(settings.out_dir, job_id, "report")
     os.makedirs(out_dir, exist_ok=True)
-    plot_learning(summary, os.path.join(out_dir, "learning.png"))
+    plot_learning(summary, os.path.join(out_dir, "learning.png"), open_job(client, job_id).events())
     plot_workers(summary, os.path.join(out_dir, "workers.png"))
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(summary_markdown(summary))

@@ -113,13 +113,15 @@ def load_config(ctx, param, path):
                    "Redis server and local workers, and stops them after.")
 @click.option("--detach", is_flag=True, help="Print the job id and return (needs --redis-url).")
 @click.option("--out", "out_dir", default=None, help="Where to write model.safetensors and metrics.json (default ./bpt-runs/JOB).")
+@click.option("--tensorboard", "tensorboard_dir", default=None,
+              help="Also write TensorBoard event files of the evaluations to DIR/JOB (needs the tensorboard package).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON line.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
           step_every, label_smoothing, augment, target_accuracy, top_k, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
           guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, detach,
-          out_dir, as_json, quiet):
+          out_dir, tensorboard_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
 
     With no Redis URL this runs everything here: a private redis-server on a free loopback
@@ -142,6 +144,10 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         step_every=step_every, label_smoothing=label_smoothing, augment=tuple(augment),
         target_accuracy=target_accuracy, top_k=top_k,
     )
+    if tensorboard_dir:
+        from .follow import tensorboard_writer_class
+
+        tensorboard_writer_class()
     spec, data, weights = prepare(choices)  # every check on the job happens before any server starts
     if settings.redis_url is None:
         from bpt.devices import resolve
@@ -187,7 +193,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
                 click.echo(f"\nstopped following; job {spec.job_id} goes on: `bpt wait {spec.job_id}` "
                            f"reattaches, `bpt cancel {spec.job_id}` stops it", err=True)
             raise
-        finish(store, state, out_dir, as_json)
+        finish(store, state, out_dir, as_json, tensorboard_dir)
 
 
 def _catch_ctrl_c() -> list:

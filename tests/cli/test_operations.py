@@ -111,3 +111,11 @@ def test_pause_of_unknown_or_finished_job_is_refused(finished_job, redis_url):
     assert bpt("pause", "nope", "--redis-url", redis_url).returncode == 5
     finished = bpt("pause", job, "--redis-url", redis_url)
     assert finished.returncode == 2 and "already done" in finished.stderr
+
+
+def test_workers_show_their_device_and_installed_plugins(workers, redis_url):
+    rows = {r["worker"]: r for r in json.loads(bpt("workers", "--redis-url", redis_url, "--json").stdout)}
+    for name in workers.names:
+        assert rows[name]["device"] == "cpu" and isinstance(rows[name]["plugins"], dict)
+    table = bpt("workers", "--redis-url", redis_url).stdout
+    assert "DEVICE" in table and "PLUG-INS" in table

@@ -55,7 +55,8 @@ def test_resnet20_from_its_model_file_trains_on_an_image_folder_from_the_command
     result = subprocess.run(BPT + ["train", "--model", "examples/models/resnet20.toml", "--dataset", str(tmp_path / "images"),
                                    "--epochs", "3", "--subset-size", "64", "--workers", "2", "--optimizer", "adamw",
                                    "--lr", "0.003", "--lr-schedule", "cosine", "--augment", "flip", "--augment", "crop",
-                                   "--top-k", "2", "--quiet", "--json", "--out", str(out)],
+                                   "--top-k", "2", "--quiet", "--json", "--out", str(out),
+                                   "--tensorboard", str(tmp_path / "tb")],
                             capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -63,6 +64,12 @@ def test_resnet20_from_its_model_file_trains_on_an_image_folder_from_the_command
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("version,epoch,samples,wall_seconds,train_loss,test_loss,test_accuracy,top_k_accuracy")
     assert len(rows) == 1 + 3 + 1  # one per epoch, and the final one
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb" / summary["job_id"]))
+    events.Reload()
+    assert [round(e.value, 4) for e in events.Scalars("test/accuracy")][-1] == round(summary["test_accuracy"], 4)
+    assert len(events.Scalars("test/top_k_accuracy")) == 4
     predicted = subprocess.run(BPT + ["predict", str(out / "model.safetensors"), "--images", str(tmp_path / "images"),
                                       "--json"], capture_output=True, text=True, timeout=120)
     assert predicted.returncode == 0, predicted.stderr
