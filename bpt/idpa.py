@@ -158,6 +158,36 @@ class IDPA:
 
 POLICIES = {"static": StaticSplit, "greedy": WorkQueue, "idpa": IDPA}
 
+HORIZON = 2.0  # at most this many seconds of queued work IDPA keeps on each worker ...
+INCREMENTS_AHEAD = 2  # ... and at most this many subsets' worth on the fastest (one training, one queued)
+
+
+def horizon_for(subset_size: int, fastest_rate: float | None) -> float:
+    """The queue horizon a job uses: min(HORIZON, INCREMENTS_AHEAD subsets of the fastest
+    worker), so that the fastest trains subset-sized ranges with one queued behind."""
+    return min(HORIZON, INCREMENTS_AHEAD * subset_size / fastest_rate) if fastest_rate else HORIZON
+
+
+def build_policy(partition: str, subset_size: int, epoch: int = 0, probe_size: int | None = None,
+                 cursor: int = 0, fastest_rate: float | None = None):
+    """The policy object a job of this partition and subset size runs in one round: the one
+    configuration, used by the scheduler task (workers/scheduler.py) and the simulator
+    (bpt/simulator.py) alike. Tasks are never larger than a subset: fewer, larger merges cost
+    accuracy (docs/heterogeneity.md). State that lives across rounds (the probe size, whether
+    the static split was made) comes in as arguments."""
+    if partition == "static":
+        policy = StaticSplit(chunk=subset_size)
+        policy.done = cursor > 0  # the split is made once per epoch
+        return policy
+    if partition == "greedy":
+        return WorkQueue(chunk=subset_size)
+    policy = IDPA(horizon=horizon_for(subset_size, fastest_rate), min_chunk=min(64, subset_size),
+                  max_chunk=subset_size)
+    policy.probe_size = probe_size if epoch == 0 else subset_size
+    if policy.probe_size is not None:
+        policy.probe_size = min(policy.probe_size, subset_size)
+    return policy
+
 
 SLOW_FACTOR = 4.0  # a range outstanding 4x longer than its worker's rate predicts is moved
 MIN_OVERDUE = 10.0  # ... but never before this many seconds

@@ -12,6 +12,7 @@ import torch
 from . import architecture, datasets, models, plugins, training
 from .errors import ConfigError, DataError
 from .jobspec import MAX_CLASSES, JobSpec, new_job_id
+from .partition import default_subset_size  # noqa: F401 - where callers find it
 from . import merge
 from .merge import MergeRule
 
@@ -60,13 +61,6 @@ def default_alpha(rule: str, gamma: float) -> float:
     (normalized already divides by the live workers).
     """
     return 1.0 - gamma if rule == "agwu" and gamma < 1 else 1.0
-
-
-def default_subset_size(n_train: int) -> int:
-    """n/16 within 128..2048: a task outside forward/backward costs 28% of its wall time at
-    256 samples, 12% at 1024 and 8% at 2048, and no less beyond (benchmarks/overhead.py).
-    Sixteen tasks an epoch where the bounds allow."""
-    return int(min(2048, max(128, n_train // 16)))
 
 
 def prepare(choices: JobChoices, job_id: str | None = None):

@@ -18,7 +18,8 @@ import math
 import random
 from collections import deque
 
-from .idpa import POLICIES, NodeView, Ranges
+from .idpa import IDPA, POLICIES, NodeView, Ranges, build_policy
+from .partition import default_subset_size
 
 EWMA = 0.5  # weight of the newest task in a node's measured throughput
 
@@ -36,12 +37,17 @@ class SimConfig:
     transfer: float = 0.01  # seconds per task to move the weights
     heartbeat_timeout: float = 5.0
     tick: float = 0.5  # seconds between scheduler rounds
-    chunk: int = 512  # task size of the static and greedy baselines
+    chunk: int | None = None  # the job's subset size (None: what bpt train picks for this many samples,
+    # partition.default_subset_size); every policy is built from it by idpa.build_policy, as a real job's
     seed: int = 0
 
     @property
     def samples(self) -> int:
         return self.nodes * self.samples_per_node
+
+    @property
+    def subset_size(self) -> int:
+        return self.chunk or default_subset_size(self.samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +110,9 @@ def simulate(cfg: SimConfig, policy_name: str) -> SimResult:
     rng = random.Random(cfg.seed)
     rates = draw_rates(cfg, rng)
     joins, deaths = _timeline(cfg, rates, rng)
-    policy = POLICIES[policy_name]() if policy_name == "idpa" else POLICIES[policy_name](cfg.chunk)
+    if policy_name not in POLICIES:
+        raise ValueError(f"unknown policy {policy_name!r}; choose one of {', '.join(POLICIES)}")
+    probe = {"size": None}  # IDPA's probe size, kept across rounds as the scheduler keeps it
     nodes = [_Node(f"n{i}", r) for i, r in enumerate(rates)]
     ranges = Ranges(cfg.samples)
     events: list = []
@@ -131,7 +139,12 @@ def simulate(cfg: SimConfig, policy_name: str) -> SimResult:
     def schedule(t, only=None):
         live = [n for n in (only or nodes) if n.alive]
         total = sum(n.measured for n in nodes if n.alive and n.measured)
-        for a in policy.assign(ranges, [NodeView(n.name, n.measured, n.queued) for n in live], **_total(policy, total)):
+        fastest = max((n.measured for n in nodes if n.alive and n.measured), default=None)
+        policy = build_policy(policy_name, cfg.subset_size, 0, probe["size"], ranges.cursor, fastest)
+        assignments = policy.assign(ranges, [NodeView(n.name, n.measured, n.queued) for n in live], **_total(policy, total))
+        if isinstance(policy, IDPA):
+            probe["size"] = policy.probe_size
+        for a in assignments:
             node = by_name[a.node]
             node.queue.append(a)
             node.queued += a.size

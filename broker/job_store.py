@@ -186,6 +186,10 @@ class JobStore:
         pipe.hgetall(self.keys.lacking)
         return {k.decode(): v.decode() for k, v in pipe.execute()[1].items()}
 
+    def rates(self) -> dict[str, float]:
+        """Per worker, the samples/s of one of its training processes in this job (EWMA)."""
+        return {k.decode(): float(v) for k, v in self.client.hgetall(self.keys.rates).items()}
+
     def lacking(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.client.hgetall(self.keys.lacking).items()}
 

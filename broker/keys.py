@@ -110,6 +110,10 @@ class JobKeys:
         return self._k("finish-lock")
 
     @property
+    def rates(self) -> str:  # hash: worker -> samples/s of one of its training processes in this job (EWMA)
+        return self._k("rates")
+
+    @property
     def lacking(self) -> str:  # hash: worker -> why it cannot build the job's model (it declines)
         return self._k("lacking")
 

@@ -11,9 +11,14 @@ import threading
 import redis
 
 from . import clock, keys
+from .scripts import source as scripts_source
 
 WORKERS_INDEX = keys.WORKERS_INDEX
 EWMA = 0.5  # weight of the newest task
+# A worker's entry outlives its last heartbeat or task by this long, then expires (and leaves
+# the index at the next read): dead workers are forgotten, and a round no longer deletes the
+# queues of every worker ever seen.
+WORKER_TTL = 600
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ def heartbeat(client: redis.Redis, name: str, processes: int = 1, about: dict | 
     pipe.hset(worker_key(name), mapping={"heartbeat": beat, "host": socket.gethostname(),
                                          "processes": processes, **(about or {})})
     pipe.hdel(worker_key(name), "stopped")
+    pipe.expire(worker_key(name), WORKER_TTL)
     pipe.sadd(WORKERS_INDEX, name)
     pipe.execute()
 
@@ -81,14 +87,20 @@ def name_claim_key(name: str) -> str:
     return keys.worker_name_claim(name)
 
 
-def record_task(client: redis.Redis, name: str, samples: int, seconds: float) -> float:
-    """Fold one task's throughput into the worker's EWMA; returns the new rate. Only the
-    worker itself writes its entry, so a read-modify-write is safe enough."""
+def record_task(client: redis.Redis, name: str, samples: int, seconds: float, rates_key: str | None = None,
+                script=None) -> float:
+    """Fold one task's throughput (one training process's samples/s) into the worker's rate
+    in the registry and, with rates_key, in the job's own table (JobKeys.rates: a new job
+    measures again, as the contract's probe says); atomically (rate.lua: the processes of
+    one worker finish tasks concurrently). Returns the job's new rate (or the registry's)."""
     observed = samples / max(seconds, 1e-6)
-    old = client.hget(worker_key(name), "rate")
-    rate = observed if old is None else EWMA * observed + (1 - EWMA) * float(old)
+    script = script or client.register_script(scripts_source("rate"))
+    rate = float(script(keys=[worker_key(name)], args=["rate", observed, EWMA]))
+    if rates_key:
+        rate = float(script(keys=[rates_key], args=[name, observed, EWMA]))
     pipe = client.pipeline(transaction=False)
-    pipe.hset(worker_key(name), mapping={"rate": rate, "heartbeat": clock.now(client)})
+    pipe.hset(worker_key(name), "heartbeat", clock.now(client))
+    pipe.expire(worker_key(name), WORKER_TTL)
     pipe.hincrby(worker_key(name), "tasks", 1)
     pipe.hincrby(worker_key(name), "samples", samples)
     pipe.sadd(WORKERS_INDEX, name)
@@ -103,6 +115,9 @@ def workers(client: redis.Redis) -> dict[str, dict]:
         pipe.hgetall(worker_key(name))
     out = {}
     for name, raw in zip(names, pipe.execute()):
+        if not raw:  # its entry expired (WORKER_TTL): forget it
+            client.srem(WORKERS_INDEX, name)
+            continue
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         out[name] = {"host": fields.get("host", "?"), "heartbeat": float(fields.get("heartbeat", 0)),
                      "rate": float(fields["rate"]) if "rate" in fields else None,

@@ -16,7 +16,7 @@ import uuid
 import redis
 
 from bpt import lifecycle
-from bpt.idpa import IDPA, NodeView, Ranges, StaticSplit, overdue
+from bpt.idpa import IDPA, NodeView, Ranges, build_policy, overdue
 from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import FINISHED, JobStore, list_jobs
 from bpt.broker.weight_store import WeightStore
@@ -25,8 +25,6 @@ from . import flow
 from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, worker_queue
 
 TICK = 0.5  # seconds between periodic rounds; every range task also runs one as it starts and ends
-HORIZON = 2.0  # at most this many seconds of queued work IDPA keeps on each worker ...
-INCREMENTS_AHEAD = 2  # ... and at most this many subsets' worth on the fastest (one training, one queued)
 
 
 RACE_RETRIES = 3  # a round that lost the race to another plans again (the winner may not have seen our push)
@@ -135,8 +133,12 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
 
     workers = worker_registry.workers(client)
     alive = {n: w for n, w in workers.items() if worker_registry.is_alive(w, now, timeout)}
+    # A worker's capacity in this job: one training process's rate measured in this job (a
+    # new job probes again), times its processes, all of which its queue feeds.
+    job_rates = store.rates()
+    capacity = {n: job_rates[n] * w["processes"] if n in job_rates else None for n, w in alive.items()}
     returned = [tuple(r) for r in state["returned"]]
-    slowest = min((w["rate"] for w in alive.values() if w["rate"]), default=None)
+    slowest = min((job_rates[n] for n in alive if n in job_rates), default=None)
     late = set()  # live workers that just lost a range for holding it too long: not given it again now
     lacking = store.lacking()  # workers that declined: they cannot build the job's model
     for piece, held in list(outstanding.items()):
@@ -146,7 +148,7 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
         elif worker not in alive:
             reason = f"no heartbeat from {worker} for {now - workers.get(worker, {}).get('heartbeat', 0):.1f}s"
         else:
-            why = overdue(now - held["at"], _size(piece), alive[worker]["rate"], slowest)
+            why = overdue(now - held["at"], _size(piece), job_rates.get(worker), slowest)
             reason = f"{worker} {why}" if why else None
             if why:
                 late.add(worker)
@@ -164,10 +166,9 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     queued = {}
     for held in outstanding.values():
         queued[held["worker"]] = queued.get(held["worker"], 0) + held["end"] - held["start"]
-    views = [NodeView(n, w["rate"], queued.get(n, 0)) for n, w in sorted(alive.items()) if n not in late and n not in lacking]
+    views = [NodeView(n, capacity[n], queued.get(n, 0)) for n in sorted(alive) if n not in late and n not in lacking]
     fastest = max((v.rate for v in views if v.rate), default=None)
-    horizon = min(HORIZON, INCREMENTS_AHEAD * spec.subset_size / fastest) if fastest else HORIZON
-    policy = _policy(spec, state, horizon)
+    policy = build_policy(spec.partition, spec.subset_size, state["epoch"], state["probe_size"], state["cursor"], fastest)
     new = policy.assign(ranges, views) if views else []
     for a in new:
         outstanding[f"{a.start}:{a.end}"] = {"worker": a.node, "start": a.start, "end": a.end, "at": now}
@@ -175,19 +176,6 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     if isinstance(policy, IDPA):
         state["probe_size"] = policy.probe_size
     return [(a.node, a.start, a.end) for a in new], False
-
-
-def _policy(spec, state: dict, horizon: float):
-    if spec.partition == "static":
-        policy = StaticSplit(chunk=spec.subset_size)
-        policy.done = state["cursor"] > 0  # the split is made once per epoch
-        return policy
-    # Tasks no larger than a subset: fewer, larger merges would cost accuracy (docs/heterogeneity.md).
-    policy = IDPA(horizon=horizon, min_chunk=min(64, spec.subset_size), max_chunk=spec.subset_size)
-    policy.probe_size = state["probe_size"] if state["epoch"] == 0 else spec.subset_size
-    if policy.probe_size is not None:
-        policy.probe_size = min(policy.probe_size, spec.subset_size)
-    return policy
 
 
 def _size(piece: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-NAMES = ("push", "reject", "stage", "commit_round", "release_lease", "transition")
+NAMES = ("push", "reject", "stage", "commit_round", "release_lease", "transition", "rate")
 
 
 def source(name: str) -> str:

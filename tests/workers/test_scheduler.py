@@ -111,3 +111,71 @@ def test_a_round_moves_a_range_held_by_a_live_worker_that_never_completed_a_task
     finally:
         worker_registry.forget(client, hung)
         store.delete()
+
+
+def test_a_round_sizes_a_workers_share_by_its_rate_in_this_job_times_its_processes(client, job_id):
+    """Issue 16: rates are per training process and per job (a rate left by an earlier job
+    is not used), and a worker's queue feeds all its processes."""
+    import uuid
+
+    from bpt.broker import clock, worker_registry
+    from bpt.broker.job_store import JobStore
+    from bpt.workers import scheduler
+
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1, partition="idpa", subset_size=128),
+                                  job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    tag = uuid.uuid4().hex[:6]
+    four, one = f"four-{tag}", f"one-{tag}"
+    worker_registry.heartbeat(client, four, processes=4)
+    worker_registry.heartbeat(client, one, processes=1)
+    client.hset(worker_registry.worker_key(one), "rate", 10_000)  # an earlier job's rate: not this job's
+    client.hset(store.keys.rates, mapping={four: 100.0, one: 100.0})
+    now = clock.now(client)
+    state = scheduler.initial_state(now)
+    state["probe_size"] = 64
+    try:
+        sends, _ = scheduler._plan(store, spec, state, timeout=30.0, now=now)
+        share = {w: sum(e - s for n, s, e in sends if n == w) for w in (four, one)}
+        assert share[one] > 0 and share[four] >= 3.5 * share[one], share
+    finally:
+        worker_registry.forget(client, four)
+        worker_registry.forget(client, one)
+        store.delete()
+
+
+def test_a_tasks_rate_lands_in_the_jobs_table_and_the_worker_entry_expires(client, job_id):
+    import threading
+    import uuid
+
+    from bpt.broker import worker_registry
+    from bpt.broker.keys import JobKeys
+
+    name, rates = "rated-" + uuid.uuid4().hex[:6], JobKeys(job_id).rates
+    try:
+        assert worker_registry.record_task(client, name, 100, 1.0, rates) == 100.0
+        assert worker_registry.record_task(client, name, 300, 1.0, rates) == 200.0  # EWMA 0.5
+        threads = [threading.Thread(target=worker_registry.record_task, args=(client, name, 200, 1.0, rates))
+                   for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert float(client.hget(rates, name)) == pytest.approx(200.0)
+        assert 0 < client.ttl(worker_registry.worker_key(name)) <= worker_registry.WORKER_TTL
+    finally:
+        worker_registry.forget(client, name)
+        client.delete(rates)
+
+
+def test_an_expired_worker_entry_leaves_the_index(client):
+    import uuid
+
+    from bpt.broker import worker_registry
+
+    name = "gone-" + uuid.uuid4().hex[:6]
+    worker_registry.heartbeat(client, name)
+    assert name in worker_registry.workers(client)
+    client.delete(worker_registry.worker_key(name))  # what WORKER_TTL does after its last beat
+    assert name not in worker_registry.workers(client)
+    assert not client.sismember(worker_registry.WORKERS_INDEX, name)
