@@ -89,7 +89,7 @@ def load_file(path: str) -> dict:
     except ConfigError:
         raise
     except Exception as e:  # a syntax error of any of the three formats
-        raise ConfigError(f"model file {path} is not valid: {str(e).splitlines()[0]}") from e
+        raise ConfigError(f"model file {path} is not valid: {first_line(e)}") from e
     if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
         raise ConfigError(f"model file {path}: needs a list `layers` (see examples/models/)")
     return data
@@ -118,8 +118,9 @@ def parse(layers: Any, where: str = "layers", depth: int = 0, count: list | None
         count[0] += 1
         if count[0] > MAX_LAYERS:
             raise ConfigError(f"the network has more than {MAX_LAYERS} layers")
-        if not isinstance(layer, dict) or not isinstance(layer.get("type"), str):
-            raise ConfigError(f"{at}: a layer is a table with a string `type`")
+        if not isinstance(layer, dict) or not isinstance(layer.get("type"), str) \
+                or not all(isinstance(k, str) for k in layer):
+            raise ConfigError(f"{at}: a layer is a table of named arguments with a string `type`")
         kind = layer["type"]
         if kind not in LAYERS:
             raise ConfigError(f"{at}: layer type {kind!r} is not allowed; use one of {', '.join(sorted(LAYERS))}")
@@ -175,6 +176,11 @@ def _check(value, arg: Arg, where: str):
     return float(value)
 
 
+def first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class Residual(nn.Module):
     """x + body(x), or projection(x) + body(x) where the body changes the shape."""
 
@@ -210,9 +216,24 @@ def _build_sequence(layers: list[dict], x: torch.Tensor, num_classes: int, where
             module.train()
         except RuntimeError as e:
             raise ConfigError(f"{at}: does not fit its input of shape {tuple(x.shape[1:])}: "
-                              f"{str(e).splitlines()[0]}") from e
+                              f"{first_line(e)}") from e
         modules.append(module)
     return nn.Sequential(*modules), x
+
+
+def _parameters_of(kind: str, args: dict, x: torch.Tensor, num_classes: int) -> int:
+    """A layer's parameter count, computed before it is built: one allowed Conv2d could
+    otherwise allocate terabytes before the total is checked."""
+    def pair(v):
+        return v if isinstance(v, tuple) else (v, v)
+
+    if kind == "Conv2d":
+        kh, kw = pair(args["kernel_size"])
+        return int(x.shape[1]) * args["out_channels"] * kh * kw // args["groups"] + args["out_channels"]
+    if kind == "Linear" and x.dim() == 2:
+        out = num_classes if args["out_features"] == CLASSES else args["out_features"]
+        return int(x.shape[1]) * out + out
+    return 0
 
 
 def _module(layer: dict, x: torch.Tensor, num_classes: int, where: str) -> nn.Module:
@@ -228,6 +249,9 @@ def _module(layer: dict, x: torch.Tensor, num_classes: int, where: str) -> nn.Mo
             raise ConfigError(f"{where} (Residual): its layers give shape {tuple(out.shape[1:])} but the skip path "
                               f"gives {tuple(skip.shape[1:])}{hint}")
         return Residual(body, projection)
+    parameters = _parameters_of(kind, args, x, num_classes)
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(f"{where} ({kind}): {parameters:,} parameters, over the limit of {MAX_PARAMETERS:,}")
     image = x.dim() == 4
     if kind in ("Conv2d", "BatchNorm2d", "GroupNorm") and not image:
         raise ConfigError(f"{where} ({kind}): needs an image input (C, H, W), got shape {tuple(x.shape[1:])}; "

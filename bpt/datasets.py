@@ -219,7 +219,8 @@ def read_arrays(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: what a last axis of images holds
 
 
-def check_arrays(x: np.ndarray, y: np.ndarray, where: str = "data") -> tuple[np.ndarray, np.ndarray]:
+def check_arrays(x: np.ndarray, y: np.ndarray, where: str = "data", min_samples: int = MIN_SAMPLES
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate user-supplied arrays; return them as float32 NCHW images and int64 labels."""
     if x.dtype == object or y.dtype == object:
         raise DataError(f"{where}: object arrays are not accepted")
@@ -233,16 +234,16 @@ def check_arrays(x: np.ndarray, y: np.ndarray, where: str = "data") -> tuple[np.
         raise DataError(f"{where}: x must have shape (N,H,W), (N,C,H,W) or (N,H,W,C), got {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{where}: y must have shape ({len(x)},), got {y.shape}")
-    if len(x) < MIN_SAMPLES:
-        raise DataError(f"{where}: needs at least {MIN_SAMPLES} samples, got {len(x)}")
+    if len(x) < min_samples:
+        raise DataError(f"{where}: needs at least {min_samples} samples, got {len(x)}")
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise DataError(f"{where}: labels y must be integers")
     elif not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{where}: labels y must be integers, got dtype {y.dtype}")
-    if y.min() < 0:
+    if len(y) and y.min() < 0:
         raise DataError(f"{where}: labels out of range: found {int(y.min())}, labels must be >= 0")
-    if y.max() >= 1000:
+    if len(y) and y.max() >= 1000:
         raise DataError(f"{where}: labels out of range: found {int(y.max())}, at most 1000 classes")
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):

@@ -6,9 +6,15 @@ and a CPU worker merge into the same global model."""
 
 from __future__ import annotations
 
+import os
 import re
 
-import torch
+# Ask NVML, not the CUDA runtime, whether there is a GPU: a runtime call in the worker's main
+# process would make every forked pool process fail with "Cannot re-initialize CUDA in forked
+# subprocess". Set before torch answers any CUDA question in this process.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+import torch  # noqa: E402
 
 from .errors import ConfigError
 
@@ -48,7 +54,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def describe(device: torch.device) -> str:
-    """What `bpt workers` and the job's worker table show: cpu, or cuda:0 (NVIDIA H200)."""
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return "cpu"
+    """What `bpt workers` shows: cpu or cuda:N. No device name: asking for it initialises
+    CUDA, which the worker's main process must not do before Celery forks its pool."""
+    return str(device)

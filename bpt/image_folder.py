@@ -51,7 +51,7 @@ def read_folder(folder: str, size: int, classes: list[str] | None = None) -> tup
                     im.load()
                     modes.add("L" if im.mode in ("L", "1", "I;16", "I") else "RGB")
                     images.append(_fit(im, size))
-            except (UnidentifiedImageError, OSError, ValueError) as e:
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
                 raise DataError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from e
             labels.append(label)
     if len(images) < MIN_SAMPLES:

@@ -117,9 +117,7 @@ def resolve(strategy: str, batch_size: int, threads: int, optimizer: str = "sgd"
 
         raise ConfigError(f"the tasks inner strategy implements SGD only, not {optimizer}; use --inner torch")
     if strategy == "tasks" and device != "cpu":
-        from .errors import ConfigError
-
-        raise ConfigError("the tasks inner strategy splits work over CPU threads; on a GPU use --inner torch")
+        return "torch"  # tasks splits work over CPU threads; a GPU worker runs the job with torch
     if strategy != "auto":
         return strategy
     if optimizer != "sgd" or device != "cpu":

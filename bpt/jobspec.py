@@ -91,6 +91,10 @@ class JobSpec:
         if not self.train.lr > 0 or not 0 <= self.train.momentum < 1:
             raise ConfigError("lr must be positive and momentum in [0, 1)")
         self.train.check()
+        if self.target_accuracy and self.rule.synchronous:
+            raise ConfigError("--target-accuracy needs an asynchronous rule: the sync rule evaluates only at the end")
+        if self.inner == "tasks" and self.train.optimizer != "sgd":
+            raise ConfigError(f"the tasks inner strategy implements SGD only, not {self.train.optimizer}; use --inner torch")
         if not 0 <= self.target_accuracy <= 1:
             raise ConfigError(f"target accuracy must be in [0, 1] (0: off), got {self.target_accuracy}")
         if self.top_k < 0 or self.top_k == 1 or self.top_k > self.num_classes:
@@ -115,20 +119,24 @@ class JobSpec:
         elif self.model not in REGISTRY:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(REGISTRY))}")
 
-    def progress(self, epoch: int, version: int) -> float:
-        """The job's global progress in [0, 1] when a task pulled `version` in `epoch`: for
-        asynchronous greedy jobs one version is one subset, so the version places the task
-        inside its epoch; otherwise (ranges of any size, sync rounds) the middle of it."""
-        within = 0.5
-        if self.partition == "greedy" and not self.rule.synchronous:
-            within = min(1.0, max(0.0, version / self.n_subsets - epoch))
-        return min(1.0, (epoch + within) / self.epochs)
+    def progress(self, epoch: int, version: int, wave: int = 0, start: int | None = None) -> float:
+        """The job's global progress in [0, 1] for a task of `epoch` that pulled `version`:
+        where the task sits inside its epoch, by what the task knows. Asynchronous greedy: one
+        version is one subset, so the version places it; sync rounds: its wave among the
+        epoch's waves; IDPA and static ranges (handed out in index order): its first row."""
+        if self.partition != "greedy":
+            within = (start or 0) / self.n_train
+        elif self.rule.synchronous:
+            within = wave / max(1, len(self.waves(epoch)))
+        else:
+            within = version / self.n_subsets - epoch
+        return min(1.0, (epoch + min(1.0, max(0.0, within))) / self.epochs)
 
-    def lr_at(self, epoch: int, version: int) -> float:
+    def lr_at(self, epoch: int, version: int, wave: int = 0, start: int | None = None) -> float:
         from .schedule import lr_factor
 
-        return self.train.lr * lr_factor(self.train.lr_schedule, self.progress(epoch, version), self.epochs,
-                                         self.train.warmup_epochs, self.train.step_every)
+        return self.train.lr * lr_factor(self.train.lr_schedule, self.progress(epoch, version, wave, start),
+                                         self.epochs, self.train.warmup_epochs, self.train.step_every)
 
     @property
     def subsets(self) -> list[tuple[int, int]]:

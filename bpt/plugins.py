@@ -66,5 +66,13 @@ def build(reference: str, version: str, input_shape: tuple[int, int, int], num_c
     ep, have = _find(reference)
     if version and have != version:
         raise ModelUnavailable(f"plug-in model {reference} is version {have} here, the job needs {version}")
-    factory = ep.load()
-    return factory(input_shape=tuple(input_shape), num_classes=num_classes)
+    from torch import nn
+
+    try:
+        factory = ep.load()
+        model = factory(input_shape=tuple(input_shape), num_classes=num_classes)
+    except Exception as e:  # its import or its factory failed on this machine
+        raise ModelUnavailable(f"plug-in model {reference} ({ep.value}) failed here: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelUnavailable(f"plug-in model {reference} returned a {type(model).__name__}, not a torch nn.Module")
+    return model

@@ -10,6 +10,7 @@ import os
 import torch
 
 from . import architecture, datasets, models, plugins, training
+from .architecture import first_line
 from .errors import ConfigError, DataError
 from .jobspec import MAX_CLASSES, JobSpec, new_job_id
 from .partition import default_subset_size  # noqa: F401 - where callers find it
@@ -134,6 +135,9 @@ def _try_forward(model: torch.nn.Module, name: str, data: datasets.Dataset) -> N
         with torch.no_grad():
             out = model.eval()(torch.from_numpy(data.sample(2)))
     except RuntimeError as e:
-        raise DataError(f"images of shape {data.input_shape} do not fit model {name!r}: {str(e).splitlines()[0]}") from e
+        raise DataError(f"images of shape {data.input_shape} do not fit model {name!r}: {first_line(e)}") from e
+    if out.dim() != 2:
+        raise DataError(f"model {name!r} gives outputs of shape {tuple(out.shape[1:])} per image; it must give one "
+                        f"score per class, ({data.num_classes},): end it with Flatten and Linear")
     if out.shape[1] != data.num_classes:
         raise DataError(f"model {name!r} gives {out.shape[1]} outputs for {data.num_classes} classes")

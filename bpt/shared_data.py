@@ -53,7 +53,9 @@ class SharedArrays:
         order = np.random.default_rng(seed).permutation(len(self.x))
         n_test = 0 if own["test"] else min(MAX_TEST, max(1, round(len(order) * 0.2)))
         n_val = 0 if own["val"] else min(MAX_VAL, max(1, round(len(order) * 0.08)))
-        self.train_index = np.sort(order[n_test + n_val:])  # sorted: rows near each other on disk
+        # Permuted, not sorted: a file written class by class must not give one class per task.
+        # rows() sorts each task's indices only to read them in file order.
+        self.train_index = order[n_test + n_val:]
         self._splits = {"test": own["test"] or (self.x, self.y, np.sort(order[:n_test])),
                         "val": own["val"] or (self.x, self.y, np.sort(order[n_test:n_test + n_val]))}
         if len(self.train_index) < MIN_SAMPLES:
@@ -77,9 +79,10 @@ class SharedArrays:
         if not os.path.isfile(os.path.join(self.path, f"x_{split}.npy")):
             return None
         x, y = self._open(f"x_{split}", mmap=True), np.asarray(self._open(f"y_{split}", mmap=False))
-        if x.shape[1:] != self.x.shape[1:] or len(y) != len(x):
-            raise DataError(f"{self.path}: x_{split}.npy {x.shape} / y_{split}.npy {y.shape} do not match x.npy's "
-                            f"images {self.x.shape[1:]}")
+        if x.shape[1:] != self.x.shape[1:] or x.dtype != self.x.dtype or y.shape != (len(x),) \
+                or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{self.path}: x_{split}.npy {x.shape} {x.dtype} / y_{split}.npy {y.shape} {y.dtype} do not "
+                            f"match x.npy's images {self.x.shape[1:]} {self.x.dtype} and integer labels")
         return x, y, np.arange(len(x))
 
     @property
@@ -100,6 +103,7 @@ class SharedArrays:
     def measure(self) -> tuple[tuple, tuple]:
         """Per-channel mean and std of the scaled training images, on a seeded sample."""
         pick = np.sort(np.random.default_rng(0).choice(self.train_index, min(STATS_SAMPLE, self.n_train), False))
+        # (a sample of the training rows only: validation and test do not leak into the statistics)
         x = self._images(self.x[pick], normalise=False)
         std = x.std(axis=(0, 2, 3))
         return tuple(float(m) for m in x.mean(axis=(0, 2, 3))), tuple(float(s) if s > 0 else 1.0 for s in std)
@@ -121,7 +125,7 @@ class SharedArrays:
         """Training rows [start, end) of the permuted training split; reads only those."""
         if not 0 <= start < end <= self.n_train:
             raise DataError(f"rows {start}:{end} are outside the {self.n_train} training rows of {self.path}")
-        index = self.train_index[start:end]
+        index = np.sort(self.train_index[start:end])  # read in file order: the task shuffles anyway
         return self._images(self.x[index]), self.y[index].astype(np.int64)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,13 +19,14 @@ from bpt.datasets import Dataset
 from bpt.errors import DataError, UnknownJob
 from bpt.jobspec import JobSpec
 
-from . import codec, scripts
+from . import clock, codec, scripts
 from .keys import JOBS_INDEX, JobKeys
 from .weight_store import WeightStore
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 FINISHED = lifecycle.ENDED
 MAX_EVENTS = 2000
+LACKING_SECONDS = 120.0  # a worker's decline (it cannot build the model) counts this long after its last one
 QUIET_REFUSALS = ("start", "claim")  # refused as a matter of course (every task tries them)
 
 log = logging.getLogger(__name__)
@@ -178,20 +179,29 @@ class JobStore:
         entry = {"version": version, "time": time.time(), "loss": loss, "accuracy": accuracy, **extra}
         self.client.rpush(self.keys.evals, json.dumps(entry))
 
-    def declined_by(self, worker: str, reason: str) -> dict[str, str]:
-        """Record that a worker cannot build the job's model; returns every worker so far
-        that cannot, with its reason."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.keys.lacking, worker, reason[:300])
-        pipe.hgetall(self.keys.lacking)
-        return {k.decode(): v.decode() for k, v in pipe.execute()[1].items()}
+    def declined_by(self, worker: str, reason: str) -> tuple[dict[str, str], bool]:
+        """Record (again) that a worker cannot build the job's model. Returns the workers that
+        declined within the last LACKING_SECONDS, with their reasons, and whether this worker
+        is new among them (so that the event is logged once, not at every retry)."""
+        fresh_before = set(self.lacking())
+        self.client.hset(self.keys.lacking, worker, json.dumps({"reason": reason[:300], "at": clock.now(self.client)}))
+        return self.lacking(), worker not in fresh_before
 
     def rates(self) -> dict[str, float]:
         """Per worker, the samples/s of one of its training processes in this job (EWMA)."""
         return {k.decode(): float(v) for k, v in self.client.hgetall(self.keys.rates).items()}
 
     def lacking(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.keys.lacking).items()}
+        """Workers that declined this job's tasks lately. An entry older than LACKING_SECONDS
+        no longer counts: a worker whose plug-in was installed, or whose mount came back,
+        gets work again."""
+        now = clock.now(self.client)
+        out = {}
+        for k, v in self.client.hgetall(self.keys.lacking).items():
+            entry = json.loads(v)
+            if now - entry["at"] <= LACKING_SECONDS:
+                out[k.decode()] = entry["reason"]
+        return out
 
     def samples_trained(self) -> int:
         """Samples trained by all workers so far (record_work's counters)."""

@@ -102,8 +102,10 @@ def _export_onnx(blob: bytes, path: str) -> None:
 @click.option("--out", "out_path", default=None, help="Write the predicted classes here (.npy).")
 @click.option("--json", "as_json", is_flag=True, help="Print predictions (and accuracy) as JSON.")
 def predict(model_path, npz_path, out_path, as_json):
-    """Classify the images of an .npz or .npy file with a model written by bpt train, wait or export.
-    Images may be (N,H,W), (N,C,H,W) or channels-last (N,H,W,C)."""
+    """Classify the images of an .npz or .npy file, or of an image folder, with a model written
+    by bpt train, wait or export. Arrays may be (N,H,W), (N,C,H,W) or channels-last (N,H,W,C),
+    any count of images; a model trained on an image folder or an array directory normalises
+    them as its training data was (uint8 arrays are scaled to [0, 1] first)."""
     import torch
 
     model, meta = load_model_file(model_path)
@@ -113,8 +115,13 @@ def predict(model_path, npz_path, out_path, as_json):
         labelled = True
     else:
         x, y = datasets.read_arrays(npz_path)  # .npz (x, optional y) or .npy (x)
-        labelled = y is not None
-        x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path)
+        labelled, raw_uint8 = y is not None, x.dtype == np.uint8
+        x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path, min_samples=1)
+        if "normalisation" in meta:  # trained on an image folder or an array directory: prepare alike
+            stats = json.loads(meta["normalisation"])
+            x = ((x / 255.0 if raw_uint8 else x) - np.asarray(stats["mean"], np.float32)[:, None, None]) \
+                / np.asarray(stats["std"], np.float32)[:, None, None]
+            x = x.astype(np.float32)
     if x.shape[1:] != expected:
         raise DataError(f"{npz_path}: images have shape {x.shape[1:]}, model {meta['model']} takes {expected}")
     with torch.no_grad():

@@ -74,7 +74,7 @@ def load_config(ctx, param, path):
 @click.option("--top-k", type=int, default=0, help="Also report top-k test accuracy (k >= 2).")
 @click.option("--epochs", "-e", type=int, default=None, help="Passes over the training data (default: 20 for digits, else 5).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate.")
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Each worker's local learning rate (SGD or AdamW), the base of --lr-schedule.")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/16 within 128..2048).")
 @click.option("--rule", type=click.Choice(merge.RULES), default=merge.DEFAULT_RULE, show_default=True,
@@ -112,7 +112,7 @@ def load_config(ctx, param, path):
               help="Use this Redis and its workers (or BPT_REDIS_URL). Without it, bpt starts a private "
                    "Redis server and local workers, and stops them after.")
 @click.option("--detach", is_flag=True, help="Print the job id and return (needs --redis-url).")
-@click.option("--out", "out_dir", default=None, help="Where to write model.safetensors and metrics.json (default ./bpt-runs/JOB).")
+@click.option("--out", "out_dir", default=None, help="Where to write model.safetensors, metrics.json and metrics.csv (default ./bpt-runs/JOB).")
 @click.option("--tensorboard", "tensorboard_dir", default=None,
               help="Also write TensorBoard event files of the evaluations to DIR/JOB (needs the tensorboard package).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON line.")

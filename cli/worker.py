@@ -32,7 +32,9 @@ from bpt.broker.connection import connect
 def worker(settings, redis_url, name, concurrency, threads, inner, device, precision, slowdown, queues, loglevel):
     """Start a worker that trains subsets for any job on this Redis server.
 
-    It needs nothing but the Redis URL: job specs and data travel through Redis.
+    It needs the Redis URL; job specs, weights and staged data travel through Redis. A job
+    with a plug-in model needs its package installed here, and one with an array directory
+    needs that path readable here; a worker that lacks either declines the job's tasks.
     """
     from bpt.workers.worker import run_worker
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 
 from bpt import learning, lifecycle, models, training
+from bpt.errors import ModelUnavailable
 from bpt.jobspec import JobSpec
 from bpt.broker.job_store import JobStore
 from bpt.broker.weight_store import WeightStore
@@ -90,18 +91,26 @@ def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: s
     caller wins the job's `claim` (exactly one does; another may take over only once the
     claim is FINISH_PATIENCE old: `takeover` says why, for the log). Returns whether this
     caller finished it. An evaluation that raises fails the job with the reason: else every
-    takeover would claim, raise and leave it `finishing` forever."""
+    takeover would claim, raise and leave it `finishing` forever. A machine that cannot build
+    the job's model or read its data (ModelUnavailable: a takeover landed on a worker without
+    the plug-in) does not claim: another finishes it."""
+    from .runtime import data_source
+
+    if store.status() in lifecycle.ENDED:
+        return False
+    try:
+        model, source = models.build_for(spec), data_source(store, spec)
+    except ModelUnavailable as e:
+        store.log("finish-declined", reason=str(e)[:300])
+        return False
     if not store.claim_finish():
         return False
     if takeover:
         store.log("finish-taken-over", reason=takeover)
     try:
         pulled = weights.pull()
-        model = models.build_for(spec)
         training.load_numpy_state(model, pulled.weights)
-        from .runtime import data_source
-
-        scores = training.score(model, *data_source(store, spec).split("test"), top_k=spec.top_k)
+        scores = training.score(model, *source.split("test"), top_k=spec.top_k)
         loss, accuracy = scores["loss"], scores["accuracy"]
     except Exception as e:
         if store.fail(f"final evaluation: {type(e).__name__}: {e}"):

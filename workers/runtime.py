@@ -9,6 +9,7 @@ lets asynchronous training match single-process accuracy (see docs/design.md).
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -23,6 +24,7 @@ from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore
 
 JOBS_CACHED = 2
+DECLINE_MEMORY = 30.0  # seconds a process remembers that it cannot build a job's model
 ROW_CACHE_BYTES = 512 * 2**20
 
 
@@ -112,6 +114,7 @@ class WorkerRuntime:
         self._client = None
         self._scripts = None
         self._jobs: OrderedDict[str, JobCache] = OrderedDict()
+        self._declined: dict[str, tuple[float, ModelUnavailable]] = {}
 
     def _ensure_process(self) -> None:
         if self._pid != os.getpid():  # first use in this (forked) process
@@ -131,9 +134,19 @@ class WorkerRuntime:
         return self._scripts
 
     def job(self, store: JobStore) -> JobCache:
+        """This process's cache of the job, built on first use. A job this machine cannot
+        build the model for is remembered for DECLINE_MEMORY seconds: its retries decline at
+        once instead of building the model again."""
         self._ensure_process()
+        declined = self._declined.get(store.job_id)
+        if declined and time.monotonic() - declined[0] < DECLINE_MEMORY:
+            raise declined[1]
         if store.job_id not in self._jobs:
-            self._jobs[store.job_id] = JobCache(store, self.settings)
+            try:
+                self._jobs[store.job_id] = JobCache(store, self.settings)
+            except ModelUnavailable as e:
+                self._declined[store.job_id] = (time.monotonic(), e)
+                raise
             while len(self._jobs) > JOBS_CACHED:
                 self._jobs.popitem(last=False)
         self._jobs.move_to_end(store.job_id)

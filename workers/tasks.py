@@ -77,8 +77,9 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
         task's range stays with the scheduler, which moves it off a declining worker."""
         worker = task.request.hostname
         store = JobStore(runtime.client, job_id)
-        lacking = store.declined_by(worker, reason)
-        store.log("model-unavailable", worker=worker, reason=reason)
+        lacking, new = store.declined_by(worker, reason)
+        if new:
+            store.log("model-unavailable", worker=worker, reason=reason)
         now = clock.now(runtime.client)
         live = {n for n, w in worker_registry.workers(runtime.client).items()
                 if worker_registry.is_alive(w, now, runtime.settings.heartbeat_timeout)}

@@ -56,6 +56,8 @@ def test_any_input_size_and_channel_count():
     ([{"type": "Residual", "layers": [{"type": "Nope"}]}], "layers[0].layers[0]: layer type 'Nope' is not allowed"),
     ([{"type": "GroupNorm", "num_groups": 2}], "layers[0] (GroupNorm): 2 groups do not divide 3 channels"),
     ([], "layers: must be a non-empty list"),
+    ([{"type": "Conv2d", "out_channels": 16384, "kernel_size": 1024}], "parameters, over the limit"),
+    ([{"type": "ReLU", 3: 4}], "a layer is a table of named arguments"),
 ])
 def test_a_bad_network_is_refused_naming_the_layer(layers, message):
     with pytest.raises(ConfigError) as e:

@@ -31,9 +31,22 @@ def test_bf16_autocast_is_the_cuda_default_and_fp32_the_cpus():
     assert devices.autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
 
 
-def test_a_bf16_step_keeps_float32_weights():
-    model = models.build_model("digits-cnn", (1, 8, 8), 10, seed=0)
-    stepper = inner.make_stepper("torch", model, training.TrainParams(), 1, autocast=torch.bfloat16)
-    loss = stepper.step(torch.randn(8, 1, 8, 8), torch.arange(8))
-    assert loss > 0 and all(p.dtype == torch.float32 for p in model.parameters())
+def test_a_bf16_step_computes_in_bf16_and_keeps_float32_weights():
+    x, y = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(8)
+    losses = []
+    for autocast in (None, torch.bfloat16):
+        model = models.build_model("digits-cnn", (1, 8, 8), 10, seed=0)
+        losses.append(inner.make_stepper("torch", model, training.TrainParams(), 1, autocast=autocast).step(x, y))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=0.02)  # bf16 rounding, same loss
     assert inner.resolve("auto", 512, 2, device="cuda") == "torch"
+
+
+def test_choosing_a_device_does_not_initialise_cuda_in_this_process():
+    """The worker's main process resolves and shows its device before Celery forks the pool:
+    a CUDA runtime call there would break every pool process on a GPU machine."""
+    import os
+
+    devices.describe(devices.resolve("auto"))
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
+    assert not torch.cuda.is_initialized()

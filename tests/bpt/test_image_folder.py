@@ -88,9 +88,10 @@ def test_an_array_directory_is_split_alike_everywhere_and_read_by_rows(tmp_path)
     xa, ya = a.rows(10, 20)
     xb, yb = b.rows(10, 20)
     assert np.array_equal(xa, xb) and xa.dtype == np.float32 and xa.shape == (10, 3, 8, 8)
-    raw = x[a.train_index[10:20]].transpose(0, 3, 1, 2) / 255.0
+    index = np.sort(a.train_index[10:20])  # a task's rows, read in file order
+    raw = x[index].transpose(0, 3, 1, 2) / 255.0
     assert np.allclose(xa, (raw - np.array(a.mean)[:, None, None]) / np.array(a.std)[:, None, None], atol=1e-5)
-    assert np.array_equal(ya, y[a.train_index[10:20]])
+    assert np.array_equal(ya, y[index])
     every = set(a.train_index) | set(a._splits["val"][2]) | set(a._splits["test"][2])
     assert len(every) == 500  # the three splits are disjoint and cover every row
     assert isinstance(a.x, np.memmap)
@@ -111,3 +112,23 @@ def test_a_pickled_array_directory_is_refused(tmp_path):
     with pytest.raises(DataError) as e:
         shared_data.SharedArrays(str(tmp_path / "d"), seed=0)
     assert "pickled" in str(e.value) and "allow_pickle" not in str(e.value)
+
+
+def test_a_class_sorted_array_directory_still_mixes_classes_in_every_task(tmp_path):
+    """A file written class by class (as a converted image folder is) must not give one class
+    per task: the training rows are a permutation, each task's read in file order."""
+    x, y = write_array_dir(tmp_path / "d", n=400)
+    order = np.argsort(y, kind="stable")
+    np.save(tmp_path / "d" / "x.npy", x[order])
+    np.save(tmp_path / "d" / "y.npy", y[order])
+    a = shared_data.SharedArrays(str(tmp_path / "d"), seed=0)
+    for start in range(0, a.n_train - 64, 64):
+        assert len(set(a.rows(start, start + 64)[1])) >= 3
+
+
+def test_an_own_test_split_of_another_dtype_is_refused(tmp_path):
+    write_array_dir(tmp_path / "d")
+    np.save(tmp_path / "d" / "x_test.npy", np.zeros((20, 8, 8, 3), np.float32))
+    np.save(tmp_path / "d" / "y_test.npy", np.zeros(20, np.int64))
+    with pytest.raises(DataError, match="do not match"):
+        shared_data.SharedArrays(str(tmp_path / "d"), seed=0)

@@ -34,7 +34,11 @@ def test_the_rate_follows_the_jobs_progress_not_the_tasks():
     assert spec.lr_at(2, 20) == pytest.approx(0.05)  # half-way through the job: half the rate
     assert spec.lr_at(3, 40) == pytest.approx(0.0, abs=1e-12)
     ranges = dataclasses.replace(spec, partition="idpa")
-    assert ranges.progress(1, 999) == pytest.approx(1.5 / 4)  # ranges: the middle of the epoch
+    assert ranges.progress(1, 999, start=640) == pytest.approx(1.5 / 4)  # ranges: by their first row
+    rounds = dataclasses.replace(spec, rule=dataclasses.replace(spec.rule, kind="sync"), workers=2)
+    n_waves = len(rounds.waves(2))
+    assert n_waves == 5 and rounds.progress(2, 0, wave=2) == pytest.approx((2 + 2 / 5) / 4)  # sync: by its wave
+    assert ranges.lr_at(0, 0, start=0) == pytest.approx(0.1)  # a warm-up-free cosine starts at the rate
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -86,8 +90,11 @@ def test_augmentation_is_seeded_and_keeps_the_shape():
     a = training.augment_batch(x, ("crop", "flip"), np.random.default_rng(1))
     b = training.augment_batch(x, ("crop", "flip"), np.random.default_rng(1))
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
-    flipped = training.augment_batch(x, ("flip",), np.random.default_rng(3))
-    assert all(torch.equal(f, o) or torch.equal(f, o.flip(2)) for f, o in zip(flipped, x))
+    many = torch.arange(64 * 4, dtype=torch.float32).reshape(64, 1, 2, 2)
+    flipped = training.augment_batch(many, ("flip",), np.random.default_rng(3))
+    mirrored = [torch.equal(f, o.flip(2)) for f, o in zip(flipped, many)]
+    assert all(m or torch.equal(f, o) for m, f, o in zip(mirrored, flipped, many))
+    assert 16 < sum(mirrored) < 48  # about half are mirrored left to right
 
 
 def test_top_k_counts_the_label_among_the_k_best_scores():
@@ -98,3 +105,25 @@ def test_top_k_counts_the_label_among_the_k_best_scores():
     x, y = np.zeros((3, 1, 1, 1), np.float32), np.array([0, 1, 2])
     scores = training.score(model, x, y, top_k=2)
     assert scores["accuracy"] == pytest.approx(1 / 3) and scores["top_k_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_the_combinations_a_worker_could_not_run_are_refused_at_submit():
+    with pytest.raises(ConfigError, match="asynchronous rule"):
+        JobSpec("j", "d", "digits-cnn", (1, 8, 8), 10, 100, target_accuracy=0.9,
+                rule=dataclasses.replace(JobSpec.__dataclass_fields__["rule"].default, kind="sync"))
+    with pytest.raises(ConfigError, match="SGD only"):
+        JobSpec("j", "d", "digits-cnn", (1, 8, 8), 10, 100, inner="tasks", train=TrainParams(optimizer="adamw"))
+
+
+def test_adamw_state_survives_a_pull_of_new_weights_between_tasks():
+    """Between two tasks a worker loads the pulled global weights into its model: the
+    optimizer's moments stay (only weights travel)."""
+    model = models.build_model("digits-cnn", (1, 8, 8), 10, seed=0)
+    stepper = inner.make_stepper("torch", model, TrainParams(optimizer="adamw", lr=0.01), 1)
+    x, y = np.random.default_rng(0).normal(size=(32, 1, 8, 8)).astype(np.float32), np.arange(32) % 10
+    training.train_pass(stepper, x, y, 32, seed=0)
+    moments = {id(p): s["exp_avg"].clone() for p, s in stepper.optimizer.state.items()}
+    training.load_numpy_state(model, training.state_to_numpy(models.build_model("digits-cnn", (1, 8, 8), 10, seed=1)))
+    training.train_pass(stepper, x, y, 32, seed=1)
+    assert all(s["step"] == 2 for s in stepper.optimizer.state.values())
+    assert all(not torch.equal(moments[id(p)], s["exp_avg"]) for p, s in stepper.optimizer.state.items())
