@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok, 1 other bpt error, 2 bad flag or setting, 3 bad data, 4 Redis unreachable
 or refused, 5 unknown job, 6 job failed or was cancelled, 7 corrupt blob, 8 job finished no better
-than chance (outputs written), 130 interrupted.
+than chance (outputs written), 9 this machine cannot build the model (a plug-in missing or of
+another version), 130 interrupted.
 """
 
 from __future__ import annotations
