@@ -8,17 +8,60 @@ another version), 130 interrupted.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
-import redis
 
 from bpt import __version__
 from bpt.errors import BptError
 from bpt.settings import Settings
 
 
+# Subcommands are imported when one runs, not for `bpt --help`: their modules import torch,
+# celery and numpy (about 1.2 s), which a help text or a typo must not wait for. The short
+# help shown in `bpt --help` is kept here; a test checks it against each command's own.
+COMMANDS = {
+    "train": ("train", "train", "Train a model on a data set across Celery workers, merging their pushes asynchronously."),
+    "worker": ("worker", "worker", "Start a worker that trains subsets for any job on this Redis server."),
+    "flower": ("flower", "flower", "Start Flower to watch workers and tasks in a browser (tasks are named bpt.*, first "
+                                   "argument the job id)."),
+    "jobs": ("jobs", "jobs", "List the jobs on a Redis server."),
+    "status": ("jobs", "status", "Show a job's state and metrics so far."),
+    "wait": ("jobs", "wait", "Follow a job with a progress bar until it ends, then write its model and metrics."),
+    "cancel": ("jobs", "cancel", "Cancel a job: workers skip its remaining subsets; staged data is freed."),
+    "pause": ("control", "pause", "Pause a job: running subsets finish and are merged, the rest wait; nothing is lost."),
+    "resume": ("control", "resume", "Resume a paused job."),
+    "logs": ("control", "logs", "Show a job's events: submissions, pushes accepted, rejected or invalid, rounds merged, "
+                                "evaluations, pauses, failures."),
+    "report": ("report", "report", "Plot test accuracy and loss against samples trained and version (rule events "
+                                   "marked), per-worker throughput, and a summary."),
+    "export": ("export", "export", "Write a job's current global weights, with the model name and input shape in the "
+                                   "metadata."),
+    "predict": ("export", "predict", "Classify the images of an .npz or .npy file, or of an image folder, with a model "
+                                     "written by bpt train, wait or export."),
+    "gc": ("jobs", "gc", "Free Redis memory that ended jobs left behind (staged data, wave bookkeeping, orphan keys)."),
+    "workers": ("jobs", "workers", "List the workers that have trained or beaten their heartbeat on this Redis server."),
+    "simulate": ("simulate", "simulate", "Simulate one epoch and print each policy's makespan against the ideal bound."),
+}
+
+
 class BptGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+
+    def format_commands(self, ctx, formatter):
+        """The command list from COMMANDS, without importing any command's module."""
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def main(self, args=None, prog_name=None, **extra):
         """Click's own usage errors as one line too, with exit code 2."""
         try:
@@ -37,12 +80,15 @@ class BptGroup(click.Group):
         except BptError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(e.exit_code)
-        except redis.RedisError as e:
-            click.echo(f"error: Redis: {e}", err=True)
-            sys.exit(4)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Exception as e:
+            redis = sys.modules.get("redis")  # imported by whichever command talked to Redis
+            if redis is not None and isinstance(e, redis.RedisError):
+                click.echo(f"error: Redis: {e}", err=True)
+                sys.exit(4)
+            raise
 
 
 @click.group(cls=BptGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,15 +105,3 @@ def main(ctx):
     except BptError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-
-
-def _register() -> None:
-    from . import control, export, flower, jobs, report, simulate, train, worker
-
-    for command in (train.train, worker.worker, flower.flower, jobs.jobs, jobs.status, jobs.wait, jobs.cancel,
-                    control.pause, control.resume, control.logs, report.report, export.export, export.predict,
-                    jobs.gc, jobs.workers, simulate.simulate):
-        main.add_command(command)
-
-
-_register()

@@ -219,3 +219,23 @@ def test_a_job_that_ends_no_better_than_chance_exits_8_with_a_warning(tmp_path):
     assert "no better than chance" in result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "done" and "no better than chance" in metrics["warning"]
+
+
+def test_help_lists_every_command_without_importing_torch_or_celery():
+    """`bpt --help` must not wait for torch (about 1.2 s to import here): the command list
+    comes from cli.main.COMMANDS, whose short help must match each command's own."""
+    code = ("import sys\nfrom bpt.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'celery', 'numpy', 'redis') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+    for name in ("train", "worker", "predict", "workers"):
+        assert f"  {name} " in result.stdout
+
+    import click
+
+    from bpt.cli.main import COMMANDS, main
+
+    ctx = click.Context(main)
+    for name, (_, _, short) in COMMANDS.items():
+        command = main.get_command(ctx, name)
+        assert command.name == name and command.get_short_help_str(limit=500) == short, name

@@ -1,0 +1,49 @@
+"""Start-up cost: `bpt --help`, `bpt train --help`, and the embedded digits demo's wall time
+against its job's own time (issue 17's goals: --help under 0.3 s, the demo under 2x its job).
+
+    python -m benchmarks.startup [--runs 5]
+
+Prints a table (median of --runs for the help texts, one demo run) and writes
+benchmarks/results/startup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from .common import table, write_json
+
+BPT = [sys.executable, "-m", "bpt.cli"]
+
+
+def timed(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    began = time.perf_counter()
+    result = subprocess.run(BPT + args, capture_output=True, text=True, timeout=600)
+    return time.perf_counter() - began, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    for command, goal in ((["--help"], 0.3), (["train", "--help"], None)):
+        seconds = statistics.median(timed(command)[0] for _ in range(args.runs))
+        rows.append({"what": "bpt " + " ".join(command), "seconds": seconds, "goal": goal and f"< {goal} s",
+                     "met": None if goal is None else seconds < goal})
+    wall, result = timed(["train", "--dataset", "digits", "--quiet", "--json", "--out", tempfile.mkdtemp()])
+    job = json.loads(result.stdout.strip().splitlines()[-1])["wall_seconds"]
+    rows.append({"what": "bpt train --dataset digits (embedded)", "seconds": wall, "job_seconds": job,
+                 "ratio": wall / job, "goal": "< 2x the job", "met": wall < 2 * job})
+    print(table(rows, ["what", "seconds", "job_seconds", "ratio", "goal", "met"]))
+    print("wrote", write_json("startup", {"rows": rows, "args": vars(args)}))
+
+
+if __name__ == "__main__":
+    main()
