@@ -42,6 +42,8 @@ COMMANDS = {
                                      "written by bpt train, wait or export."),
     "gc": ("jobs", "gc", "Free Redis memory that ended jobs left behind (staged data, wave bookkeeping, orphan keys)."),
     "workers": ("jobs", "workers", "List the workers that have trained or beaten their heartbeat on this Redis server."),
+    "exporter": ("exporter", "exporter", "Serve Prometheus metrics (versions, pushes by outcome, staleness, worker "
+                                         "throughput, queue depth)."),
     "simulate": ("simulate", "simulate", "Simulate one epoch and print each policy's makespan against the ideal bound."),
 }
 

@@ -119,3 +119,41 @@ def test_workers_show_their_device_and_installed_plugins(workers, redis_url):
         assert rows[name]["device"] == "cpu" and isinstance(rows[name]["plugins"], dict)
     table = bpt("workers", "--redis-url", redis_url).stdout
     assert "DEVICE" in table and "PLUG-INS" in table
+
+
+def test_the_prometheus_exporter_serves_a_jobs_versions_pushes_and_staleness(finished_job, workers, redis_url):
+    """`bpt exporter` over HTTP, read back by prometheus_client's own parser."""
+    import socket
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job, out = finished_job
+    proc = subprocess.Popen([sys.executable, "-m", "bpt.cli", "exporter", "--redis-url", redis_url, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    metrics = json.loads((out / "metrics.json").read_text())
+    by = lambda name, **labels: [s.value for s in samples  # noqa: E731
+                                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert by("bpt_job_version", job=job, status="done") == [metrics["versions"]]
+    assert by("bpt_job_pushes_total", job=job, outcome="accepted") == [metrics["accepted_pushes"]]
+    assert by("bpt_job_push_staleness_count", job=job) == [sum(metrics["staleness_histogram"].values())]
+    assert by("bpt_job_test_accuracy", job=job) == [pytest.approx(metrics["test_accuracy"])]
+    for name in workers.names:
+        assert by("bpt_worker_alive", worker=name) == [1.0]
+    assert by("bpt_queue_depth", queue="bpt.train")
