@@ -40,7 +40,7 @@ def test_killing_one_of_three_workers_moves_its_ranges_and_trains_each_sample_on
         with LocalWorkers(settings, 3, slowdowns=[2.0, 2.0, 2.0]) as workers:
             app = make_app(settings)
             client = connect(server.url)
-            spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=8000), epochs=3, workers=3,
+            spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=8000), epochs=5, workers=3,
                                                      partition="idpa"), job_id="killed-idpa")
             store = submit(app, client, settings, spec, data, weights)
             while int(client.hget(store.keys.weights, "version") or 0) < 8 or not holds(client, store, workers.names[2]):
