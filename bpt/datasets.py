@@ -207,13 +207,17 @@ def read_arrays(path: str) -> tuple[np.ndarray, np.ndarray | None]:
             return archive["x"], (archive["y"] if "y" in archive.files else None)
     except DataError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():  # numpy's message suggests allow_pickle: never do that here
-            raise DataError(f"{path}: holds Python objects (pickled data), which bpt does not load; "
-                            "save plain numeric arrays") from e
-        raise DataError(f"{path}: not a readable .npz or .npy file ({e.__class__.__name__}: {e})") from e
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz or .npy file ({e.__class__.__name__}: {e})") from e
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise unreadable(path, e) from e
+
+
+def unreadable(path: str, error: Exception) -> DataError:
+    """The one-line error for an .npz or .npy file numpy could not load with allow_pickle=False.
+    numpy's own message for an object array suggests allow_pickle: bpt never does that."""
+    if isinstance(error, ValueError) and "pickle" in str(error).lower():
+        return DataError(f"{path}: holds Python objects (pickled data), which bpt does not load; "
+                         "save plain numeric arrays")
+    return DataError(f"{path}: not a readable .npz or .npy file ({error.__class__.__name__}: {error})")
 
 
 CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: what a last axis of images holds

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from .datasets import CHANNEL_COUNTS, MIN_SAMPLES
+from .datasets import CHANNEL_COUNTS, MIN_SAMPLES, unreadable
 from .errors import DataError
 
 MAX_VAL = 5_000
@@ -68,12 +68,8 @@ class SharedArrays:
             raise DataError(f"{self.path}: missing {name}.npy (an array directory holds x.npy and y.npy)")
         try:
             return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except ValueError as e:
-            if "pickle" in str(e).lower():
-                raise DataError(f"{file}: holds Python objects (pickled data), which bpt does not load") from e
-            raise DataError(f"{file}: not a readable .npy file ({e})") from e
-        except OSError as e:
-            raise DataError(f"{file}: not a readable .npy file ({e})") from e
+        except (ValueError, OSError, EOFError) as e:
+            raise unreadable(file, e) from e
 
     def _pair(self, split: str):
         if not os.path.isfile(os.path.join(self.path, f"x_{split}.npy")):

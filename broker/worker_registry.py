@@ -54,13 +54,19 @@ def sign_off(client: redis.Redis, name: str, token: str | None = None) -> None:
         client.delete(name_claim_key(name))
 
 
+def live_workers(client: redis.Redis, timeout: float, now: float | None = None) -> dict[str, dict]:
+    """The registry's entries of the workers whose heartbeat is fresher than timeout, by
+    Redis's clock unless now is given."""
+    now = clock.now(client) if now is None else now
+    return {n: w for n, w in workers(client).items() if is_alive(w, now, timeout)}
+
+
 def live_processes(client: redis.Redis, timeout: float, now: float | None = None, floor: int = 1) -> int:
     """K, the training processes of every worker whose heartbeat is fresher than timeout
     (a worker with --concurrency 4 counts 4). Merge rules, the staleness bound and the
     release of the next epoch follow it as workers join, leave or die. At least `floor`.
     It counts the whole cluster: two jobs training at once each divide by both's workers."""
-    now = clock.now(client) if now is None else now
-    return max(floor, sum(w["processes"] for w in workers(client).values() if is_alive(w, now, timeout)))
+    return max(floor, sum(w["processes"] for w in live_workers(client, timeout, now).values()))
 
 
 def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str) -> str:

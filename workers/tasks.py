@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 
 from bpt import lifecycle
 from bpt.errors import InvalidTask, ModelUnavailable
-from bpt.broker import clock, worker_registry
+from bpt.broker import worker_registry
 from bpt.broker.job_store import JobStore
 
 from bpt.broker.weight_store import WeightStore
@@ -80,9 +80,7 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
         lacking, new = store.declined_by(worker, reason)
         if new:
             store.log("model-unavailable", worker=worker, reason=reason)
-        now = clock.now(runtime.client)
-        live = {n for n, w in worker_registry.workers(runtime.client).items()
-                if worker_registry.is_alive(w, now, runtime.settings.heartbeat_timeout)}
+        live = set(worker_registry.live_workers(runtime.client, runtime.settings.heartbeat_timeout))
         if live <= set(lacking):
             why = "; ".join(f"{n}: {r}" for n, r in sorted(lacking.items()) if n in live)
             if store.fail(f"no live worker can build model {store.spec().model}: {why}"):
