@@ -4,7 +4,8 @@ on uneven workers, side by side in one run, against one yardstick for both.
     python -m benchmarks.heterogeneity [--samples 30000] [--epochs 2] [--runs 3] [--scenarios slow3 lognormal]
 
 Scenarios: `slow3`, 3 workers, one at --slowdown 3; `lognormal`, 4 workers whose slowdowns
-are drawn lognormal (sigma 0.5, seeded, scaled so the fastest is 1). Each scenario first
+are drawn lognormal (sigma 0.5, seeded, scaled so the fastest is 1); `equal16`, 16 equal
+workers (not run by default: `--scenarios equal16`). Each scenario first
 runs a calibration job (a static equal split, one epoch) and takes each worker's throughput
 while busy from it: the bound N x epochs / sum(r_i) comes from that run and is the same for
 every policy (issue 16: a bound measured inside each policy's own run favoured the policy
@@ -33,6 +34,8 @@ POLICIES = ("greedy", "idpa")
 def scenario_slowdowns(name: str, seed: int = 0) -> list[float]:
     if name == "slow3":
         return [1.0, 1.0, 3.0]
+    if name == "equal16":  # 16 equal workers (oversubscribed here: the staleness a 16-node cluster sees)
+        return [1.0] * 16
     if name == "lognormal":
         rng = random.Random(seed)
         draws = [math.exp(rng.gauss(0, 0.5)) for _ in range(4)]
