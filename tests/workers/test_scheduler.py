@@ -113,9 +113,15 @@ def test_a_round_moves_a_range_held_by_a_live_worker_that_never_completed_a_task
         store.delete()
 
 
-def test_a_round_sizes_a_workers_share_by_its_rate_in_this_job_times_its_processes(client, job_id):
-    """Issue 16: rates are per training process and per job (a rate left by an earlier job
-    is not used), and a worker's queue feeds all its processes."""
+def test_a_round_sizes_a_workers_share_by_its_rate_in_this_job_times_its_processes(job_id):
+    """Issue 16: rates are per training process and per job (this job's rate wins over the
+    registry's seed), and a worker's queue feeds all its processes. Its own Redis: the
+    session's live workers would take part in the round and set its horizon."""
+    with PrivateRedis() as server:
+        _sizes_by_rate_times_processes(connect(server.url), job_id)
+
+
+def _sizes_by_rate_times_processes(client, job_id):
     import uuid
 
     from bpt.broker import clock, worker_registry
@@ -129,7 +135,7 @@ def test_a_round_sizes_a_workers_share_by_its_rate_in_this_job_times_its_process
     four, one = f"four-{tag}", f"one-{tag}"
     worker_registry.heartbeat(client, four, processes=4)
     worker_registry.heartbeat(client, one, processes=1)
-    client.hset(worker_registry.worker_key(one), "rate", 10_000)  # an earlier job's rate: not this job's
+    client.hset(worker_registry.worker_key(one), "rate", 10_000)  # the registry's seed: this job's rate wins
     client.hset(store.keys.rates, mapping={four: 100.0, one: 100.0})
     now = clock.now(client)
     state = scheduler.initial_state(now)
