@@ -71,7 +71,7 @@ class BptGroup(click.Group):
         except click.ClickException as e:
             click.echo(f"error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
-        except click.Abort:
+        except (click.Abort, KeyboardInterrupt):  # also one raised while a command's cleanup ran
             click.echo("interrupted", err=True)
             sys.exit(130)
         sys.exit(result if isinstance(result, int) else 0)
