@@ -42,6 +42,9 @@ def default_workers() -> int:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None  # None: start a private Redis server (embedded mode)
+    # Celery's broker: None means the Redis above; amqp:// for RabbitMQ (quorum queues with a
+    # delivery limit, publisher confirms; workers/app.py). Weights and job state stay in Redis.
+    broker_url: str | None = None
     workers: int = dataclasses.field(default_factory=default_workers)
     threads: int = DEFAULT_THREADS  # threads per worker process for the inner layer
     inner: str | None = None  # inner-layer strategy for this worker; None: the job's choice
@@ -93,7 +96,21 @@ class Settings:
             raise ConfigError(
                 f"redis url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
             )
+        if self.broker_url is not None and not self.broker_url.startswith(BROKER_SCHEMES):
+            raise ConfigError(f"broker url must start with {', '.join(BROKER_SCHEMES)}, got {self.broker_url!r}")
         return self
+
+    @property
+    def broker(self) -> str | None:
+        """The URL Celery's tasks travel through: broker_url, else the Redis server."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        return (self.broker or "").startswith(("amqp://", "amqps://"))
+
+
+BROKER_SCHEMES = ("amqp://", "amqps://", "redis://", "rediss://", "unix://")
 
 
 def _parse(field: dataclasses.Field, raw: str):

@@ -18,8 +18,10 @@ OUTCOMES = ("accepted", "rejected", "invalid", "duplicates")
 
 
 class BptCollector:
-    def __init__(self, client: redis.Redis, heartbeat_timeout: float, queues: tuple[str, ...]):
+    def __init__(self, client: redis.Redis, heartbeat_timeout: float, queues: tuple[str, ...], queue_depth):
+        """queue_depth(name) -> ready messages, read through the broker (Redis or RabbitMQ)."""
         self.client, self.heartbeat_timeout, self.queues = client, heartbeat_timeout, queues
+        self.queue_depth = queue_depth
 
     def collect(self):
         version = GaugeMetricFamily("bpt_job_version", "Global weight version of the job", labels=["job", "status"])
@@ -63,5 +65,5 @@ class BptCollector:
 
         depth = GaugeMetricFamily("bpt_queue_depth", "Task messages waiting in a broker queue", labels=["queue"])
         for queue in self.queues:
-            depth.add_metric([queue], float(self.client.llen(queue)))
+            depth.add_metric([queue], float(self.queue_depth(queue)))
         yield depth

@@ -11,6 +11,8 @@ import click
 from bpt.errors import ConfigError
 from bpt.broker.connection import connect, redact
 
+from .options import broker_url_option
+
 
 def flower_argv(redis_url: str, address: str, port: int, auth: str) -> tuple[list[str], dict]:
     """The command line and extra environment that start Flower for this broker. Secrets (the
@@ -31,26 +33,32 @@ def generated_auth() -> str:
 
 @click.command()
 @click.option("--redis-url", envvar="BPT_REDIS_URL", default=None, help="The broker (or BPT_REDIS_URL).")
+@broker_url_option
 @click.option("--address", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 needs auth.")
 @click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @click.option("--auth", envvar="BPT_FLOWER_AUTH", default=None,
               help="Basic auth USER:PASSWORD (or BPT_FLOWER_AUTH; prefer the variable: flags show in `ps`). "
                    "Without it a random password is made and printed once.")
 @click.pass_obj
-def flower(settings, redis_url, address, port, auth):
+def flower(settings, redis_url, broker_url, address, port, auth):
     """Start Flower to watch workers and tasks in a browser (tasks are named bpt.*, first
     argument the job id). Its HTTP API is at /api/ with the same credentials."""
-    settings = settings.override(redis_url=redis_url)
-    if settings.redis_url is None:
-        raise ConfigError("bpt flower needs --redis-url or BPT_REDIS_URL")
+    settings = settings.override(redis_url=redis_url, broker_url=broker_url)
+    if settings.broker is None:
+        raise ConfigError("bpt flower needs --redis-url or BPT_REDIS_URL (or the broker's --broker-url)")
     if address not in ("127.0.0.1", "localhost", "::1") and not auth:
         raise ConfigError(f"refusing to serve Flower on {address} without auth: set BPT_FLOWER_AUTH=user:password")
-    connect(settings.redis_url, settings.connect_timeout).close()
+    if settings.uses_rabbitmq:
+        from bpt.workers.queues import check_broker
+
+        check_broker(settings)
+    else:
+        connect(settings.broker, settings.connect_timeout).close()
     generated = auth is None
     auth = generated_auth() if generated else auth
-    argv, env = flower_argv(settings.redis_url, address, port, auth)
+    argv, env = flower_argv(settings.broker, address, port, auth)
     how = f"user admin, password {auth.split(':', 1)[1]} (made for this run: set BPT_FLOWER_AUTH to choose)" \
         if generated else "with basic auth from BPT_FLOWER_AUTH"
-    click.echo(f"Flower for {redact(settings.redis_url)} at http://{address}:{port}/, {how}; API at /api/workers",
+    click.echo(f"Flower for {redact(settings.broker)} at http://{address}:{port}/, {how}; API at /api/workers",
                err=True)
     os.execve(argv[0], argv, {**os.environ, **env})

@@ -7,9 +7,12 @@ import click
 from bpt.errors import ConfigError
 from bpt.broker.connection import connect
 
+from .options import broker_url_option
+
 
 @click.command()
 @click.option("--redis-url", envvar="BPT_REDIS_URL", help="redis://[:PASSWORD@]HOST:PORT/DB (or BPT_REDIS_URL).")
+@broker_url_option
 @click.option("--name", default=None, help="Worker name, NAME@HOST (default bpt@<hostname>, or bpt-2@<hostname>, ... when a live "
                    "worker on this host has it).")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
@@ -29,7 +32,7 @@ from bpt.broker.connection import connect
 @click.option("--loglevel", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.pass_obj
-def worker(settings, redis_url, name, concurrency, threads, inner, device, precision, slowdown, queues, loglevel):
+def worker(settings, redis_url, broker_url, name, concurrency, threads, inner, device, precision, slowdown, queues, loglevel):
     """Start a worker that trains subsets for any job on this Redis server.
 
     It needs the Redis URL; job specs, weights and staged data travel through Redis. A job
@@ -38,11 +41,14 @@ def worker(settings, redis_url, name, concurrency, threads, inner, device, preci
     """
     from bpt.workers.worker import run_worker
 
-    settings = settings.override(redis_url=redis_url, threads=threads, inner=inner, device=device, precision=precision)
+    settings = settings.override(redis_url=redis_url, broker_url=broker_url, threads=threads, inner=inner, device=device, precision=precision)
     if settings.redis_url is None:
         raise ConfigError("bpt worker needs --redis-url or BPT_REDIS_URL")
     from bpt.devices import resolve
 
     resolve(settings.device)  # cuda on a machine without it: a clear error now, not at the first task
     connect(settings.redis_url, settings.connect_timeout).close()  # fail fast with a clear message
+    from bpt.workers.queues import check_broker
+
+    check_broker(settings)
     run_worker(settings, name, concurrency, loglevel.upper(), slowdown, queues)

@@ -1,6 +1,9 @@
 """Real servers for the tests, started once per session.
 
 Redis: BPT_TEST_REDIS_URL if set, else a private redis-server on a free loopback port.
+RabbitMQ: BPT_TEST_AMQP_URL if set, else the one on 127.0.0.1:5672 (guest/guest), in a
+virtual host of this session's own (made with rabbitmqctl where it can be, so two sessions
+on one broker never take each other's tasks); tests that need it skip, saying so, without it.
 Workers: real Celery worker processes started by the same launcher `bpt train` uses.
 Tests never flush the server: each one uses its own job ids.
 """
@@ -8,6 +11,9 @@ Tests never flush the server: each one uses its own job ids.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import uuid
 
 import pytest
@@ -59,3 +65,40 @@ def app(settings):
     app = make_app(settings)
     yield app
     app.close()
+
+
+RABBITMQ = ("127.0.0.1", 5672)
+BROKERS = ["redis", "rabbitmq"]  # the end-to-end and fault suites run on each
+
+
+def _rabbitmqctl(*args) -> bool:
+    if shutil.which("rabbitmqctl") is None:
+        return False
+    try:
+        return subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url():
+    url = os.environ.get("BPT_TEST_AMQP_URL")
+    if url:
+        yield url
+        return
+    try:
+        socket.create_connection(RABBITMQ, timeout=1).close()
+    except OSError:
+        pytest.skip(f"no RabbitMQ on {RABBITMQ[0]}:{RABBITMQ[1]}: the RabbitMQ runs of the end-to-end and fault "
+                    "suites are skipped (CI machines have one)")
+    vhost = "bpt-test-" + uuid.uuid4().hex[:8]
+    own = _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost if own else ''}"
+    if own:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def broker(request):
+    """None for Celery on the Redis server (the default), or a RabbitMQ URL."""
+    return request.getfixturevalue("rabbitmq_url") if request.param == "rabbitmq" else None

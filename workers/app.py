@@ -1,7 +1,9 @@
 """The Celery app, built from Settings (never at import time).
 
 JSON only, late acknowledgement with requeue when a worker process dies, one task
-prefetched at a time, and a visibility timeout far above the longest task.
+prefetched at a time. On Redis (the default broker) a visibility timeout far above the
+longest task; on RabbitMQ (`amqp://`) quorum queues with a delivery limit and a dead-letter
+queue, and publisher confirms (docs/design.md, "Broker").
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import ssl
 
 from celery import Celery
+from celery.app.amqp import AMQP, Queues
+from kombu import Exchange, Queue
 
 from bpt.settings import Settings
 
@@ -25,10 +29,38 @@ def worker_queue(name: str) -> str:
     return f"bpt.w.{name}"
 
 RESTORE_SWEEP_SECONDS = 10
+# Where RabbitMQ puts a task returned more than the delivery limit (its process died each
+# time): the job fails at the delivery before (workers/subnetwork.py), so this queue only
+# holds what slipped past that, for an operator to read (`bpt exporter` shows its depth).
+DEAD_LETTER_QUEUE = "bpt.dead"
+
+
+def quorum_queue(name: str, delivery_limit: int) -> Queue:
+    """A RabbitMQ quorum queue for bpt's tasks: replicated, durable, and it returns a task at
+    most delivery_limit times before dead-lettering it. Its own topic exchange (routing key =
+    its name), as Celery's native delayed delivery needs for countdowns on quorum queues."""
+    return Queue(name, Exchange(name, type="topic", durable=True), routing_key=name, durable=True,
+                 queue_arguments={"x-queue-type": "quorum", "x-delivery-limit": delivery_limit,
+                                  "x-dead-letter-exchange": DEAD_LETTER_QUEUE,
+                                  "x-dead-letter-routing-key": DEAD_LETTER_QUEUE})
+
+
+def _quorum_amqp(delivery_limit: int) -> type:
+    """Celery's AMQP class with every queue it makes on demand (each worker's own queue,
+    named by the scheduler) declared as quorum_queue, so that sender and consumer declare
+    it with the same arguments (RabbitMQ refuses a queue redeclared with others)."""
+
+    class QuorumQueues(Queues):
+        def new_missing(self, name):
+            return quorum_queue(name, delivery_limit)
+
+    return type("QuorumAMQP", (AMQP,), {"queues_cls": QuorumQueues})
 
 
 def make_app(settings: Settings) -> Celery:
-    app = Celery("bpt", broker=settings.redis_url, set_as_current=False)
+    rabbit = settings.uses_rabbitmq
+    app = Celery("bpt", broker=settings.broker, set_as_current=False,
+                 amqp=_quorum_amqp(settings.max_deliveries) if rabbit else None)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -57,6 +89,30 @@ def make_app(settings: Settings) -> Celery:
                                   "socket_keepalive": True,
                                   "health_check_interval": 25},
     )
-    if settings.redis_url.startswith("rediss://"):
+    if rabbit:
+        _use_quorum_queues(app, settings.max_deliveries)
+    elif settings.broker.startswith("rediss://"):
         app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return app
+
+
+def _use_quorum_queues(app: Celery, delivery_limit: int) -> None:
+    """RabbitMQ: a dead worker's unacknowledged task is back on its queue as soon as its
+    connection closes (no visibility timeout); each return counts towards the queue's
+    delivery limit; a publish returns only once the broker has it (publisher confirms)."""
+    app.conf.update(
+        task_queues=[quorum_queue(TRAIN_QUEUE, delivery_limit), quorum_queue(CONTROL_QUEUE, delivery_limit)],
+        task_default_exchange=TRAIN_QUEUE,
+        task_default_exchange_type="topic",
+        task_default_routing_key=TRAIN_QUEUE,
+        task_default_queue_type="quorum",
+        task_create_missing_queue_type="quorum",
+        task_create_missing_queue_exchange_type="topic",
+        broker_transport_options={"confirm_publish": True},
+        broker_heartbeat=30,
+    )
+
+
+def dead_letter_queue() -> Queue:
+    return Queue(DEAD_LETTER_QUEUE, Exchange(DEAD_LETTER_QUEUE, type="direct", durable=True),
+                 routing_key=DEAD_LETTER_QUEUE, durable=True, queue_arguments={"x-queue-type": "quorum"})

@@ -19,10 +19,14 @@ from .app import make_app
 def worker_env(settings: Settings) -> dict:
     """The environment a local `bpt worker` process gets: this process's, plus the settings
     a worker reads from BPT_* variables."""
-    return dict(os.environ, BPT_REDIS_URL=settings.redis_url, BPT_THREADS=str(settings.threads),
+    env = dict(os.environ, BPT_REDIS_URL=settings.redis_url, BPT_THREADS=str(settings.threads),
                 BPT_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
                 BPT_HEARTBEAT_TIMEOUT=str(settings.heartbeat_timeout), BPT_DEVICE=settings.device,
                 BPT_PRECISION=settings.precision, PYTHONUNBUFFERED="1")
+    env.pop("BPT_BROKER_URL", None)
+    if settings.broker_url:
+        env["BPT_BROKER_URL"] = settings.broker_url
+    return env
 
 
 class LocalWorkers:

@@ -21,7 +21,7 @@ from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import FINISHED, JobStore, list_jobs
 from bpt.broker.weight_store import WeightStore
 
-from . import flow
+from . import flow, queues
 from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, worker_queue
 
 TICK = 0.5  # seconds between periodic rounds; every range task also runs one as it starts and ends
@@ -95,7 +95,7 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
             try:
                 pipe.watch(key)
                 state = json.loads(pipe.get(key))
-                sends, finished = _plan(store, spec, state, heartbeat_timeout, clock.now(client))
+                sends, finished, gone = _plan(store, spec, state, heartbeat_timeout, clock.now(client))
                 pipe.multi()
                 pipe.set(key, json.dumps(state))
                 pipe.execute()
@@ -104,6 +104,8 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
                 continue  # another round got there first and nothing was sent: plan again
     else:
         return True
+    for name in gone:
+        queues.purge(app, worker_queue(name))  # drop its stale messages: their ranges were given back
     if finished:
         # One round wins the job's claim and finishes it; the others keep the chain alive
         # until it has, so that one can take over if the finisher dies (lifecycle.TAKEOVER).
@@ -117,7 +119,8 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
 
 
 def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
-    """Update state in place; return (assignments to send, is every range of the last epoch done?)."""
+    """Update state in place; return (assignments to send, is every range of the last epoch
+    done?, workers gone whose queues to empty)."""
     client = store.client
     state["rounds"] += 1
     state["at"] = now
@@ -125,7 +128,7 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     outstanding = {k: v for k, v in state["outstanding"].items() if k not in done}
     if sum(_size(k) for k in done) >= spec.n_train:  # epoch complete: plan the next one now
         if state["epoch"] + 1 >= spec.epochs:
-            return [], True  # the job's `claim` move lets one round finish it
+            return [], True, []  # the job's `claim` move lets one round finish it
         store.log("epoch-done", epoch=state["epoch"], rounds=state["rounds"])
         state.update(epoch=state["epoch"] + 1, cursor=0, returned=[], outstanding={})
         store.set_fields(epoch=state["epoch"])
@@ -161,8 +164,6 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
             del outstanding[piece]
             returned.append(_bounds(piece))
             store.log("reassigned", epoch=state["epoch"], piece=piece, worker=worker, reason=reason)
-    for name in set(workers) - set(alive):
-        client.delete(worker_queue(name))  # drop its stale messages: their ranges were given back
 
     ranges = Ranges(spec.n_train)
     ranges.cursor = state["cursor"]
@@ -180,7 +181,7 @@ def _plan(store: JobStore, spec, state: dict, timeout: float, now: float):
     state.update(cursor=ranges.cursor, returned=list(ranges.returned), outstanding=outstanding)
     if isinstance(policy, IDPA):
         state["probe_size"] = policy.probe_size
-    return [(a.node, a.start, a.end) for a in new], False
+    return [(a.node, a.start, a.end) for a in new], False, sorted(set(workers) - set(alive))
 
 
 def _size(piece: str) -> int:

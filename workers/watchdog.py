@@ -21,6 +21,7 @@ from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import JobStore, list_jobs
 
 from .app import CONTROL_QUEUE, FINISH_TASK, TRAIN_QUEUE, TRAIN_TASK
+from . import queues
 from .flow import next_wave, task_kwargs
 
 STALL_MIN_SECONDS = 30.0  # never sooner than this ...
@@ -55,7 +56,7 @@ def resend_stalled_waves(app, client: redis.Redis, now: float,
         if seen.get("version") != (version or b"").decode():
             client.hset(watch_key(store), mapping={"version": (version or b"").decode(), "at": now})
             continue
-        limit = stall_limit(spec.subset_size, client, client.llen(TRAIN_QUEUE), now, timeout)
+        limit = stall_limit(spec.subset_size, client, queues.depth(app, TRAIN_QUEUE), now, timeout)
         if now - float(seen["at"]) < limit:
             continue
         if not client.set(store.keys.resend_lock, 1, nx=True, ex=max(1, int(limit))):

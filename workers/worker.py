@@ -16,6 +16,7 @@ from bpt.broker.connection import connect
 from bpt.broker import clock, worker_registry
 from bpt.broker.worker_registry import HeartbeatThread
 
+from .queues import declare_dead_letters
 from .scheduler import revive_stalled
 from .watchdog import resend_stalled_waves
 from .app import CONTROL_QUEUE, TRAIN_QUEUE, make_app, worker_queue
@@ -41,6 +42,7 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     training processes; each beat also runs the watchdogs for stalled jobs
     (scheduler.revive_stalled, watchdog.resend_stalled_waves). name None: a free default."""
     app = make_app(settings)
+    declare_dead_letters(app)
     register_tasks(app, WorkerRuntime(settings, slowdown=slowdown))
     client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
     claimed, token = name is None, secrets.token_hex(8)

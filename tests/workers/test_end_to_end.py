@@ -1,4 +1,5 @@
-"""Whole jobs on real Celery worker processes and a real Redis server."""
+"""Whole jobs on real Celery worker processes and a real Redis server, with Celery's tasks on
+that Redis and on RabbitMQ (the `broker` fixture): each its own Redis and workers."""
 
 import time
 
@@ -7,11 +8,41 @@ import pytest
 from bpt.datasets import DatasetSpec
 from bpt.prepare import JobChoices, prepare
 from bpt.broker.job_store import FINISHED, JobStore
-from bpt.workers.app import TRAIN_QUEUE, TRAIN_TASK
+from bpt.settings import Settings
+from bpt.broker.connection import connect
+from bpt.broker.redis_server import PrivateRedis
+from bpt.workers.app import TRAIN_QUEUE, TRAIN_TASK, make_app
+from bpt.workers.launcher import LocalWorkers
 from bpt.workers.flow import task_kwargs
 from bpt.workers.submit import submit
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def settings(broker):
+    with PrivateRedis() as server:
+        yield Settings(redis_url=server.url, broker_url=broker, workers=2, threads=1, poll_seconds=0.05)
+
+
+@pytest.fixture(scope="module")
+def workers(settings):
+    with LocalWorkers(settings, 2) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def app(settings):
+    app = make_app(settings)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def client(settings):
+    c = connect(settings.redis_url)
+    yield c
+    c.close()
 
 
 def run_job(app, client, settings, job_id, timeout=120, **choices):

@@ -1,6 +1,7 @@
 """Faults injected into real processes: dead workers, a restarted Redis, a dead client.
 
-Each test runs its own private Redis and workers, since it breaks them."""
+Each test runs its own private Redis and workers, since it breaks them, once with Celery on
+that Redis and once on RabbitMQ (the `broker` fixture)."""
 
 import contextlib
 import os
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.slow
 
 
 @contextlib.contextmanager
-def cluster(slowdowns=(1.0, 1.0), visibility_timeout=600, appendonly=False):
+def cluster(broker, slowdowns=(1.0, 1.0), visibility_timeout=600, appendonly=False):
     with PrivateRedis(appendonly=appendonly) as server:
-        settings = Settings(redis_url=server.url, workers=2, visibility_timeout=visibility_timeout, poll_seconds=0.05)
+        settings = Settings(redis_url=server.url, broker_url=broker, workers=2, visibility_timeout=visibility_timeout, poll_seconds=0.05)
         with LocalWorkers(settings, len(slowdowns), slowdowns=list(slowdowns)) as workers:
             app = make_app(settings)
             try:
@@ -73,8 +74,8 @@ def assert_each_subset_applied_once(spec, store, state):
     assert state["version"] == state["accepted"]
 
 
-def test_kill_9_of_a_training_process_redelivers_its_subset(tmp_path):
-    with cluster(slowdowns=(6.0, 6.0)) as (server, settings, app, workers):
+def test_kill_9_of_a_training_process_redelivers_its_subset(broker, tmp_path):
+    with cluster(broker, slowdowns=(6.0, 6.0)) as (server, settings, app, workers):
         _, calm = start_job(server, settings, app, "calm")
         undisturbed = wait_done(calm)
         spec, store = start_job(server, settings, app, "killed")
@@ -89,8 +90,8 @@ def test_kill_9_of_a_training_process_redelivers_its_subset(tmp_path):
     assert state["test_accuracy"] >= 0.96
 
 
-def test_kill_9_of_a_whole_worker_redelivers_after_the_visibility_timeout():
-    with cluster(slowdowns=(6.0, 6.0), visibility_timeout=4) as (server, settings, app, workers):
+def test_kill_9_of_a_whole_worker_redelivers_after_the_visibility_timeout(broker):
+    with cluster(broker, slowdowns=(6.0, 6.0), visibility_timeout=4) as (server, settings, app, workers):
         spec, store = start_job(server, settings, app, "orphaned", epochs=6)
         wait_version(store, 10)
         name, _ = active_task(app)
@@ -101,8 +102,8 @@ def test_kill_9_of_a_whole_worker_redelivers_after_the_visibility_timeout():
         assert_each_subset_applied_once(spec, store, state)
 
 
-def test_redis_restart_mid_job_loses_no_acknowledged_push():
-    with cluster(slowdowns=(4.0, 4.0), appendonly=True) as (server, settings, app, workers):
+def test_redis_restart_mid_job_loses_no_acknowledged_push(broker):
+    with cluster(broker, slowdowns=(4.0, 4.0), appendonly=True) as (server, settings, app, workers):
         spec, store = start_job(server, settings, app, "restarted")
         wait_version(store, 30)
         before = int(store.client.hget(store.keys.weights, "version"))
@@ -116,8 +117,14 @@ def test_redis_restart_mid_job_loses_no_acknowledged_push():
         assert_each_subset_applied_once(spec, store, state)
 
 
-def test_job_survives_its_client_and_wait_reattaches(workers, redis_url, tmp_path):
-    cli = subprocess.Popen([sys.executable, "-m", "bpt.cli", "train", "--redis-url", redis_url, "--epochs", "15"],
+def test_job_survives_its_client_and_wait_reattaches(broker, tmp_path):
+    with cluster(broker) as (server, settings, app, workers):
+        _survives_its_client(server.url, broker, tmp_path)
+
+
+def _survives_its_client(redis_url, broker, tmp_path):
+    flags = ["--broker-url", broker] if broker else []
+    cli = subprocess.Popen([sys.executable, "-m", "bpt.cli", "train", "--redis-url", redis_url, "--epochs", "15", *flags],
                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     job = None
     for line in cli.stderr:
@@ -140,11 +147,11 @@ def pool_processes(workers):
     return [c for p in workers.procs for c in psutil.Process(p.pid).children(recursive=True)]
 
 
-def test_a_subset_that_kills_its_worker_every_time_fails_the_job_with_the_reason():
+def test_a_subset_that_kills_its_worker_every_time_fails_the_job_with_the_reason(broker):
     """Finding 5 of issue 15: with acks_late and reject_on_worker_lost, a task that kills its
     process was redelivered forever. Here every delivery of one subset has its process
     killed (kill -9, as the kernel's OOM killer does) while it trains."""
-    with cluster(slowdowns=(8.0,)) as (server, settings, app, workers):
+    with cluster(broker, slowdowns=(8.0,)) as (server, settings, app, workers):
         spec, store = start_job(server, settings, app, "poison", epochs=1)
         poison = spec.waves(0)[0][0]  # the first subset sent
         key = store.keys.deliveries(0, poison)
@@ -161,10 +168,10 @@ def test_a_subset_that_kills_its_worker_every_time_fails_the_job_with_the_reason
     assert state["error"] == f"subset {poison} of epoch 0 killed its worker {settings.max_deliveries} times"
 
 
-def test_cancel_mid_job_stops_its_weights_and_keeps_it_cancelled(tmp_path):
+def test_cancel_mid_job_stops_its_weights_and_keeps_it_cancelled(broker, tmp_path):
     """Finding 1 of issue 15: a cancel deleted the staged data while tasks were reading it;
     they raised and marked the cancelled job failed, and in-flight pushes kept merging."""
-    with cluster(slowdowns=(3.0, 3.0)) as (server, settings, app, workers):
+    with cluster(broker, slowdowns=(3.0, 3.0)) as (server, settings, app, workers):
         spec, store = start_job(server, settings, app, "cancelled-midway", epochs=15)
         wait_version(store, 10)
         cancelled = subprocess.run([sys.executable, "-m", "bpt.cli", "cancel", store.job_id, "--redis-url",

@@ -141,7 +141,7 @@ def _sizes_by_rate_times_processes(client, job_id):
     state = scheduler.initial_state(now)
     state["probe_size"] = 64
     try:
-        sends, _ = scheduler._plan(store, spec, state, timeout=30.0, now=now)
+        sends, _, _ = scheduler._plan(store, spec, state, timeout=30.0, now=now)
         share = {w: sum(e - s for n, s, e in sends if n == w) for w in (four, one)}
         assert share[one] > 0 and share[four] >= 3.5 * share[one], share
     finally:
