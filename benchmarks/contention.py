@@ -21,43 +21,56 @@ import numpy as np
 from .common import table, write_json
 
 
-def _pusher(url: str, job_id: str, index: int, mb: float, seconds: float, train_ms: float, live: int, out,
-            barrier) -> None:
-    from bpt.merge import MergeRule
+def model(mb: float, tensors: int, fill: float = 0.0) -> dict[str, np.ndarray]:
+    """`tensors` float32 tensors of mb MiB in all (a real model has many; one cannot be sharded)."""
+    size = max(1, int(mb * 2**20 / 4 / tensors))
+    return {f"t{i}": np.full(size, fill, dtype=np.float32) for i in range(tensors)}
+
+
+def _open(url: str, job_id: str, weights_url: str | None):
     from bpt.broker.connection import connect
+    from bpt.broker.weight_shards import open_shards
     from bpt.broker.weight_store import WeightStore
 
-    client = connect(url)
-    store = WeightStore(client, job_id)
-    size = max(1, int(mb * 2**20 / 4))
-    delta = {"w": np.full(size, 1e-3, dtype=np.float32)}
+    return WeightStore(connect(url), job_id, shards=open_shards(weights_url, 3, 120))
+
+
+def _pusher(url: str, job_id: str, index: int, mb: float, seconds: float, train_ms: float, live: int, out,
+            barrier, weights_url: str | None = None, tensors: int = 1) -> None:
+    from bpt.merge import MergeRule
+
+    store = _open(url, job_id, weights_url)
+    delta = model(mb, tensors, 1e-3)
     rule = MergeRule("normalized", s_max=10**9)
-    rounds, pushes, n = 0, 0, 0
+    rounds, pushes, n, pull_s, push_s = 0, 0, 0, 0.0, 0.0
     barrier.wait()  # every process imported and connected: the measured window starts together
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        began = time.perf_counter()
         pulled = store.pull()
+        pull_s += time.perf_counter() - began
         time.sleep(train_ms / 1000)
+        began = time.perf_counter()
         result = store.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=0.5, epoch=index,
                             wave=0, subset=n, base=pulled, live=live)
+        push_s += time.perf_counter() - began
         n += 1
         if result.status == "accepted":
             pushes += 1
             rounds += result.cas_rounds
-    out.put((pushes, rounds))
+    out.put((pushes, rounds, pull_s / max(1, n), push_s / max(1, n)))
 
 
-def run(url: str, pushers: int, mb: float, seconds: float, train_ms: float) -> dict:
-    from bpt.broker.connection import connect
-    from bpt.broker.weight_store import WeightStore
-
+def run(url: str, pushers: int, mb: float, seconds: float, train_ms: float, weights_url: str | None = None,
+        tensors: int = 1) -> dict:
     job_id = f"bench-{pushers}-{mb}-{time.time_ns()}"
-    client = connect(url)
-    store = WeightStore(client, job_id)
-    store.initialize({"w": np.zeros(max(1, int(mb * 2**20 / 4)), dtype=np.float32)})
+    store = _open(url, job_id, weights_url)
+    client = store.client
+    store.initialize(model(mb, tensors))
     ctx = mp.get_context("spawn")
     out, barrier = ctx.Queue(), ctx.Barrier(pushers + 1)
-    procs = [ctx.Process(target=_pusher, args=(url, job_id, i, mb, seconds, train_ms, pushers, out, barrier))
+    procs = [ctx.Process(target=_pusher, args=(url, job_id, i, mb, seconds, train_ms, pushers, out, barrier,
+                                               weights_url, tensors))
              for i in range(pushers)]
     for p in procs:
         p.start()
@@ -71,7 +84,12 @@ def run(url: str, pushers: int, mb: float, seconds: float, train_ms: float) -> d
     version = store.version()  # pushes still in flight at the deadline finish: counted, a little past it
     for key in client.scan_iter(match=f"*{{{job_id}}}*"):
         client.delete(key)
+    if store.shards is not None:
+        store.shards.delete_job(job_id)
+        store.shards.close()
     return {"pushers": pushers, "mb": mb, "pushes": pushes, "versions": version,
+            "pull_ms": 1000 * sum(r[2] for r in results) / len(results),
+            "push_ms": 1000 * sum(r[3] for r in results) / len(results),
             "rounds_per_push": rounds / pushes if pushes else None,
             "versions_per_s": version / wall, "exactly_once": version == pushes, "wall_s": wall}
 

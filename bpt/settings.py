@@ -45,6 +45,10 @@ class Settings:
     # Celery's broker: None means the Redis above; amqp:// for RabbitMQ (quorum queues with a
     # delivery limit, publisher confirms; workers/app.py). Weights and job state stay in Redis.
     broker_url: str | None = None
+    # Where the weights' bytes live when not in the job's Redis: a Redis Cluster (or another
+    # Redis), sharded (broker/weight_shards.py); the job's Redis keeps the manifest.
+    weights_url: str | None = None
+    weights_shards: int = 0  # shards a version is split into; 0: one per primary of the cluster
     workers: int = dataclasses.field(default_factory=default_workers)
     threads: int = DEFAULT_THREADS  # threads per worker process for the inner layer
     inner: str | None = None  # inner-layer strategy for this worker; None: the job's choice
@@ -96,6 +100,10 @@ class Settings:
             raise ConfigError(
                 f"redis url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
             )
+        if self.weights_url is not None and not self.weights_url.startswith(("redis://", "rediss://")):
+            raise ConfigError(f"weights url must start with redis:// or rediss://, got {self.weights_url!r}")
+        if self.weights_shards < 0:
+            raise ConfigError(f"weights_shards must be 0 (one per primary) or more, got {self.weights_shards}")
         if self.broker_url is not None and not self.broker_url.startswith(BROKER_SCHEMES):
             raise ConfigError(f"broker url must start with {', '.join(BROKER_SCHEMES)}, got {self.broker_url!r}")
         return self

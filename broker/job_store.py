@@ -48,7 +48,8 @@ class JobStore:
     # -- creation ----------------------------------------------------------------------
     @classmethod
     def create(cls, client: redis.Redis, spec: JobSpec, data: Dataset,
-               weights: dict[str, np.ndarray], max_staged_bytes: int) -> "JobStore":
+               weights: dict[str, np.ndarray], max_staged_bytes: int, shards=None) -> "JobStore":
+        """shards: a ShardStore (--weights-url) to keep the weights' bytes on, else here."""
         # Data in an array directory is read by the workers themselves: nothing to stage.
         blobs = {} if spec.data_path else {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
         staged = sum(len(b) for b in blobs.values())
@@ -62,7 +63,7 @@ class JobStore:
         pipe.set(store.keys.spec, spec.to_json())
         for name, blob in blobs.items():
             pipe.set(store.keys.data(name), blob)
-        WeightStore(client, spec.job_id, script_table={}).initialize(weights, pipe)
+        WeightStore(client, spec.job_id, script_table={}, shards=shards).initialize(weights, pipe)
         pipe.hset(store.keys.state, mapping={
             "status": lifecycle.QUEUED, "since": now, "created": now, "accepted": 0, "rejected": 0, "invalid": 0, "duplicates": 0,
             "staged_bytes": staged})
@@ -278,7 +279,10 @@ class JobStore:
             self.client.delete(*keys)
         return len(keys)
 
-    def delete(self) -> int:
+    def delete(self, shards=None) -> int:
+        """Every key of the job (and its weight shards on `shards`, when it has some)."""
+        if shards is not None:
+            shards.delete_job(self.job_id)
         keys = list(self.client.scan_iter(match=_escape(self.keys.pattern()), count=1000))
         pipe = self.client.pipeline(transaction=True)
         if keys:

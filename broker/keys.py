@@ -19,6 +19,17 @@ def worker_name_claim(name: str) -> str:  # string: the token of the worker hold
     return f"{PREFIX}:worker-name:{name}"
 
 
+def weight_shard(job_id: str, tag: str, token: str) -> str:
+    """string: one shard of one version's weights, on the weights' Redis (Cluster). Its hash
+    tag is {job_id/tag}, not the job's, so that a job's shards spread over the primaries;
+    token (the upload's) makes every version's shard a new, never rewritten key."""
+    return f"{PREFIX}:wshard:{{{job_id}/{tag}}}:{token}"
+
+
+def weight_shard_pattern(job_id: str) -> str:  # every shard of a job (SCAN pattern; job id unescaped)
+    return f"{PREFIX}:wshard:{{{job_id}/*"
+
+
 class JobKeys:
     def __init__(self, job_id: str):
         self.job_id = job_id

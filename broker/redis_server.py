@@ -34,8 +34,10 @@ def find_redis_server() -> str:
 
 
 class PrivateRedis:
-    def __init__(self, password: str | None = None, appendonly: bool = False, binary: str | None = None):
+    def __init__(self, password: str | None = None, appendonly: bool = False, binary: str | None = None,
+                 extra: tuple[str, ...] = ()):
         self.password = password
+        self.extra = tuple(extra)  # more redis-server arguments (cluster mode, TLS)
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.dir = tempfile.mkdtemp(prefix="bpt-redis-")
@@ -62,6 +64,7 @@ class PrivateRedis:
                     "--appendfsync", "everysec", "--protected-mode", "yes"]
             if self.password:
                 argv += ["--requirepass", self.password]
+            argv += [a.replace("{port}", str(self.port)) for a in self.extra]
             self.proc = processes.spawn(argv, os.path.join(self.dir, "redis.log"))
             if self._wait_ready():
                 return self
@@ -104,6 +107,60 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "PrivateRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class PrivateCluster:
+    """A Redis Cluster of `size` private primaries on free loopback ports, joined with
+    `redis-cli --cluster create` (no replicas), for the sharded weights' tests and benchmark."""
+
+    def __init__(self, size: int = 3):
+        self.size = size
+        self.nodes: list[PrivateRedis] = []
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> "PrivateCluster":
+        import subprocess
+
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise ConnectionFailed("no redis-cli found: it joins the cluster's nodes (Debian's redis-tools)")
+        try:
+            for _ in range(self.size):
+                self.nodes.append(PrivateRedis(extra=("--cluster-enabled", "yes", "--cluster-config-file",
+                                                      "nodes-{port}.conf", "--cluster-node-timeout", "5000")).start())
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            done = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                                  capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                raise ConnectionFailed(f"redis-cli --cluster create failed: {done.stdout[-300:]}{done.stderr[-300:]}")
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [redis.Redis(port=n.port).execute_command("CLUSTER", "INFO") for n in self.nodes]
+            if all(b"cluster_state:ok" in s for s in states):
+                return
+            time.sleep(0.1)
+        raise ConnectionFailed("the private Redis Cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+
+    def __enter__(self) -> "PrivateCluster":
         return self.start()
 
     def __exit__(self, *exc) -> None:

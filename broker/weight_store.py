@@ -12,6 +12,10 @@ pusher (it then merges again on top of the newer weights). The same script recor
 push as applied for its (epoch, subset), so a redelivered task can never be merged twice.
 When the version has not moved since the worker's own pull, the push reuses the pulled
 weights instead of reading them again.
+
+With a ShardStore (`--weights-url`, broker/weight_shards.py) the blob in the job's Redis is a
+manifest of shards on a Redis Cluster; the scripts, the lease and the exactly-once record
+are the same, only what is uploaded before the install and read after a pull differ.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ import uuid
 import numpy as np
 import redis
 
-from bpt import lifecycle, merge
-from bpt.errors import CorruptBlob
+from bpt import lifecycle, merge, sharding
+from bpt.errors import ConfigError, CorruptBlob
 
 from . import bulk, codec, scripts
 from .keys import JobKeys, applied_field
+from .weight_shards import ShardMissing, ShardStore
 
 RECENT_ACCURACIES = merge.RECENT_ACCURACIES
 MAX_CAS_ROUNDS = 1000
+PULL_ROUNDS = 20  # a sharded pull that finds a shard retired reads the newer manifest, at most this often
 UPLOAD_TTL_MS = 120_000  # an upload whose pusher died before installing it expires
 CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto a pulled copy
 LEASE_MS = 5000  # a merge lease expires after this: longer than one merge and upload of a large model
@@ -47,6 +53,7 @@ class Pulled:
     version: int
     weights: dict[str, np.ndarray]  # read-only arrays viewing the pulled blob
     recent: tuple[float, ...] = ()  # accuracies of the latest accepted pushes, newest first
+    manifest: bytes | None = None  # sharded weights: the manifest this version was read from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,31 +70,50 @@ class PushResult:
 
 
 class WeightStore:
-    def __init__(self, client, job_id: str, script_table: dict | None = None):
+    def __init__(self, client, job_id: str, script_table: dict | None = None, shards: ShardStore | None = None):
         self.client = client
         self.keys = JobKeys(job_id)
         self.scripts = script_table or scripts.register(client)
+        self.shards = shards  # None: the weights are one blob in the job's Redis
 
     # -- setting and reading ---------------------------------------------------------
     def initialize(self, weights: dict[str, np.ndarray], pipe=None) -> None:
-        blob = codec.encode_weights(weights)
+        if self.shards is not None:
+            buffers = [codec.encode_weights({n: weights[n] for n in group}) for group in self._plan(weights)]
+            blob = self.shards.upload(self.keys.job_id, buffers, permanent=True)
+        else:
+            blob = codec.encode_weights(weights)
         target = pipe or self.client.pipeline(transaction=True)
         target.set(self.keys.weights_blob, blob)
         target.hset(self.keys.weights, mapping={"version": 0, "crc": codec.checksum(blob)})
         if pipe is None:
             target.execute()
 
+    def _plan(self, layout: dict[str, np.ndarray]) -> list[list[str]]:
+        return sharding.plan({name: a.nbytes for name, a in layout.items()}, self.shards.count)
+
     def pull(self) -> Pulled:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(self.keys.weights, "version", "crc")
-        pipe.get(self.keys.weights_blob)
-        pipe.lrange(self.keys.recent_accuracy, 0, RECENT_ACCURACIES - 1)
-        (version, crc), blob, recent = pipe.execute()
-        if version is None or blob is None or crc is None:
-            raise CorruptBlob(f"job {self.keys.job_id} has no global weights")
-        if codec.checksum(blob) != crc.decode():
-            raise CorruptBlob(f"global weights of job {self.keys.job_id} fail their checksum")
-        return Pulled(int(version), codec.decode_weights(blob), tuple(float(a) for a in recent))
+        for _ in range(PULL_ROUNDS):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hmget(self.keys.weights, "version", "crc")
+            pipe.get(self.keys.weights_blob)
+            pipe.lrange(self.keys.recent_accuracy, 0, RECENT_ACCURACIES - 1)
+            (version, crc), blob, recent = pipe.execute()
+            if version is None or blob is None or crc is None:
+                raise CorruptBlob(f"job {self.keys.job_id} has no global weights")
+            if codec.checksum(blob) != crc.decode():
+                raise CorruptBlob(f"global weights of job {self.keys.job_id} fail their checksum")
+            recent = tuple(float(a) for a in recent)
+            if not sharding.is_manifest(blob):
+                return Pulled(int(version), codec.decode_weights(blob), recent)
+            if self.shards is None:
+                raise ConfigError(f"job {self.keys.job_id} keeps its weights sharded on a Redis Cluster: "
+                                  "give this process that cluster's --weights-url (BPT_WEIGHTS_URL)")
+            try:
+                return Pulled(int(version), self.shards.fetch(blob), recent, manifest=bytes(blob))
+            except ShardMissing:
+                continue  # a newer version retired a shard as we read: its manifest is current
+        raise CorruptBlob(f"job {self.keys.job_id}: {PULL_ROUNDS} pulls in a row found a weight shard gone")
 
     def version(self) -> int:
         raw = self.client.hget(self.keys.weights, "version")
@@ -95,13 +121,22 @@ class WeightStore:
             raise CorruptBlob(f"job {self.keys.job_id} has no global weights")
         return int(raw)
 
-    def _install(self, script: str, layout: dict[str, np.ndarray], fill, keys: list, args: list):
+    def _install(self, script: str, layout: dict[str, np.ndarray], fill, keys: list, args: list,
+                 previous: Pulled | None = None):
         """Upload new weights under a fresh key and run the script that installs them, in one
         round trip: (reply, new weights). fill(views) writes the weights straight into the
         buffer that is sent. The upload key and the blob's checksum go first in the script's
-        KEYS and ARGV."""
-        buffer, merged = codec.weights_buffer(layout)
-        fill(merged)
+        KEYS and ARGV. Sharded: the shards go to the cluster first, and what is uploaded and
+        installed here is their manifest (previous: the version merged onto, whose shards
+        then expire)."""
+        if self.shards is None:
+            buffer, merged = codec.weights_buffer(layout)
+            fill(merged)
+        else:
+            parts = [codec.weights_buffer({n: layout[n] for n in group}) for group in self._plan(layout)]
+            merged = {name: view for _, views in parts for name, view in views.items()}
+            fill(merged)
+            buffer = self.shards.upload(self.keys.job_id, [b for b, _ in parts])
         upload = self.keys.weights_next(uuid.uuid4().hex)
         keys, args = [upload] + keys, [codec.checksum(buffer)] + args
         command = ("EVALSHA", self.scripts[script].sha, len(keys), *keys, *args)
@@ -109,6 +144,11 @@ class WeightStore:
             reply = bulk.set_buffer(self.client, upload, buffer, UPLOAD_TTL_MS, then=command)
         except redis.exceptions.NoScriptError:  # Redis restarted and forgot it: load and run again
             reply = self.scripts[script](keys=keys, args=args)
+        if self.shards is not None:
+            if reply[0] == b"ok":
+                self.shards.installed(buffer, previous.manifest if previous else None)
+            else:
+                self.shards.discard(buffer)
         return reply, merged
 
     # -- asynchronous rules (agwu, async) --------------------------------------------------
@@ -163,6 +203,8 @@ class WeightStore:
             # still current; without it, a large upload is not risked on them unchecked.
             if current is None or (current is base and (big or token) and self.version() != current.version):
                 current = self.pull()
+                if token and current.manifest:  # holding the lease, this is the newest version
+                    self.shards.keep(current.manifest)
             staleness = current.version - pulled_version
             if staleness < 0:  # Redis lost versions (a restart that rolled its AOF back): the
                 # delta was computed from weights that no longer exist; nothing is recorded,
@@ -180,7 +222,8 @@ class WeightStore:
                 keys=[self.keys.weights_blob, self.keys.weights, self.keys.applied, self.keys.state,
                       self.keys.staleness, self.keys.recent_accuracy, done_key, self.keys.merge_lease,
                       self.keys.merge_wake],
-                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES, token, ACCEPTING])
+                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES, token, ACCEPTING],
+                previous=current)
             status = status.decode()
             if status == "closed":
                 return PushResult("closed", int(version or current.version), staleness, 0.0, 0, None, rounds)
@@ -240,7 +283,7 @@ class WeightStore:
             (status, version), merged = self._install(
                 "commit_round", round_weights, _copy_of(round_weights),
                 keys=[self.keys.weights_blob, self.keys.weights, flag, deltas_key, meta_key, self.keys.state],
-                args=[current.version, ACCEPTING])
+                args=[current.version, ACCEPTING], previous=current)
             if status.decode() == "closed":
                 return PushResult("closed", current.version, 0, 0.0, 0, None, rounds)
             if status.decode() in ("ok", "dup"):

@@ -27,7 +27,7 @@ def export(settings, job_id, redis_url, out_path, onnx_path):
     """Write a job's current global weights, with the model name and input shape in the metadata."""
     _, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
-    blob, version = model_file_bytes(store)
+    blob, version = model_file_bytes(store, settings)
     if onnx_path:
         _export_onnx(blob, onnx_path)
     with open(out_path, "wb") as f:

@@ -14,6 +14,7 @@ from bpt import learning, metrics
 from bpt.errors import BptError, ConfigError, DidNotLearn, JobFailed
 from bpt.broker import codec
 from bpt.broker.job_store import FINISHED, JobStore
+from bpt.broker.weight_shards import open_shards
 from bpt.broker.weight_store import WeightStore
 
 
@@ -56,11 +57,17 @@ def result_metrics(store: JobStore) -> dict:
                              store.staleness_histogram(), store.worker_stats(), store.evals())
 
 
-def model_file_bytes(store: JobStore) -> tuple[bytes, int]:
+def model_file_bytes(store: JobStore, settings=None) -> tuple[bytes, int]:
     """The job's global weights as a safetensors file whose metadata names the model, its
     input shape and class count (what `bpt predict` needs to rebuild it): (bytes, version)."""
     spec = store.spec()
-    pulled = WeightStore(store.client, store.job_id, script_table={}).pull()
+    shards = open_shards(settings.weights_url, settings.connect_timeout, settings.socket_timeout) \
+        if settings is not None and settings.weights_url else None
+    try:
+        pulled = WeightStore(store.client, store.job_id, script_table={}, shards=shards).pull()
+    finally:
+        if shards is not None:
+            shards.close()
     meta = {"job_id": spec.job_id, "model": spec.model, "input_shape": json.dumps(list(spec.input_shape)),
             "num_classes": str(spec.num_classes), "version": str(pulled.version)}
     if spec.architecture:
@@ -72,9 +79,9 @@ def model_file_bytes(store: JobStore) -> tuple[bytes, int]:
     return codec.encode_weights(pulled.weights, metadata=meta), pulled.version
 
 
-def write_outputs(store: JobStore, out_dir: str) -> dict:
+def write_outputs(store: JobStore, out_dir: str, settings=None) -> dict:
     """DIR/model.safetensors, DIR/metrics.json and DIR/metrics.csv (one row per evaluation)."""
-    blob, _ = model_file_bytes(store)
+    blob, _ = model_file_bytes(store, settings)
     summary = result_metrics(store)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
@@ -118,11 +125,12 @@ def write_tensorboard(summary: dict, log_dir: str) -> str:
     return os.path.join(log_dir, str(summary["job_id"]))
 
 
-def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboard: str | None = None) -> None:
+def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboard: str | None = None,
+           settings=None) -> None:
     """Write outputs and report, or raise JobFailed for a failed or cancelled job."""
     if state.get("status") != "done":
         raise JobFailed(f"job {store.job_id} {state.get('status')}: {state.get('error', 'no reason recorded')}")
-    summary = write_outputs(store, out_dir)
+    summary = write_outputs(store, out_dir, settings)
     if tensorboard:
         write_tensorboard(summary, tensorboard)
     if as_json:

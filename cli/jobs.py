@@ -73,7 +73,7 @@ def wait(settings, job_id, redis_url, out_dir, as_json, quiet):
     settings, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
     state = follow(store, settings.poll_seconds, show=not quiet)
-    finish(store, state, out_dir or os.path.join(settings.out_dir, job_id), as_json)
+    finish(store, state, out_dir or os.path.join(settings.out_dir, job_id), as_json, settings=settings)
 
 
 @click.command()

@@ -33,6 +33,20 @@ def redis_url():
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url():
+    """A real 3-primary Redis Cluster on free loopback ports, for sharded weights."""
+    from bpt.errors import ConnectionFailed
+    from bpt.broker.redis_server import PrivateCluster
+
+    try:
+        cluster = PrivateCluster(3).start()
+    except ConnectionFailed as e:
+        pytest.skip(f"no local Redis Cluster: {e}")
+    yield cluster.url
+    cluster.stop()
+
+
 @pytest.fixture
 def client(redis_url):
     c = connect(redis_url)

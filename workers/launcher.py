@@ -23,9 +23,11 @@ def worker_env(settings: Settings) -> dict:
                 BPT_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
                 BPT_HEARTBEAT_TIMEOUT=str(settings.heartbeat_timeout), BPT_DEVICE=settings.device,
                 BPT_PRECISION=settings.precision, PYTHONUNBUFFERED="1")
-    env.pop("BPT_BROKER_URL", None)
-    if settings.broker_url:
-        env["BPT_BROKER_URL"] = settings.broker_url
+    for name, value in (("BPT_BROKER_URL", settings.broker_url), ("BPT_WEIGHTS_URL", settings.weights_url),
+                        ("BPT_WEIGHTS_SHARDS", str(settings.weights_shards) if settings.weights_shards else None)):
+        env.pop(name, None)
+        if value:
+            env[name] = value
     return env
 
 

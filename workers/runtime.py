@@ -21,6 +21,7 @@ from bpt.shared_data import SharedArrays
 from bpt.settings import Settings
 from bpt.broker import scripts
 from bpt.broker.connection import connect
+from bpt.broker.weight_shards import open_shards
 from bpt.broker.job_store import JobStore
 
 JOBS_CACHED = 2
@@ -113,6 +114,7 @@ class WorkerRuntime:
         self._pid = None
         self._client = None
         self._scripts = None
+        self._shards = None
         self._jobs: OrderedDict[str, JobCache] = OrderedDict()
         self._declined: dict[str, tuple[float, ModelUnavailable]] = {}
 
@@ -120,6 +122,8 @@ class WorkerRuntime:
         if self._pid != os.getpid():  # first use in this (forked) process
             self._client = connect(self.settings.redis_url, self.settings.connect_timeout, self.settings.socket_timeout)
             self._scripts = scripts.register(self._client)
+            self._shards = open_shards(self.settings.weights_url, self.settings.connect_timeout,
+                                       self.settings.socket_timeout, self.settings.weights_shards or None)
             self._jobs.clear()
             self._pid = os.getpid()
 
@@ -127,6 +131,12 @@ class WorkerRuntime:
     def client(self):
         self._ensure_process()
         return self._client
+
+    @property
+    def shards(self):
+        """Where the weights' shards live (--weights-url), or None: in the job's Redis."""
+        self._ensure_process()
+        return self._shards
 
     @property
     def scripts(self) -> dict:

@@ -80,7 +80,7 @@ def revive_stalled(app, client: redis.Redis, now: float) -> list[str]:
     return revived
 
 
-def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: float) -> bool:
+def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: float, shards=None) -> bool:
     """One round; returns True if the job still needs rounds."""
     store = JobStore(client, job_id)
     status = store.status()
@@ -109,7 +109,7 @@ def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: flo
     if finished:
         # One round wins the job's claim and finishes it; the others keep the chain alive
         # until it has, so that one can take over if the finisher dies (lifecycle.TAKEOVER).
-        flow.finish_job(store, WeightStore(client, job_id, script_table={}), spec)
+        flow.finish_job(store, WeightStore(client, job_id, script_table={}, shards=shards), spec)
         return store.status() not in FINISHED
     with app.producer_or_acquire() as producer:
         for worker, start_, end in sends:

@@ -93,7 +93,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
            lost: int = 0) -> dict:
     entered = time.perf_counter()
     spec = cache.spec
-    weights = WeightStore(runtime.client, store.job_id, runtime.scripts)
+    weights = WeightStore(runtime.client, store.job_id, runtime.scripts, shards=runtime.shards)
     live = worker_registry.live_processes(runtime.client, runtime.settings.heartbeat_timeout)
     if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
         store.forget_deliveries(epoch, piece)
@@ -195,4 +195,4 @@ def _ask_for_work(app, runtime, store) -> None:
     """Run a scheduling round here and now instead of waiting for the periodic one: a worker
     whose queue ran dry would otherwise idle until the next tick. Rounds are cheap (a few
     Redis calls) and race-safe (scheduler.schedule_round)."""
-    scheduler.schedule_round(app, runtime.client, store.job_id, runtime.settings.heartbeat_timeout)
+    scheduler.schedule_round(app, runtime.client, store.job_id, runtime.settings.heartbeat_timeout, runtime.shards)

@@ -50,7 +50,8 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
             log.error("refused schedule task for job id %r", job_id)
             return
         try:
-            again = scheduler.schedule_round(app, runtime.client, job_id, runtime.settings.heartbeat_timeout)
+            again = scheduler.schedule_round(app, runtime.client, job_id, runtime.settings.heartbeat_timeout,
+                                             runtime.shards)
         except (redis.ConnectionError, redis.TimeoutError):
             again = True
         if again and scheduler.is_live_chain(runtime.client, job_id, chain):  # re-arm the next round
@@ -67,7 +68,7 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
         store = JobStore(runtime.client, job_id)
         if store.status() != lifecycle.FINISHING:
             return False
-        return flow.finish_job(store, WeightStore(runtime.client, job_id, runtime.scripts), store.spec(),
+        return flow.finish_job(store, WeightStore(runtime.client, job_id, runtime.scripts, shards=runtime.shards), store.spec(),
                                takeover=str(reason)[:200] or "its finisher went silent")
 
     def _decline(task, job_id: str, reason: str) -> dict:

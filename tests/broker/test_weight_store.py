@@ -1,4 +1,6 @@
-"""The weight store's invariants, each against a real Redis server."""
+"""The weight store's invariants, each against a real Redis server: one contract suite, two
+backends (the `store` fixture): the weights as one blob in the job's Redis, and sharded over
+a real 3-node Redis Cluster (`--weights-url`) with the manifest in the job's Redis."""
 
 import threading
 
@@ -7,6 +9,7 @@ import pytest
 
 from bpt.merge import MergeRule
 from bpt.broker.connection import connect
+from bpt.broker.weight_shards import open_shards
 from bpt.broker.weight_store import WeightStore
 
 N = 1000  # floats per tensor
@@ -25,11 +28,26 @@ def total(weights):
     return float(sum(v.sum(dtype=np.float64) for v in weights.values()))
 
 
-@pytest.fixture
-def store(client, job_id):
-    s = WeightStore(client, job_id)
+@pytest.fixture(params=["redis", "cluster"])
+def store(request, client, job_id):
+    shards = open_shards(request.getfixturevalue("redis_cluster_url"), 3, 60) if request.param == "cluster" else None
+    s = WeightStore(client, job_id, shards=shards)
     s.initialize(zeros())
-    return s
+    yield s
+    if shards is not None:
+        shards.delete_job(job_id)
+        shards.close()
+
+
+def own_store(store, redis_url):
+    """Another process's view of the same job: its own connections to both servers."""
+    shards = open_shards(_cluster_url(store), 3, 60) if store.shards else None
+    return WeightStore(connect(redis_url), store.keys.job_id, shards=shards)
+
+
+def _cluster_url(store):
+    node = store.shards.client.get_default_node()
+    return f"redis://{node.host}:{node.port}/0"
 
 
 def push(store, pulled_version, epoch, subset, rule=PLAIN, delta=None, accuracy=0.9):
@@ -48,7 +66,7 @@ def test_concurrent_pushers_version_grows_by_exactly_one_per_push(redis_url, sto
     errors = []
 
     def run(p):
-        own = WeightStore(connect(redis_url), store.keys.job_id)
+        own = own_store(store, redis_url)
         try:
             for i in range(each):
                 result = push(own, own.version(), epoch=p, subset=i)
@@ -74,7 +92,7 @@ def test_concurrent_puller_never_sees_a_mix_of_versions(redis_url, store):
     seen, torn = [], []
 
     def pull_loop():
-        own = WeightStore(connect(redis_url), store.keys.job_id)
+        own = own_store(store, redis_url)
         while not stop.is_set():
             p = own.pull()  # verifies the per-version checksum too
             seen.append(p.version)
@@ -82,7 +100,7 @@ def test_concurrent_puller_never_sees_a_mix_of_versions(redis_url, store):
                 torn.append(p.version)
 
     def push_loop(p):
-        own = WeightStore(connect(redis_url), store.keys.job_id)
+        own = own_store(store, redis_url)
         for i in range(150):
             push(own, own.version(), epoch=p, subset=i)
 
@@ -164,7 +182,7 @@ def test_concurrent_pushers_take_turns_and_never_upload_twice(redis_url, store):
     rounds, errors = [], []
 
     def run(p):
-        own = WeightStore(connect(redis_url), store.keys.job_id)
+        own = own_store(store, redis_url)
         try:
             for i in range(40):
                 rounds.append(push(own, own.version(), epoch=p, subset=i).cas_rounds)
@@ -208,3 +226,45 @@ def test_a_push_from_a_version_the_store_lost_is_refused_as_lost_and_records_not
     assert b"rejected" not in state and b"invalid" not in state
     assert not store.client.exists(store.keys.merge_lease)
     assert push(store, 1, epoch=0, subset=1).status == "accepted"  # trained again from version 1
+
+
+def test_a_sharded_pull_that_finds_a_shard_retired_reads_the_newer_version(redis_url, client, job_id, redis_cluster_url,
+                                                                           monkeypatch):
+    """Retired shards expire at once here (the product keeps them 30 s): pullers racing
+    pushers must then find shards gone, start again from the newer manifest, and still
+    never return a torn or failed pull."""
+    from bpt.broker import weight_shards
+
+    monkeypatch.setattr(weight_shards, "RETIRED_TTL_MS", 1)
+    store = WeightStore(client, job_id, shards=open_shards(redis_cluster_url, 3, 60))
+    store.initialize(zeros())
+    missing, torn, stop = [], [], threading.Event()
+    real_fetch = weight_shards.ShardStore.fetch
+
+    def counting_fetch(self, manifest):
+        try:
+            return real_fetch(self, manifest)
+        except weight_shards.ShardMissing:
+            missing.append(1)
+            raise
+
+    monkeypatch.setattr(weight_shards.ShardStore, "fetch", counting_fetch)
+
+    def pull_loop():
+        own = own_store(store, redis_url)
+        while not stop.is_set():
+            p = own.pull()
+            if total(p.weights) != p.version * (N + 3):
+                torn.append(p.version)
+
+    pullers = [threading.Thread(target=pull_loop) for _ in range(4)]
+    for t in pullers:
+        t.start()
+    for i in range(300):
+        push(store, store.version(), epoch=0, subset=i)
+    stop.set()
+    for t in pullers:
+        t.join()
+    store.shards.delete_job(job_id)
+    assert not torn
+    assert missing  # the race really happened, and every pull still came back whole
