@@ -13,6 +13,7 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
     return {
         "job_id": spec.get("job_id"),
         "status": state.get("status"),
+        "epoch": state.get("epoch"),
         "test_accuracy": state.get("test_accuracy", last.get("accuracy")),
         "test_loss": state.get("test_loss", last.get("loss")),
         "versions": state.get("version", last.get("version", 0)),
@@ -26,7 +27,8 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "samples_per_second": samples / wall if wall else None,
         "workers": {name: {"samples": w.get("samples", 0), "tasks": w.get("tasks", 0),
                            "busy_seconds": w.get("seconds", 0), "samples_per_second": w.get("samples_per_second", 0),
-                           "inner": w.get("inner"), "device": w.get("device")}
+                           "inner": w.get("inner"), "device": w.get("device"),
+                           "mean_staleness": w.get("mean_staleness")}
                     for name, w in sorted(workers.items())},
         "evaluations": evals,
         "spec": spec,

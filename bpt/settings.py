@@ -48,6 +48,13 @@ class Settings:
     # Where the weights' bytes live when not in the job's Redis: a Redis Cluster (or another
     # Redis), sharded (broker/weight_shards.py); the job's Redis keeps the manifest.
     weights_url: str | None = None
+    # TLS to a rediss:// Redis: the CA that signed its certificate, and this client's own
+    # certificate and key where the server asks for one. Folded into redis_url's query
+    # (ssl_ca_certs, ssl_certfile, ssl_keyfile), which redis-py reads, so every connection
+    # any process makes from the URL (local workers' too) carries them.
+    redis_ca: str | None = None
+    redis_cert: str | None = None
+    redis_key: str | None = None
     weights_shards: int = 0  # shards a version is split into; 0: one per primary of the cluster
     workers: int = dataclasses.field(default_factory=default_workers)
     threads: int = DEFAULT_THREADS  # threads per worker process for the inner layer
@@ -100,6 +107,7 @@ class Settings:
             raise ConfigError(
                 f"redis url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
             )
+        self._fold_tls()
         if self.weights_url is not None and not self.weights_url.startswith(("redis://", "rediss://")):
             raise ConfigError(f"weights url must start with redis:// or rediss://, got {self.weights_url!r}")
         if self.weights_shards < 0:
@@ -107,6 +115,20 @@ class Settings:
         if self.broker_url is not None and not self.broker_url.startswith(BROKER_SCHEMES):
             raise ConfigError(f"broker url must start with {', '.join(BROKER_SCHEMES)}, got {self.broker_url!r}")
         return self
+
+    def _fold_tls(self) -> None:
+        files = {"ssl_ca_certs": self.redis_ca, "ssl_certfile": self.redis_cert, "ssl_keyfile": self.redis_key}
+        given = {k: v for k, v in files.items() if v}
+        if not given:
+            return
+        if not (self.redis_url or "").startswith("rediss://"):
+            raise ConfigError("--redis-ca, --redis-cert and --redis-key need a rediss:// Redis URL")
+        for path in given.values():
+            if not os.path.isfile(path):
+                raise ConfigError(f"TLS file {path} does not exist")
+        if bool(self.redis_cert) != bool(self.redis_key):
+            raise ConfigError("--redis-cert and --redis-key go together")
+        object.__setattr__(self, "redis_url", with_query(self.redis_url, {**given, "ssl_cert_reqs": "required"}))
 
     @property
     def broker(self) -> str | None:
@@ -116,6 +138,16 @@ class Settings:
     @property
     def uses_rabbitmq(self) -> bool:
         return (self.broker or "").startswith(("amqp://", "amqps://"))
+
+
+def with_query(url: str, values: dict[str, str]) -> str:
+    """url with these query parameters set (others kept; setting twice changes nothing)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(values)
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 BROKER_SCHEMES = ("amqp://", "amqps://", "redis://", "rediss://", "unix://")

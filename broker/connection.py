@@ -13,10 +13,11 @@ HEALTH_CHECK_SECONDS = 30  # a connection idle this long is PINGed before it is 
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by '***', for messages and logs."""
-    parts = urlsplit(url)
+    """The URL with any password replaced by '***' and without its query (TLS file paths),
+    for messages and logs."""
+    parts = urlsplit(url)._replace(query="")
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     user = parts.username or ""
     netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))

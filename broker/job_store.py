@@ -124,6 +124,7 @@ class JobStore:
             stats.setdefault(worker, {})[field] = value.decode() if field in ("inner", "device") else float(value)
         for s in stats.values():
             s["samples_per_second"] = s.get("samples", 0) / s["seconds"] if s.get("seconds") else 0.0
+            s["mean_staleness"] = s["staleness"] / s["accepted"] if s.get("accepted") else None
         return stats
 
     # -- writing -----------------------------------------------------------------------
@@ -165,8 +166,14 @@ class JobStore:
     def set_fields(self, **fields) -> None:
         self.client.hset(self.keys.state, mapping=fields)
 
-    def record_work(self, worker: str, samples: int, seconds: float, inner: str = "", device: str = "") -> None:
+    def record_work(self, worker: str, samples: int, seconds: float, inner: str = "", device: str = "",
+                    staleness: int | None = None) -> None:
+        """One task's work; staleness: its push's, when accepted (a worker's mean staleness
+        is what `bpt status --watch` shows beside its throughput)."""
         pipe = self.client.pipeline(transaction=False)
+        if staleness is not None:
+            pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:staleness", staleness)
+            pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:accepted", 1)
         pipe.hset(self.keys.worker_stats, f"{worker}:inner", inner)
         pipe.hset(self.keys.worker_stats, f"{worker}:device", device)
         pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:samples", samples)

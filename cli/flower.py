@@ -20,8 +20,15 @@ def flower_argv(redis_url: str, address: str, port: int, auth: str) -> tuple[lis
     only the process's owner can read, never on the command line, which `ps` shows to all."""
     if ":" not in auth:
         raise ConfigError("BPT_FLOWER_AUTH must be USER:PASSWORD (several separated by commas)")
-    argv = [sys.executable, "-m", "celery", "flower", f"--address={address}", f"--port={port}"]
+    argv = [sys.executable, "-m", "celery", "flower", f"--address={address}", f"--port={port}",
+            f"--tasks_columns={TASK_COLUMNS}"]
     return argv, {"CELERY_BROKER_URL": redis_url, "FLOWER_BASIC_AUTH": auth}
+
+
+# A task row shows its kwargs (job_id, epoch, and the subset or range: the piece) and its
+# result (push status, version, staleness, loss, accuracy), which task-succeeded events
+# carry although bpt stores no results. Search one job on /tasks with kwargs:job_id=JOB.
+TASK_COLUMNS = "name,uuid,state,kwargs,result,received,runtime,worker"
 
 
 def generated_auth() -> str:

@@ -10,7 +10,7 @@ import click
 
 from bpt.errors import ConfigError, UnknownJob
 from bpt.broker.connection import connect
-from bpt.broker.job_store import JobStore, collect_garbage, list_jobs
+from bpt.broker.job_store import FINISHED, JobStore, collect_garbage, list_jobs
 
 from .follow import finish, follow, result_metrics
 
@@ -35,30 +35,53 @@ def open_job(client, job_id) -> JobStore:
 @click.argument("job_id")
 @redis_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--watch", is_flag=True, help="Redraw every --interval seconds until the job ends (Ctrl-C stops watching).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between redraws.")
 @click.pass_obj
-def status(settings, job_id, redis_url, as_json):
-    """Show a job's state and metrics so far."""
+def status(settings, job_id, redis_url, as_json, watch, interval):
+    """Show a job's state and metrics so far: epoch, version, accuracy, and per worker its
+    throughput and the mean staleness of its accepted pushes."""
     _, client = connect_for(settings, redis_url)
-    summary = result_metrics(open_job(client, job_id))
-    if as_json:
-        click.echo(json.dumps(summary))
+    store = open_job(client, job_id)
+    if not watch:
+        summary = result_metrics(store)
+        click.echo(json.dumps(summary) if as_json else "\n".join(status_lines(summary)))
         return
+    redraw = os.isatty(1) and not as_json  # a terminal: one table in place; a pipe or a file: one per interval
+    try:
+        while True:
+            summary = result_metrics(store)
+            if redraw:
+                click.clear()
+            click.echo(json.dumps(summary) if as_json else "\n".join(status_lines(summary)
+                                                                       + ([""] if not redraw else [])))
+            if summary["status"] in FINISHED:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo(f"stopped watching; job {job_id} goes on", err=True)
+
+
+def status_lines(summary: dict) -> list[str]:
     spec = summary["spec"]
     acc = summary["test_accuracy"]
-    click.echo(f"job {job_id}: {summary['status']}  model {spec['model']} on {spec['dataset']}  rule {spec['rule']['kind']}")
-    click.echo(f"  version {summary['versions']}  accepted {summary['accepted_pushes']}  rejected "
-               f"{summary['rejected_pushes']}  invalid {summary['invalid_pushes']}  of "
-               f"{spec['epochs']} x {len(range(0, spec['n_train'], spec['subset_size']))} subsets")
-    click.echo(f"  test accuracy {acc:.4f}" if acc is not None else "  no evaluation yet")
+    subsets = len(range(0, spec["n_train"], spec["subset_size"]))
+    lines = [f"job {summary['job_id']}: {summary['status']}  model {spec['model']} on {spec['dataset']}  "
+             f"rule {spec['rule']['kind']}",
+             f"  epoch {int(summary.get('epoch') or 0) + 1}/{spec['epochs']}  version {summary['versions']}  "
+             f"accepted {summary['accepted_pushes']}  rejected {summary['rejected_pushes']}  invalid "
+             f"{summary['invalid_pushes']}  of {spec['epochs']} x {subsets} subsets",
+             f"  test accuracy {acc:.4f}" if acc is not None else "  no evaluation yet"]
+    if summary["workers"]:
+        lines.append(f"  {'worker':<28} {'tasks':>6} {'samples/s':>10} {'staleness':>10}  device")
     for name, w in summary["workers"].items():
-        click.echo(f"  {name}: {int(w['tasks'])} tasks, {w['samples_per_second']:.0f} samples/s"
-                   + (f" on {w['device']}" if w.get("device") else ""))
-    if summary.get("reason"):
-        click.echo(f"  ended: {summary['reason']}")
-    if summary["error"]:
-        click.echo(f"  error: {summary['error']}")
-    if summary.get("warning"):
-        click.echo(f"  warning: {summary['warning']}")
+        stale = w.get("mean_staleness")
+        lines.append(f"  {name:<28} {int(w['tasks']):>6} {w['samples_per_second']:>10.0f} "
+                     f"{'-' if stale is None else f'{stale:.1f}':>10}  {w.get('device') or '-'}")
+    for label, key in (("ended", "reason"), ("error", "error"), ("warning", "warning")):
+        if summary.get(key):
+            lines.append(f"  {label}: {summary[key]}")
+    return lines
 
 
 @click.command()

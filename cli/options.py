@@ -13,3 +13,13 @@ weights_url_option = click.option(
     "--weights-url", envvar="BPT_WEIGHTS_URL", default=None,
     help="Keep the weights' bytes sharded on this Redis Cluster (redis://HOST:PORT of any node; or "
          "BPT_WEIGHTS_URL); the job's Redis keeps their manifest. Every worker needs the same.")
+
+
+def tls_options(command):
+    """--redis-ca, --redis-cert, --redis-key (or BPT_REDIS_CA, _CERT, _KEY) for a rediss:// URL."""
+    for name, what in (("key", "this client's private key (with --redis-cert)"),
+                       ("cert", "this client's certificate, where Redis asks for one"),
+                       ("ca", "the CA certificate that signed Redis's own")):
+        command = click.option(f"--redis-{name}", f"redis_{name}", envvar=f"BPT_REDIS_{name.upper()}", default=None,
+                               help=f"rediss:// only: {what} (or BPT_REDIS_{name.upper()}).")(command)
+    return command

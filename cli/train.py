@@ -16,7 +16,7 @@ from bpt.broker.connection import connect
 from bpt.broker.redis_server import PrivateRedis
 
 from .follow import finish, follow
-from .options import broker_url_option, weights_url_option
+from .options import broker_url_option, tls_options, weights_url_option
 
 
 def load_config(ctx, param, path):
@@ -114,6 +114,7 @@ def load_config(ctx, param, path):
                    "Redis server and local workers, and stops them after.")
 @broker_url_option
 @weights_url_option
+@tls_options
 @click.option("--detach", is_flag=True, help="Print the job id and return (needs --redis-url).")
 @click.option("--out", "out_dir", default=None, help="Where to write model.safetensors, metrics.json and metrics.csv (default ./bpt-runs/JOB).")
 @click.option("--tensorboard", "tensorboard_dir", default=None,
@@ -123,7 +124,7 @@ def load_config(ctx, param, path):
 @click.pass_obj
 def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
           step_every, label_smoothing, augment, target_accuracy, top_k, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
-          guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, broker_url, weights_url, detach,
+          guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, broker_url, weights_url, redis_ca, redis_cert, redis_key, detach,
           out_dir, tensorboard_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
 
@@ -131,7 +132,8 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
     port and one worker process per core, all stopped when it ends (also on Ctrl-C).
     """
     workers_given = workers is not None
-    settings = settings.override(redis_url=redis_url, broker_url=broker_url, weights_url=weights_url, workers=workers, threads=threads,
+    settings = settings.override(redis_url=redis_url, broker_url=broker_url, weights_url=weights_url, redis_ca=redis_ca,
+                                 redis_cert=redis_cert, redis_key=redis_key, workers=workers, threads=threads,
                                  device=device)  # validates them
     if detach and settings.redis_url is None:
         raise ConfigError("--detach needs --redis-url: the embedded Redis server stops when bpt train returns")

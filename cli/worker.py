@@ -7,13 +7,14 @@ import click
 from bpt.errors import ConfigError
 from bpt.broker.connection import connect
 
-from .options import broker_url_option, weights_url_option
+from .options import broker_url_option, tls_options, weights_url_option
 
 
 @click.command()
 @click.option("--redis-url", envvar="BPT_REDIS_URL", help="redis://[:PASSWORD@]HOST:PORT/DB (or BPT_REDIS_URL).")
 @broker_url_option
 @weights_url_option
+@tls_options
 @click.option("--name", default=None, help="Worker name, NAME@HOST (default bpt@<hostname>, or bpt-2@<hostname>, ... when a live "
                    "worker on this host has it).")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True,
@@ -33,7 +34,7 @@ from .options import broker_url_option, weights_url_option
 @click.option("--loglevel", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.pass_obj
-def worker(settings, redis_url, broker_url, weights_url, name, concurrency, threads, inner, device, precision, slowdown, queues, loglevel):
+def worker(settings, redis_url, broker_url, weights_url, redis_ca, redis_cert, redis_key, name, concurrency, threads, inner, device, precision, slowdown, queues, loglevel):
     """Start a worker that trains subsets for any job on this Redis server.
 
     It needs the Redis URL; job specs, weights and staged data travel through Redis. A job
@@ -42,7 +43,8 @@ def worker(settings, redis_url, broker_url, weights_url, name, concurrency, thre
     """
     from bpt.workers.worker import run_worker
 
-    settings = settings.override(redis_url=redis_url, broker_url=broker_url, weights_url=weights_url, threads=threads, inner=inner, device=device, precision=precision)
+    settings = settings.override(redis_url=redis_url, broker_url=broker_url, weights_url=weights_url, redis_ca=redis_ca,
+                                 redis_cert=redis_cert, redis_key=redis_key, threads=threads, inner=inner, device=device, precision=precision)
     if settings.redis_url is None:
         raise ConfigError("bpt worker needs --redis-url or BPT_REDIS_URL")
     from bpt.devices import resolve

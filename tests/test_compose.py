@@ -30,6 +30,16 @@ def test_services_are_there(compose):
     assert "ports" not in compose["services"]["worker"]  # scale without port clashes
 
 
+def test_the_rabbitmq_and_cluster_profiles_are_there_and_the_workers_can_use_them(compose):
+    services = compose["services"]
+    assert services["rabbitmq"]["profiles"] == ["rabbitmq"] and "healthcheck" in services["rabbitmq"]
+    nodes = [n for n in services if n.startswith("redis-c")]
+    assert len(nodes) == 3 and all("--cluster-enabled" in services[n]["command"] for n in nodes)
+    assert services["cluster-init"]["profiles"] == ["cluster"]
+    for name in ("worker", "cli"):
+        assert {"BPT_BROKER_URL", "BPT_WEIGHTS_URL"} <= set(services[name]["environment"])
+
+
 def test_commands_are_real_cli_commands_and_options(compose):
     for name in ("worker", "flower"):
         command = compose["services"][name]["command"]

@@ -59,7 +59,8 @@ def _quorum_amqp(delivery_limit: int) -> type:
 
 def make_app(settings: Settings) -> Celery:
     rabbit = settings.uses_rabbitmq
-    app = Celery("bpt", broker=settings.broker, set_as_current=False,
+    broker, tls = _split_tls(settings.broker)
+    app = Celery("bpt", broker=broker, set_as_current=False,
                  amqp=_quorum_amqp(settings.max_deliveries) if rabbit else None)
     app.conf.update(
         task_serializer="json",
@@ -91,9 +92,26 @@ def make_app(settings: Settings) -> Celery:
     )
     if rabbit:
         _use_quorum_queues(app, settings.max_deliveries)
-    elif settings.broker.startswith("rediss://"):
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    elif broker.startswith("rediss://"):
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED, **tls}
     return app
+
+
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def _split_tls(url: str) -> tuple[str, dict]:
+    """A rediss:// URL's TLS files (query parameters, for redis-py) moved to the dict that
+    kombu's broker_use_ssl takes; the URL without them and ssl_cert_reqs."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if not url.startswith("rediss://"):
+        return url, {}
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    tls = {k: query.pop(k) for k in TLS_FILES if k in query}
+    query.pop("ssl_cert_reqs", None)
+    return urlunsplit(parts._replace(query=urlencode(query))), tls
 
 
 def _use_quorum_queues(app: Celery, delivery_limit: int) -> None:

@@ -136,7 +136,8 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1)
     seconds = time.perf_counter() - began
     store.forget_deliveries(epoch, piece)
-    store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device))
+    store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device),
+                      result.staleness if result.status == "accepted" else None)
     worker_registry.record_task(runtime.client, worker, end - start, seconds, store.keys.rates, runtime.scripts["rate"])
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
               version=result.version, scale=round(result.scale, 6), accuracy=round(accuracy, 4), live=live,

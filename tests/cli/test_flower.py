@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -71,6 +72,18 @@ def test_api_lists_the_workers_and_the_jobs_tasks(flower, workers):
     assert {"'epoch'", "'subset'"} <= set(tasks[0]["kwargs"].replace(":", " ").split())
 
 
+def test_a_search_for_one_job_finds_its_tasks_with_staleness_and_accuracy(flower):
+    """What docs/deployment.md tells users to type in the /tasks search box."""
+    base, job = flower
+    _, body = get(base + "/api/tasks?" + urllib.parse.urlencode({"search": f"kwargs:job_id={job}", "limit": 1000}))
+    tasks = list(json.loads(body).values())
+    assert tasks and all(job in t["kwargs"] for t in tasks)
+    done = [t for t in tasks if t["state"] == "SUCCESS"]
+    assert done and all("'staleness'" in t["result"] and "'accuracy'" in t["result"] for t in done)
+    _, other = get(base + "/api/tasks?" + urllib.parse.urlencode({"search": "kwargs:job_id=no-such-job"}))
+    assert json.loads(other) == {}
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_dashboard_renders_the_workers_in_headless_chromium(flower, workers, tmp_path):
     base, _ = flower
@@ -82,6 +95,10 @@ def test_dashboard_renders_the_workers_in_headless_chromium(flower, workers, tmp
     for name in workers.names:
         assert name in dom
     assert "Online" in dom
+    tasks_page = subprocess.run(["chromium", *flags, "--dump-dom", url.replace("/workers", "/tasks")],
+                                capture_output=True, text=True, timeout=90).stdout
+    headers = [h.lower() for h in re.findall(r"<th[^>]*>\s*([^<]+?)\s*</th>", tasks_page)]
+    assert {"kwargs", "result", "worker"} <= set(headers), headers
 
 
 def test_secrets_are_not_on_flowers_command_line(flower):
