@@ -43,7 +43,7 @@ def tls_redis(certificates):
     d = certificates
     extra = ("--tls-port", str(port), "--tls-cert-file", str(d / "server.pem"), "--tls-key-file", str(d / "server.key"),
              "--tls-ca-cert-file", str(d / "ca.pem"), "--tls-auth-clients", "yes")
-    with PrivateRedis(extra=extra) as server:
+    with PrivateRedis(extra=extra):
         yield f"rediss://127.0.0.1:{port}/0"
 
 
