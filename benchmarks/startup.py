@@ -3,7 +3,8 @@ against its job's own time (issue 17's goals: --help under 0.3 s, the demo under
 
     python -m benchmarks.startup [--runs 5]
 
-Prints a table (median of --runs for the help texts, one demo run) and writes
+Prints a table (median of --runs for the help texts; for the demo the run with the median
+ratio of wall time to job time, all ratios in the JSON) and writes
 benchmarks/results/startup.json.
 """
 
@@ -37,10 +38,15 @@ def main() -> None:
         seconds = statistics.median(timed(command)[0] for _ in range(args.runs))
         rows.append({"what": "bpt " + " ".join(command), "seconds": seconds, "goal": goal and f"< {goal} s",
                      "met": None if goal is None else seconds < goal})
-    wall, result = timed(["train", "--dataset", "digits", "--quiet", "--json", "--out", tempfile.mkdtemp()])
-    job = json.loads(result.stdout.strip().splitlines()[-1])["wall_seconds"]
+    demos = []
+    for _ in range(args.runs):
+        wall, result = timed(["train", "--dataset", "digits", "--quiet", "--json", "--out", tempfile.mkdtemp()])
+        demos.append((wall / json.loads(result.stdout.strip().splitlines()[-1])["wall_seconds"], wall,
+                      json.loads(result.stdout.strip().splitlines()[-1])["wall_seconds"]))
+    ratio, wall, job = sorted(demos)[len(demos) // 2]  # the run with the median ratio
     rows.append({"what": "bpt train --dataset digits (embedded)", "seconds": wall, "job_seconds": job,
-                 "ratio": wall / job, "goal": "< 2x the job", "met": wall < 2 * job})
+                 "ratio": ratio, "goal": "< 2x the job", "met": wall < 2 * job,
+                 "ratios": [round(d[0], 2) for d in demos]})
     print(table(rows, ["what", "seconds", "job_seconds", "ratio", "goal", "met"]))
     print("wrote", write_json("startup", {"rows": rows, "args": vars(args)}))
 

@@ -100,11 +100,26 @@ def _split(x, y, seed, test_fraction=0.2, val_fraction=0.08, name="data", num_cl
 
 def digits(seed: int = 0) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, no download)."""
+    images, target = digits_arrays()
+    x = (images / 16.0).astype(np.float32)[:, None, :, :]
+    return _split(x, target.astype(np.int64), seed, name="digits", num_classes=10)
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) of 0..16, labels), read straight from the CSV that scikit-learn
+    ships, as its load_digits does: importing sklearn (and scipy with it) took 2.0 s of the
+    demo's start-up here. Falls back to load_digits if the file is not where it was."""
+    import importlib.util
+
+    found = importlib.util.find_spec("sklearn")
+    path = os.path.join(found.submodule_search_locations[0], "datasets", "data", "digits.csv.gz") if found else ""
+    if os.path.isfile(path):
+        data = np.loadtxt(path, delimiter=",")
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     raw = load_digits()
-    x = (raw.images / 16.0).astype(np.float32)[:, None, :, :]
-    return _split(x, raw.target.astype(np.int64), seed, name="digits", num_classes=10)
+    return raw.images, raw.target
 
 
 def _distort(images: np.ndarray, rng: np.random.Generator, size: int, strength: float) -> np.ndarray:

@@ -7,7 +7,6 @@ and a CPU worker merge into the same global model."""
 from __future__ import annotations
 
 import os
-import re
 
 # Ask NVML, not the CUDA runtime, whether there is a GPU: a runtime call in the worker's main
 # process would make every forked pool process fail with "Cannot re-initialize CUDA in forked
@@ -16,16 +15,8 @@ os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 import torch  # noqa: E402
 
+from .device_names import PRECISIONS, check  # noqa: F401 - where callers find them
 from .errors import ConfigError
-
-DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check(name: str) -> str:
-    if not DEVICE.match(name):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return name
 
 
 def resolve(name: str) -> torch.device:

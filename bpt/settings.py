@@ -94,7 +94,7 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.inner is not None and self.inner not in ("auto", "torch", "tasks"):
             raise ConfigError(f"inner must be auto, torch or tasks, got {self.inner!r}")
-        from .devices import PRECISIONS, check
+        from .device_names import PRECISIONS, check
 
         check(self.device)
         if self.precision not in PRECISIONS:

@@ -27,7 +27,8 @@ COMMANDS = {
     "flower": ("flower", "flower", "Start Flower to watch workers and tasks in a browser (tasks are named bpt.*, first "
                                    "argument the job id)."),
     "jobs": ("jobs", "jobs", "List the jobs on a Redis server."),
-    "status": ("jobs", "status", "Show a job's state and metrics so far."),
+    "status": ("jobs", "status", "Show a job's state and metrics so far: epoch, version, accuracy, and per worker "
+                                 "its throughput and the mean staleness of its accepted pushes."),
     "wait": ("jobs", "wait", "Follow a job with a progress bar until it ends, then write its model and metrics."),
     "cancel": ("jobs", "cancel", "Cancel a job: workers skip its remaining subsets; staged data is freed."),
     "pause": ("control", "pause", "Pause a job: running subsets finish and are merged, the rest wait; nothing is lost."),

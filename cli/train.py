@@ -9,13 +9,11 @@ import signal
 
 import click
 
-from bpt import datasets, merge, models
+from bpt import catalog, datasets, merge
 from bpt.errors import ConfigError
-from bpt.prepare import JobChoices, prepare
 from bpt.broker.connection import connect
 from bpt.broker.redis_server import PrivateRedis
 
-from .follow import finish, follow
 from .options import broker_url_option, tls_options, weights_url_option
 
 
@@ -53,7 +51,7 @@ def load_config(ctx, param, path):
 @click.option("--test", "test_path", default=None,
               help="A test split of your own: an image folder (with an image-folder data set) or an .npz.")
 @click.option("--model", "-m", default=None,
-              help=f"A built-in model ({', '.join(sorted(models.REGISTRY))}); a model file describing your "
+              help=f"A built-in model ({', '.join(sorted(catalog.BUILTIN_MODELS))}); a model file describing your "
                    "network (.toml, .json or .yaml, see examples/models/); or an installed plug-in model "
                    "DIST:ENTRY (entry-point group bpt.models). Default: the built-in one for the image size.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
@@ -101,7 +99,7 @@ def load_config(ctx, param, path):
 @click.option("--classes", type=int, default=10, show_default=True, help="synthetic: classes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", "-w", type=int, default=None,
-              help="Local worker processes (embedded; default one per core). With --redis-url the job "
+              help="Local training processes (embedded: one worker with this many; default one per core). With --redis-url the job "
                    "counts the live workers' training processes itself.")
 @click.option("--threads", type=int, default=None, help="Threads per local worker for the inner layer (default 1).")
 @click.option("--device", default=None,
@@ -129,7 +127,8 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
 
     With no Redis URL this runs everything here: a private redis-server on a free loopback
-    port and one worker process per core, all stopped when it ends (also on Ctrl-C).
+    port and one local worker with a training process per core, all stopped when it ends
+    (also on Ctrl-C).
     """
     workers_given = workers is not None
     settings = settings.override(redis_url=redis_url, broker_url=broker_url, weights_url=weights_url, redis_ca=redis_ca,
@@ -141,36 +140,48 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
                         ("channels", channels), ("classes", classes)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value}")
-    choices = JobChoices(
-        dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed, val_path, test_path),
-        model=model, epochs=epochs, subset_size=subset_size, batch_size=batch_size, lr=lr, momentum=momentum,
-        rule=rule, alpha=alpha, gamma=gamma, s_max=s_max, eval_every=eval_every, seed=seed,
-        workers=settings.workers, inner=inner, partition=partition, guardrail=guardrail,
-        optimizer=optimizer, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-        step_every=step_every, label_smoothing=label_smoothing, augment=tuple(augment),
-        target_accuracy=target_accuracy, top_k=top_k,
-    )
-    if tensorboard_dir:
-        from .follow import tensorboard_writer_class
-
-        tensorboard_writer_class()
-    spec, data, weights = prepare(choices)  # every check on the job happens before any server starts
-    if settings.redis_url is None:
-        from bpt.devices import resolve
-
-        resolve(settings.device)  # the local workers' device exists here
     interrupted = _catch_ctrl_c()
-    out_dir = out_dir or os.path.join(settings.out_dir, spec.job_id)
     with contextlib.ExitStack() as stack:
-        alive = None
+        alive = local = None
         if settings.redis_url is None:
+            # Start the private Redis and the local workers first, so that their start-up (each
+            # imports torch) overlaps this process's own import of torch and its checks of the
+            # job; bad input stops them again before anything is submitted (the demo took 9.3 s
+            # for a 2.0 s job with the start after the checks: benchmarks.startup).
             from bpt.workers.launcher import LocalWorkers
 
-            if not quiet:
-                click.echo(f"starting a private Redis server and {settings.workers} local workers ...", err=True)
             server = stack.enter_context(PrivateRedis())
             settings = dataclasses.replace(settings, redis_url=server.url)
-            local = stack.enter_context(LocalWorkers(settings, settings.workers))
+            local = LocalWorkers(settings, 1, concurrency=settings.workers)
+            stack.callback(local.stop)
+            local.spawn()
+        from bpt.prepare import JobChoices, prepare
+
+        from .follow import finish, follow
+
+        choices = JobChoices(
+            dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed, val_path, test_path),
+            model=model, epochs=epochs, subset_size=subset_size, batch_size=batch_size, lr=lr, momentum=momentum,
+            rule=rule, alpha=alpha, gamma=gamma, s_max=s_max, eval_every=eval_every, seed=seed,
+            workers=settings.workers, inner=inner, partition=partition, guardrail=guardrail,
+            optimizer=optimizer, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+            step_every=step_every, label_smoothing=label_smoothing, augment=tuple(augment),
+            target_accuracy=target_accuracy, top_k=top_k,
+        )
+        if tensorboard_dir:
+            from .follow import tensorboard_writer_class
+
+            tensorboard_writer_class()
+        spec, data, weights = prepare(choices)  # every check on the job happens before anything is submitted
+        out_dir = out_dir or os.path.join(settings.out_dir, spec.job_id)
+        if local is not None:
+            from bpt.devices import resolve
+
+            resolve(settings.device)  # the local workers' device exists here
+            if not quiet:
+                click.echo(f"started a private Redis server; waiting for a local worker with {settings.workers} "
+                           "training processes ...", err=True)
+            local.wait_ready(LOCAL_START_SECONDS)
             alive = lambda: local.alive() > 0  # noqa: E731
             if interrupted:  # a library swallowed the KeyboardInterrupt while the workers started
                 raise KeyboardInterrupt
@@ -199,7 +210,17 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
                 click.echo(f"\nstopped following; job {spec.job_id} goes on: `bpt wait {spec.job_id}` "
                            f"reattaches, `bpt cancel {spec.job_id}` stops it", err=True)
             raise
+        if local is not None:
+            local.request_stop()  # the job has ended: the workers shut down while the results are written
         finish(store, state, out_dir, as_json, tensorboard_dir, settings)
+        if local is not None:
+            # Their Redis is about to go: nothing a worker still does (a warm shutdown of an
+            # idle Celery worker takes 1.2 s here, signing off into that Redis) matters.
+            local.stop(grace=ENDED_GRACE_SECONDS)
+
+
+LOCAL_START_SECONDS = 90.0
+ENDED_GRACE_SECONDS = 0.3
 
 
 def _catch_ctrl_c() -> list:

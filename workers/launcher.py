@@ -32,12 +32,15 @@ def worker_env(settings: Settings) -> dict:
 
 
 class LocalWorkers:
-    """K worker processes (one pool process each), named bpt-1@host ... bpt-K@host."""
+    """K worker processes named bpt-1@host ... bpt-K@host, each with `concurrency` training
+    (pool) processes: K x 1 for tests that kill or slow one worker, 1 x N for the embedded
+    run (one import of torch instead of N; the pool processes are forked from it)."""
 
     def __init__(self, settings: Settings, count: int, slowdowns: list[float] | None = None,
-                 log_dir: str | None = None):
+                 log_dir: str | None = None, concurrency: int = 1):
         self.settings = settings
         self.count = count
+        self.concurrency = concurrency
         self.slowdowns = slowdowns or [1.0] * count
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="bpt-workers-")
         self.procs = []
@@ -45,18 +48,19 @@ class LocalWorkers:
 
     def start(self, timeout: float = 90.0) -> "LocalWorkers":
         try:
-            self._spawn_all()
+            self.spawn()
             self.wait_ready(timeout)
         except BaseException:  # Ctrl-C while starting too: __exit__ never runs if __enter__ fails
             self.stop()
             raise
         return self
 
-    def _spawn_all(self) -> None:
+    def spawn(self) -> None:
+        """Start the processes without waiting for them (wait_ready does; stop cleans up)."""
         env = worker_env(self.settings)
         for i in range(1, self.count + 1):
             name = f"bpt-{i}@{socket.gethostname()}"
-            argv = [sys.executable, "-m", "bpt.cli", "worker", "--name", name, "--concurrency", "1",
+            argv = [sys.executable, "-m", "bpt.cli", "worker", "--name", name, "--concurrency", str(self.concurrency),
                     "--slowdown", str(self.slowdowns[i - 1]), "--loglevel", "WARNING"]
             self.procs.append(processes.spawn(argv, os.path.join(self.log_dir, f"worker-{i}.log"), env=env))
             self.names.append(name)
@@ -80,12 +84,17 @@ class LocalWorkers:
     def alive(self) -> int:
         return sum(p.poll() is None for p in self.procs)
 
-    def stop(self) -> None:
-        for proc in self.procs:  # ask all first, then wait: they shut down in parallel
+    def request_stop(self) -> None:
+        """Ask every worker to shut down (warm: a task in hand finishes) without waiting."""
+        for proc in self.procs:
             if proc.poll() is None:
                 processes.signal_group(proc, signal.SIGTERM)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every worker: SIGTERM (a warm shutdown), SIGKILL after `grace` seconds."""
+        self.request_stop()  # ask all first, then wait: they shut down in parallel
         for proc in self.procs:
-            processes.stop(proc)
+            processes.stop(proc, grace)
         self.procs = []
 
     def __enter__(self) -> "LocalWorkers":

@@ -81,3 +81,13 @@ def test_an_npy_is_images_only_and_training_says_it_needs_labels(tmp_path):
     assert x.shape == (20, 8, 8) and y is None
     with pytest.raises(DataError, match="needs labels"):
         datasets.load(datasets.DatasetSpec(str(tmp_path / "x.npy")))
+
+
+def test_digits_read_from_sklearns_file_are_exactly_load_digits():
+    from sklearn.datasets import load_digits
+
+    from bpt.datasets import digits_arrays
+
+    images, target = digits_arrays()
+    raw = load_digits()
+    assert np.array_equal(images, raw.images) and np.array_equal(target, raw.target)

@@ -94,3 +94,10 @@ def test_a_spec_over_the_limits_is_refused_when_a_worker_loads_it_too(change, me
                              num_classes=10, n_train=100).to_json())
     with pytest.raises(ConfigError, match=message):
         JobSpec.from_json(json.dumps({**raw, **change}))
+
+
+def test_the_catalog_names_every_built_in_model_and_no_other():
+    """bpt.catalog lets `bpt train --help` list the models without importing torch."""
+    from bpt import catalog, models
+
+    assert sorted(catalog.BUILTIN_MODELS) == sorted(models.REGISTRY)
