@@ -107,28 +107,33 @@ class Settings:
             raise ConfigError(
                 f"redis url must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
             )
-        self._fold_tls()
         if self.weights_url is not None and not self.weights_url.startswith(("redis://", "rediss://")):
             raise ConfigError(f"weights url must start with redis:// or rediss://, got {self.weights_url!r}")
         if self.weights_shards < 0:
             raise ConfigError(f"weights_shards must be 0 (one per primary) or more, got {self.weights_shards}")
         if self.broker_url is not None and not self.broker_url.startswith(BROKER_SCHEMES):
             raise ConfigError(f"broker url must start with {', '.join(BROKER_SCHEMES)}, got {self.broker_url!r}")
-        return self
+        return self._with_tls()
 
-    def _fold_tls(self) -> None:
+    def _with_tls(self) -> "Settings":
+        """A copy whose rediss:// URLs (Redis, and broker and weights where they are rediss://
+        too) carry the TLS files; the same settings when none are given. Folding twice
+        changes nothing."""
         files = {"ssl_ca_certs": self.redis_ca, "ssl_certfile": self.redis_cert, "ssl_keyfile": self.redis_key}
         given = {k: v for k, v in files.items() if v}
         if not given:
-            return
+            return self
         if not (self.redis_url or "").startswith("rediss://"):
             raise ConfigError("--redis-ca, --redis-cert and --redis-key need a rediss:// Redis URL")
-        for path in given.values():
-            if not os.path.isfile(path):
-                raise ConfigError(f"TLS file {path} does not exist")
         if bool(self.redis_cert) != bool(self.redis_key):
             raise ConfigError("--redis-cert and --redis-key go together")
-        object.__setattr__(self, "redis_url", with_query(self.redis_url, {**given, "ssl_cert_reqs": "required"}))
+        query = {**given, "ssl_cert_reqs": "required"}
+
+        def fold(url):
+            return with_query(url, query) if url and url.startswith("rediss://") else url
+
+        return dataclasses.replace(self, redis_url=fold(self.redis_url), broker_url=fold(self.broker_url),
+                                   weights_url=fold(self.weights_url))
 
     @property
     def broker(self) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from .errors import ConfigError
+
 MAX_SHARD_BYTES = 512 * 2**20  # one Redis string's limit
 
 
@@ -26,7 +28,7 @@ def plan(sizes: dict[str, int], count: int) -> list[list[str]]:
     order = {name: i for i, name in enumerate(sizes)}
     too_big = [(n, b) for n, b in zip(groups, loads) if b > MAX_SHARD_BYTES]
     if too_big:
-        raise ValueError(f"a shard of {too_big[0][1] / 2**20:.0f} MiB is over Redis's 512 MiB string limit; "
+        raise ConfigError(f"a shard of {too_big[0][1] / 2**20:.0f} MiB is over Redis's 512 MiB string limit; "
                          "use more shards")
     return [sorted(g, key=order.__getitem__) for g in groups if g]
 

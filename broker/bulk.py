@@ -9,16 +9,19 @@ sendall() as it is.
 
 from __future__ import annotations
 
-def set_buffer(client, key: str, data, px: int, then: tuple | None = None):
-    """SET key data PX px, without copying data (any object with the buffer protocol).
+def set_buffer(client, key: str, data, px: int | None = None, then: tuple | None = None):
+    """SET key data [PX px], without copying data (any object with the buffer protocol).
 
     then: another command (its arguments) sent in the same write, so that both cost one
     round trip; its reply is returned (an error reply raises, as redis-py would)."""
     view = memoryview(data).cast("B")
     name = key.encode()
-    ttl = str(int(px)).encode()
-    head = b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(name), name, view.nbytes)
-    tail = b"\r\n$2\r\nPX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl)
+    head = b"*%d\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (3 if px is None else 5, len(name), name, view.nbytes)
+    if px is None:
+        tail = b"\r\n"
+    else:
+        ttl = str(int(px)).encode()
+        tail = b"\r\n$2\r\nPX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl)
     pool = client.connection_pool
     conn = pool.get_connection()
     try:

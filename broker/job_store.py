@@ -14,13 +14,13 @@ import time
 import numpy as np
 import redis
 
-from bpt import guardrail, lifecycle
+from bpt import guardrail, lifecycle, sharding
 from bpt.datasets import Dataset
-from bpt.errors import DataError, UnknownJob
+from bpt.errors import ConfigError, DataError, UnknownJob
 from bpt.jobspec import JobSpec
 
 from . import clock, codec, scripts
-from .keys import JOBS_INDEX, JobKeys
+from .keys import JOBS_INDEX, JobKeys, glob_escape
 from .weight_store import WeightStore
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -290,6 +290,9 @@ class JobStore:
         """Every key of the job (and its weight shards on `shards`, when it has some)."""
         if shards is not None:
             shards.delete_job(self.job_id)
+        elif sharding.is_manifest(self.client.get(self.keys.weights_blob) or b""):
+            raise ConfigError(f"job {self.job_id} keeps its weights sharded on a Redis Cluster: give this command "
+                              "that cluster's --weights-url (BPT_WEIGHTS_URL) to delete them too")
         keys = list(self.client.scan_iter(match=_escape(self.keys.pattern()), count=1000))
         pipe = self.client.pipeline(transaction=True)
         if keys:
@@ -301,15 +304,13 @@ class JobStore:
 
 def _escape(pattern: str) -> str:
     """A job id could hold glob characters; escape all but the trailing '*' of a pattern."""
-    head = pattern[:-1]
-    for ch in "\\[]?*":
-        head = head.replace(ch, "\\" + ch)
-    return head + pattern[-1]
+    return glob_escape(pattern[:-1]) + pattern[-1]
 
 
-def collect_garbage(client: redis.Redis, delete_finished: bool = False) -> dict:
+def collect_garbage(client: redis.Redis, delete_finished: bool = False, shards=None) -> dict:
     """Free what ended jobs left behind: staged data and wave bookkeeping of finished jobs,
-    every key of a job missing from the index, and (optionally) finished jobs entirely."""
+    every key of a job missing from the index, and (optionally) finished jobs entirely, with
+    their weight shards on `shards` (--weights-url)."""
     indexed = set(list_jobs(client))
     report = {"orphan_keys": 0, "finished_jobs_cleaned": 0, "jobs_deleted": 0}
     for key in client.scan_iter(match=JobKeys("*").pattern(), count=1000):
@@ -321,7 +322,7 @@ def collect_garbage(client: redis.Redis, delete_finished: bool = False) -> dict:
         if store.status() not in FINISHED and store.status() != "unknown":
             continue
         if delete_finished:
-            store.delete()
+            store.delete(shards)
             report["jobs_deleted"] += 1
         else:
             store.drop_staged_data()

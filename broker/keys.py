@@ -58,6 +58,14 @@ class JobKeys:
         return self._k(f"weights-next:{token}")
 
     @property
+    def shard_uploads(self) -> str:  # sorted set: sharded uploads not yet installed (keys JSON -> Redis time)
+        return self._k("shard-uploads")
+
+    @property
+    def shard_retired(self) -> str:  # sorted set: shards of replaced versions (keys JSON -> Redis time)
+        return self._k("shard-retired")
+
+    @property
     def merge_lease(self) -> str:  # string: the token of the one pusher merging now (expires)
         return self._k("merge-lease")
 
@@ -153,6 +161,13 @@ class JobKeys:
         """The per-wave and per-task keys a finished job no longer needs (done sets, release
         flags, sync rounds, delivery counts); its results and counters stay."""
         return [f"{self.base}:{part}:*" for part in ("done", "released", "round", "deliveries")]
+
+
+def glob_escape(text: str) -> str:
+    """text with Redis's glob characters escaped (a job id could hold them), for SCAN MATCH."""
+    for ch in "\\[]?*":
+        text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def applied_field(epoch: int, subset: int) -> str:

@@ -149,7 +149,10 @@ class PrivateCluster:
     def _wait_ok(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            states = [redis.Redis(port=n.port).execute_command("CLUSTER", "INFO") for n in self.nodes]
+            states = []
+            for node in self.nodes:
+                with redis.Redis(port=node.port) as client:
+                    states.append(client.execute_command("CLUSTER", "INFO"))
             if all(b"cluster_state:ok" in s for s in states):
                 return
             time.sleep(0.1)

@@ -10,9 +10,16 @@ The job's control Redis keeps, where a single-Redis job keeps its blob, a small 
 installs the manifest with the very compare-and-set script a single blob uses (push.lua or
 commit_round.lua: version check, exactly-once record, RENAME), so a version exists only
 once all its shards do, and a pull that reads a manifest reads shards nobody rewrites: it
-can never mix two versions. After an install the new shards are made permanent and the
-previous version's expire in RETIRED_TTL_MS, long after any pull that read its manifest
-has fetched them; a pull that still finds one gone starts again from the newer manifest.
+can never mix two versions.
+
+Shards never expire on their own (a TTL on the current version's shards, cleared after the
+install, could run out if the installer died in between). What to delete is recorded in
+the job's Redis instead (WeightStore): an upload is listed before its shards are written and
+struck off once installed or discarded; an installed version's predecessor is listed as
+retired. Whoever installs next deletes retired versions older than RETIRED_SECONDS (long
+after any pull that read their manifest has fetched them; a pull that still finds a shard
+gone reads the newer manifest) and uploads older than ABANDONED_SECONDS (their pusher died),
+never the current version's.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from bpt.errors import ConnectionFailed, CorruptBlob
 
 from . import bulk, codec
 from .connection import connect, redact
-from .keys import weight_shard, weight_shard_pattern
+from .keys import glob_escape, weight_shard, weight_shard_pattern
 
-UPLOAD_TTL_MS = 120_000  # shards of an upload whose pusher died before installing it expire
-RETIRED_TTL_MS = 10_000  # a replaced version's shards live on this long for pulls in flight (a pull takes
-# about 0.2 s for 180 MB here; one slower than this reads the newer version instead)
+RETIRED_SECONDS = 10.0  # a replaced version's shards stay this long for pulls in flight (a pull
+# takes about 0.2 s for 180 MB here; one slower than this reads the newer version instead)
+ABANDONED_SECONDS = 120.0  # an upload listed this long was left by a pusher that died
+INSTALL_DEADLINE_SECONDS = 60.0  # a pusher whose shards took longer than this to write does not
+# install them (another installer may already count them abandoned): it merges again
 
 
 class ShardMissing(Exception):
@@ -83,32 +92,30 @@ class ShardStore:
         return self.client.get_node_from_key(key).redis_connection if self.cluster else self.client
 
     # -- writing and reading -----------------------------------------------------------
-    def upload(self, job_id: str, buffers: list, permanent: bool = False) -> bytes:
-        """Write each buffer (a safetensors blob) as a shard of a new version; returns the
-        manifest to install. Shards expire unless installed (permanent: never)."""
+    def new_keys(self, job_id: str, count: int) -> list[str]:
+        """Keys for the `count` shards of one new upload."""
         token = uuid.uuid4().hex
-        keys = [weight_shard(job_id, tag, token) for tag in self.tags(job_id, len(buffers))]
-        ttl = None if permanent else UPLOAD_TTL_MS
-        list(self._threads.map(lambda kb: self._set(kb[0], kb[1], ttl), zip(keys, buffers)))
+        return [weight_shard(job_id, tag, token) for tag in self.tags(job_id, count)]
+
+    def upload(self, keys: list[str], buffers: list) -> bytes:
+        """Write each buffer (a safetensors blob) under its key; returns the manifest to install."""
+        list(self._threads.map(lambda kb: self._set(kb[0], kb[1]), zip(keys, buffers)))
         return sharding.encode_manifest([{"key": k, "crc": codec.checksum(b), "bytes": memoryview(b).nbytes}
                                          for k, b in zip(keys, buffers)])
 
-    def _set(self, key: str, buffer, ttl_ms: int | None) -> None:
+    def _set(self, key: str, buffer) -> None:
         try:
-            if ttl_ms is None:
-                self._node_client(key).set(key, memoryview(buffer).cast("B").tobytes())
-            else:
-                bulk.set_buffer(self._node_client(key), key, buffer, ttl_ms)  # no copy of the bytes
+            bulk.set_buffer(self._node_client(key), key, buffer)  # no copy of the bytes
         except redis.ResponseError as e:
             if "MOVED" not in str(e) and "ASK" not in str(e):
                 raise
-            self.client.set(key, memoryview(buffer).cast("B").tobytes(), px=ttl_ms)  # resharded: let redis-py route it
+            self.client.set(key, memoryview(buffer).cast("B").tobytes())  # resharded: let redis-py route it
 
     def fetch(self, manifest: bytes) -> dict[str, np.ndarray]:
         """The weights a manifest names: each shard read in parallel and checked against its
         checksum. ShardMissing if one was retired meanwhile (the caller reads again)."""
         shards = sharding.decode_manifest(manifest)
-        blobs = list(self._threads.map(lambda s: self._node_client(s["key"]).get(s["key"]), shards))
+        blobs = list(self._threads.map(lambda s: self._get(s["key"]), shards))
         weights: dict[str, np.ndarray] = {}
         for shard, blob in zip(shards, blobs):
             if blob is None:
@@ -118,29 +125,24 @@ class ShardStore:
             weights.update(codec.decode_weights(blob))
         return weights
 
-    def installed(self, manifest: bytes, previous: bytes | None) -> None:
-        """The manifest is now the job's: keep its shards, let the previous version's go."""
-        self._each(manifest, lambda c, k: c.persist(k))
-        if previous is not None and previous != manifest:
-            self._each(previous, lambda c, k: c.pexpire(k, RETIRED_TTL_MS))
+    def _get(self, key: str):
+        try:
+            return self._node_client(key).get(key)
+        except redis.ResponseError:  # resharded (MOVED, ASK): let redis-py route it
+            return self.client.get(key)
 
-    def keep(self, manifest: bytes) -> None:
-        """Make a current version's shards permanent (after a pusher died between installing
-        its manifest and persisting its shards, the next one to merge on it does this)."""
-        self._each(manifest, lambda c, k: c.persist(k))
-
-    def discard(self, manifest: bytes) -> None:
-        """An upload that was not installed (version moved on, duplicate, job closed)."""
-        self._each(manifest, lambda c, k: c.delete(k))
-
-    def _each(self, manifest: bytes, command) -> None:
-        keys = [s["key"] for s in sharding.decode_manifest(manifest)]
-        list(self._threads.map(lambda k: command(self._node_client(k), k), keys))
+    def delete(self, keys: list[str]) -> None:
+        """Delete shards (an upload not installed, a retired version)."""
+        def one(key):
+            try:
+                self._node_client(key).delete(key)
+            except redis.ResponseError:  # resharded: let redis-py route it
+                self.client.delete(key)
+        list(self._threads.map(one, keys))
 
     def delete_job(self, job_id: str) -> int:
         """Every shard of a job, on every primary (the job is being deleted)."""
-        pattern = weight_shard_pattern(job_id.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
-                                       .replace("[", "\\[").replace("]", "\\]")) + "*"
+        pattern = glob_escape(weight_shard_pattern(job_id)[:-1]) + "*"
         nodes = [p.redis_connection for p in self.client.get_primaries()] if self.cluster else [self.client]
         deleted = 0
         for node in nodes:

@@ -33,10 +33,13 @@ from bpt.errors import ConfigError, CorruptBlob
 
 from . import bulk, codec, scripts
 from .keys import JobKeys, applied_field
-from .weight_shards import ShardMissing, ShardStore
+from . import clock, weight_shards
+from .weight_shards import INSTALL_DEADLINE_SECONDS, ShardMissing, ShardStore
 
 RECENT_ACCURACIES = merge.RECENT_ACCURACIES
 MAX_CAS_ROUNDS = 1000
+# What _install answers for an upload it did not install: the scripts' "version moved on".
+RETRY_REPLY = {"push": (b"retry", b"", 0), "commit_round": (b"retry", b"")}
 PULL_ROUNDS = 20  # a sharded pull that finds a shard retired reads the newer manifest, at most this often
 UPLOAD_TTL_MS = 120_000  # an upload whose pusher died before installing it expires
 CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto a pulled copy
@@ -78,9 +81,9 @@ class WeightStore:
 
     # -- setting and reading ---------------------------------------------------------
     def initialize(self, weights: dict[str, np.ndarray], pipe=None) -> None:
-        if self.shards is not None:
+        if self.shards is not None:  # deleting the job deletes these shards, installed or not
             buffers = [codec.encode_weights({n: weights[n] for n in group}) for group in self._plan(weights)]
-            blob = self.shards.upload(self.keys.job_id, buffers, permanent=True)
+            blob = self.shards.upload(self.shards.new_keys(self.keys.job_id, len(buffers)), buffers)
         else:
             blob = codec.encode_weights(weights)
         target = pipe or self.client.pipeline(transaction=True)
@@ -136,7 +139,14 @@ class WeightStore:
             parts = [codec.weights_buffer({n: layout[n] for n in group}) for group in self._plan(layout)]
             merged = {name: view for _, views in parts for name, view in views.items()}
             fill(merged)
-            buffer = self.shards.upload(self.keys.job_id, [b for b, _ in parts])
+            shard_keys = self.shards.new_keys(self.keys.job_id, len(parts))
+            listed = json.dumps(shard_keys)
+            self.client.zadd(self.keys.shard_uploads, {listed: clock.now(self.client)})  # before any byte is written
+            began = time.monotonic()
+            buffer = self.shards.upload(shard_keys, [b for b, _ in parts])
+            if time.monotonic() - began > INSTALL_DEADLINE_SECONDS:  # maybe counted abandoned already
+                self._drop_upload(shard_keys, listed)
+                return RETRY_REPLY[script], merged
         upload = self.keys.weights_next(uuid.uuid4().hex)
         keys, args = [upload] + keys, [codec.checksum(buffer)] + args
         command = ("EVALSHA", self.scripts[script].sha, len(keys), *keys, *args)
@@ -146,10 +156,37 @@ class WeightStore:
             reply = self.scripts[script](keys=keys, args=args)
         if self.shards is not None:
             if reply[0] == b"ok":
-                self.shards.installed(buffer, previous.manifest if previous else None)
+                self._installed(listed, previous)
             else:
-                self.shards.discard(buffer)
+                self._drop_upload(shard_keys, listed)
         return reply, merged
+
+    # -- sharded weights: what to delete, recorded here (broker/weight_shards.py) ---------
+    def _drop_upload(self, shard_keys: list[str], listed: str) -> None:
+        self.shards.delete(shard_keys)
+        self.client.zrem(self.keys.shard_uploads, listed)
+
+    def _installed(self, listed: str, previous: Pulled | None) -> None:
+        """Our upload is the current version: strike it off the uploads, list the version it
+        replaced as retired, and delete what has been retired or abandoned long enough."""
+        now = clock.now(self.client)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self.keys.shard_uploads, listed)
+        if previous is not None and previous.manifest:
+            replaced = [s["key"] for s in sharding.decode_manifest(previous.manifest)]
+            pipe.zadd(self.keys.shard_retired, {json.dumps(replaced): now})
+        pipe.zrangebyscore(self.keys.shard_retired, "-inf", now - weight_shards.RETIRED_SECONDS)
+        pipe.zrangebyscore(self.keys.shard_uploads, "-inf", now - weight_shards.ABANDONED_SECONDS)
+        *_, retired, abandoned = pipe.execute()
+        current = self.client.get(self.keys.weights_blob)
+        keep = set(s["key"] for s in sharding.decode_manifest(current)) if current and sharding.is_manifest(current) \
+            else set()
+        for zset, members in ((self.keys.shard_retired, retired), (self.keys.shard_uploads, abandoned)):
+            for member in members:
+                keys = [k for k in json.loads(member) if k not in keep]  # never the current version's
+                if keys:
+                    self.shards.delete(keys)
+                self.client.zrem(zset, member)
 
     # -- asynchronous rules (agwu, async) --------------------------------------------------
     def push(self, *, rule: merge.MergeRule, pulled_version: int, delta: dict[str, np.ndarray],
@@ -203,8 +240,6 @@ class WeightStore:
             # still current; without it, a large upload is not risked on them unchecked.
             if current is None or (current is base and (big or token) and self.version() != current.version):
                 current = self.pull()
-                if token and current.manifest:  # holding the lease, this is the newest version
-                    self.shards.keep(current.manifest)
             staleness = current.version - pulled_version
             if staleness < 0:  # Redis lost versions (a restart that rolled its AOF back): the
                 # delta was computed from weights that no longer exist; nothing is recorded,

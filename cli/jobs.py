@@ -149,8 +149,15 @@ def cancel(settings, job_id, redis_url):
 @click.pass_obj
 def gc(settings, redis_url, delete_finished, as_json):
     """Free Redis memory that ended jobs left behind (staged data, wave bookkeeping, orphan keys)."""
-    _, client = connect_for(settings, redis_url)
-    report = collect_garbage(client, delete_finished)
+    settings, client = connect_for(settings, redis_url)
+    from bpt.broker.weight_shards import open_shards
+
+    shards = open_shards(settings.weights_url, settings.connect_timeout, settings.socket_timeout)
+    try:
+        report = collect_garbage(client, delete_finished, shards)
+    finally:
+        if shards is not None:
+            shards.close()
     click.echo(json.dumps(report) if as_json else
                f"cleaned {report['finished_jobs_cleaned']} finished jobs, deleted {report['jobs_deleted']} jobs "
                f"and {report['orphan_keys']} orphan keys")

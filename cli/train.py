@@ -153,7 +153,10 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             server = stack.enter_context(PrivateRedis())
             settings = dataclasses.replace(settings, redis_url=server.url)
             local = LocalWorkers(settings, 1, concurrency=settings.workers)
-            stack.callback(local.stop)
+            # Their Redis goes with them: nothing a worker still does once this run ends (a
+            # warm shutdown of an idle Celery worker takes 1.2 s here, signing off into that
+            # Redis) matters, on success, bad input or Ctrl-C alike.
+            stack.callback(local.stop, ENDED_GRACE_SECONDS)
             local.spawn()
         from bpt.prepare import JobChoices, prepare
 
@@ -197,6 +200,8 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         app = make_app(settings)
         stack.callback(app.close)
         store = submit(app, client, settings, spec, data, weights)
+        if local is not None and settings.weights_url:  # the private Redis goes: so must the job's shards
+            stack.callback(_delete_shards, settings, spec.job_id)
         if detach:
             click.echo(spec.job_id)
             return
@@ -213,10 +218,16 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         if local is not None:
             local.request_stop()  # the job has ended: the workers shut down while the results are written
         finish(store, state, out_dir, as_json, tensorboard_dir, settings)
-        if local is not None:
-            # Their Redis is about to go: nothing a worker still does (a warm shutdown of an
-            # idle Celery worker takes 1.2 s here, signing off into that Redis) matters.
-            local.stop(grace=ENDED_GRACE_SECONDS)
+
+
+def _delete_shards(settings, job_id: str) -> None:
+    from bpt.broker.weight_shards import open_shards
+
+    shards = open_shards(settings.weights_url, settings.connect_timeout, settings.socket_timeout)
+    try:
+        shards.delete_job(job_id)
+    finally:
+        shards.close()
 
 
 LOCAL_START_SECONDS = 90.0

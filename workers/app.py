@@ -8,12 +8,14 @@ queue, and publisher confirms (docs/design.md, "Broker").
 
 from __future__ import annotations
 
+import math
 import ssl
 
 from celery import Celery
 from celery.app.amqp import AMQP, Queues
 from kombu import Exchange, Queue
 
+from bpt.errors import ConfigError
 from bpt.settings import Settings
 
 TRAIN_QUEUE = "bpt.train"
@@ -33,6 +35,11 @@ RESTORE_SWEEP_SECONDS = 10
 # time): the job fails at the delivery before (workers/subnetwork.py), so this queue only
 # holds what slipped past that, for an operator to read (`bpt exporter` shows its depth).
 DEAD_LETTER_QUEUE = "bpt.dead"
+# RabbitMQ returns a task at most this often before dead-lettering it. One fixed value for
+# every process: a queue redeclared with other arguments is refused, so it cannot follow
+# each process's BPT_MAX_DELIVERIES; bpt's own count fails the job first (max_deliveries,
+# which must stay below this), RabbitMQ's limit is the backstop for what gets past it.
+QUEUE_DELIVERY_LIMIT = 10
 
 
 def quorum_queue(name: str, delivery_limit: int) -> Queue:
@@ -60,8 +67,11 @@ def _quorum_amqp(delivery_limit: int) -> type:
 def make_app(settings: Settings) -> Celery:
     rabbit = settings.uses_rabbitmq
     broker, tls = _split_tls(settings.broker)
+    if rabbit and settings.max_deliveries >= QUEUE_DELIVERY_LIMIT:
+        raise ConfigError(f"max_deliveries must be below RabbitMQ's delivery limit of {QUEUE_DELIVERY_LIMIT} for "
+                          f"bpt's queues, got {settings.max_deliveries}")
     app = Celery("bpt", broker=broker, set_as_current=False,
-                 amqp=_quorum_amqp(settings.max_deliveries) if rabbit else None)
+                 amqp=_quorum_amqp(QUEUE_DELIVERY_LIMIT) if rabbit else None)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -91,7 +101,7 @@ def make_app(settings: Settings) -> Celery:
                                   "health_check_interval": 25},
     )
     if rabbit:
-        _use_quorum_queues(app, settings.max_deliveries)
+        _use_quorum_queues(app, QUEUE_DELIVERY_LIMIT)
     elif broker.startswith("rediss://"):
         app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED, **tls}
     return app
@@ -129,6 +139,17 @@ def _use_quorum_queues(app: Celery, delivery_limit: int) -> None:
         broker_transport_options={"confirm_publish": True},
         broker_heartbeat=30,
     )
+
+
+def on_rabbitmq(app: Celery) -> bool:
+    return app.conf.task_default_queue_type == "quorum"
+
+
+def countdown(app: Celery, seconds: float) -> float:
+    """A task countdown the broker can keep: on RabbitMQ, Celery's native delayed delivery
+    for quorum queues takes whole seconds of at least 1 (a countdown of 0.5 raised
+    "countdown must be a positive number" and the scheduler's chain broke at every tick)."""
+    return float(max(1, math.ceil(seconds))) if on_rabbitmq(app) else seconds
 
 
 def dead_letter_queue() -> Queue:

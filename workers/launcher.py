@@ -23,6 +23,8 @@ def worker_env(settings: Settings) -> dict:
                 BPT_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
                 BPT_HEARTBEAT_TIMEOUT=str(settings.heartbeat_timeout), BPT_DEVICE=settings.device,
                 BPT_PRECISION=settings.precision, PYTHONUNBUFFERED="1")
+    for name in ("BPT_REDIS_CA", "BPT_REDIS_CERT", "BPT_REDIS_KEY"):  # folded into the URLs already: an
+        env.pop(name, None)  # inherited one would fold in again over the caller's
     for name, value in (("BPT_BROKER_URL", settings.broker_url), ("BPT_WEIGHTS_URL", settings.weights_url),
                         ("BPT_WEIGHTS_SHARDS", str(settings.weights_shards) if settings.weights_shards else None)):
         env.pop(name, None)

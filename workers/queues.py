@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu.exceptions import ChannelError, OperationalError
-from amqp.exceptions import NotFound
+from amqp.exceptions import NotFound, PreconditionFailed
 
-from bpt.errors import ConnectionFailed
+from bpt.errors import ConfigError, ConnectionFailed
 from bpt.settings import Settings
 from bpt.broker.connection import redact
 
@@ -25,15 +25,34 @@ def check_broker(settings: Settings) -> None:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=settings.connect_timeout)
+            if conn.transport.driver_type == "amqp":
+                _declare_bpt_queues(app, conn)
+    except (ConfigError, ConnectionFailed):
+        raise
     except Exception as e:  # kombu wraps socket, auth and protocol errors alike
         raise ConnectionFailed(f"cannot reach the broker at {redact(settings.broker)}: {e}") from e
     finally:
         app.close()
 
 
+def _declare_bpt_queues(app: Celery, conn) -> None:
+    """Declare bpt's shared queues as this version of bpt makes them: a queue an older
+    version (or another tool) declared with other arguments is refused by RabbitMQ, and the
+    worker would die at start with a traceback."""
+    for queue in list(app.conf.task_queues) + [dead_letter_queue()]:
+        channel = conn.channel()
+        try:
+            queue(channel).declare()
+        except PreconditionFailed as e:
+            raise ConfigError(f"RabbitMQ has queue {queue.name} with other arguments ({e.reply_text}): delete it "
+                              f"(rabbitmqctl delete_queue {queue.name}) or give bpt a vhost of its own") from None
+        finally:
+            _close(channel)
+
+
 def depth(app: Celery, name: str) -> int:
     """Messages ready on queue `name` (not those delivered and unacknowledged)."""
-    with app.connection_for_write() as conn:
+    with app.pool.acquire(block=True) as conn:
         channel = conn.channel()  # its own: a failed passive declare closes an AMQP channel
         try:
             return channel.queue_declare(queue=name, passive=True).message_count
@@ -45,7 +64,7 @@ def depth(app: Celery, name: str) -> int:
 
 def purge(app: Celery, name: str) -> int:
     """Drop every ready message on queue `name`; returns how many."""
-    with app.connection_for_write() as conn:
+    with app.pool.acquire(block=True) as conn:
         channel = conn.channel()
         try:
             return channel.queue_purge(name) or 0
@@ -58,10 +77,9 @@ def purge(app: Celery, name: str) -> int:
 def declare_dead_letters(app: Celery) -> None:
     """RabbitMQ: the queue that tasks past their delivery limit go to (without it they
     would be dropped unseen). Nothing to do on Redis, which has no delivery limit."""
-    if app.connection_for_write().transport.driver_type != "amqp":
-        return
     with app.connection_for_write() as conn:
-        dead_letter_queue()(conn.default_channel).declare()
+        if conn.transport.driver_type == "amqp":
+            dead_letter_queue()(conn.default_channel).declare()
 
 
 def _close(channel) -> None:

@@ -22,13 +22,14 @@ from bpt.broker.job_store import FINISHED, JobStore, list_jobs
 from bpt.broker.weight_store import WeightStore
 
 from . import flow, queues
-from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, worker_queue
+from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, countdown, worker_queue
 
 TICK = 0.5  # seconds between periodic rounds; every range task also runs one as it starts and ends
 
 
 RACE_RETRIES = 3  # a round that lost the race to another plans again (the winner may not have seen our push)
-STALL_SECONDS = 2.0  # no round for this long: a worker's heartbeat thread starts a new chain
+STALL_TICKS = 4  # no round for this many ticks (2 s on Redis, 4 s on RabbitMQ, whose countdowns
+# are whole seconds): a worker's heartbeat thread starts a new chain
 
 
 def state_key(store: JobStore) -> str:
@@ -65,15 +66,15 @@ def revive_stalled(app, client: redis.Redis, now: float) -> list[str]:
     """Start a new chain of rounds for every scheduled job whose rounds stopped: the message
     of the next round is held by a worker that died (it comes back only after the visibility
     timeout). Called from every worker's heartbeat thread; a short NX lock keeps it to one."""
-    revived = []
+    revived, stall = [], STALL_TICKS * countdown(app, TICK)
     for job_id in list_jobs(client):
         store = JobStore(client, job_id)
         if store.status() not in (lifecycle.QUEUED, lifecycle.RUNNING, lifecycle.FINISHING):
             continue  # paused: its rounds plan nothing, so look stalled without being so
         raw = client.get(state_key(store))
-        if raw is None or now - json.loads(raw).get("at", now) < STALL_SECONDS:
+        if raw is None or now - json.loads(raw).get("at", now) < stall:
             continue
-        if client.set(store.keys.revive_lock, 1, nx=True, ex=int(STALL_SECONDS) + 1):
+        if client.set(store.keys.revive_lock, 1, nx=True, ex=int(stall) + 1):
             store.log("scheduler-revived", stalled_seconds=round(now - json.loads(raw)["at"], 1))
             new_chain(app, store)
             revived.append(job_id)

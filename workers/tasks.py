@@ -19,7 +19,7 @@ from bpt.broker.job_store import JobStore
 from bpt.broker.weight_store import WeightStore
 
 from . import flow, scheduler
-from .app import CONTROL_QUEUE, FINISH_TASK, RANGE_TASK, SCHEDULE_TASK, TRAIN_TASK
+from .app import CONTROL_QUEUE, FINISH_TASK, RANGE_TASK, SCHEDULE_TASK, TRAIN_TASK, countdown
 from .runtime import WorkerRuntime
 from .subnetwork import JobPaused, train_range, train_subset
 
@@ -55,7 +55,7 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
         except (redis.ConnectionError, redis.TimeoutError):
             again = True
         if again and scheduler.is_live_chain(runtime.client, job_id, chain):  # re-arm the next round
-            schedule_task.apply_async(kwargs={"job_id": job_id, "chain": chain}, countdown=scheduler.TICK,
+            schedule_task.apply_async(kwargs={"job_id": job_id, "chain": chain}, countdown=countdown(app, scheduler.TICK),
                                       queue=CONTROL_QUEUE)
 
     @app.task(name=FINISH_TASK, bind=True)
@@ -89,7 +89,7 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
             return {"declined": reason}
         if task.name == RANGE_TASK:
             return {"declined": reason}
-        raise task.retry(countdown=DECLINED_RETRY_SECONDS)
+        raise task.retry(countdown=countdown(app, DECLINED_RETRY_SECONDS))
 
     def _run(task, job_id, numbers, work) -> dict:
         try:
@@ -101,7 +101,7 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
             return _through_outages(lambda: work(delivery))
         except JobPaused:
             # Not lost: Celery sends the same task again with a countdown, then acks this one.
-            raise task.retry(countdown=PAUSED_RETRY_SECONDS)
+            raise task.retry(countdown=countdown(app, PAUSED_RETRY_SECONDS))
         except ModelUnavailable as e:
             return _decline(task, job_id, str(e))
         except InvalidTask as e:

@@ -3,6 +3,7 @@
 import pytest
 
 from bpt import sharding
+from bpt.errors import ConfigError
 
 
 def test_shards_are_balanced_by_bytes_and_keep_the_models_order():
@@ -17,7 +18,7 @@ def test_shards_are_balanced_by_bytes_and_keep_the_models_order():
 
 def test_no_more_shards_than_tensors_and_a_shard_over_512_mib_is_refused():
     assert len(sharding.plan({"a": 1, "b": 2}, 8)) == 2
-    with pytest.raises(ValueError, match="512 MiB"):
+    with pytest.raises(ConfigError, match="512 MiB"):
         sharding.plan({"huge": 600 * 2**20}, 4)
 
 

@@ -109,3 +109,14 @@ def test_job_with_task_inner_layer_trains_and_workers_report_it(workers, app, cl
     assert store.state()["test_accuracy"] >= 0.8
     stats = store.worker_stats()
     assert {s["inner"] for s in stats.values()} == {"tasks/1"}  # strategy / threads of each worker
+
+
+def test_an_idpa_job_is_scheduled_by_its_chain_of_rounds_without_stalls(workers, app, client, settings, job_id):
+    """The scheduler re-arms itself with a countdown; on RabbitMQ a countdown under 1 s once
+    failed at every tick and only the stall watchdog kept the job moving."""
+    spec, store = run_job(app, client, settings, job_id, epochs=3, partition="idpa")
+    state = store.state()
+    assert state["status"] == "done", state
+    events = [e["event"] for e in store.events()]
+    assert "scheduler-revived" not in events, [e for e in store.events() if e["event"] == "scheduler-revived"]
+    assert int(state["accepted"]) + int(state["rejected"]) >= 1
