@@ -275,7 +275,8 @@ def _side_outcome(client, side, deadline) -> dict:
     while JobStore(client, spec.job_id).status() not in FINISHED and time.monotonic() < deadline:
         time.sleep(0.2)
     cancelled = JobStore(client, side["cancelled"])
-    return {"cancelled_status": cancelled.status(), "version_at_cancel": side["version_at_cancel"],
+    return {"cancelled_status": cancelled.status(), "cancelled_error": cancelled.state().get("error"),
+            "version_at_cancel": side["version_at_cancel"],
             "version_after": int(client.hget(cancelled.keys.weights, "version") or 0),
             "resubmitted": outcome(spec, JobStore(client, spec.job_id), time.monotonic() - began)}
 

@@ -35,7 +35,7 @@ def test_the_disturbed_job_is_as_accurate_as_the_undisturbed_one(report):
 
 def test_the_cancelled_neighbour_stays_cancelled_and_its_resubmission_completes(report):
     side = report["chaos"]["side"]
-    assert side["cancelled_status"] == "cancelled"
+    assert side["cancelled_status"] == "cancelled", side
     assert side["version_after"] == side["version_at_cancel"]
     assert side["resubmitted"]["status"] == "done"
 
