@@ -53,7 +53,13 @@ def signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(below: int | None = None) -> int:
+    """A free loopback port (under `below`, if given: a cluster node's bus port is its port
+    + 10000, so a node's own must stay under 55536)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if below is None or port < below:
+            return port
+    raise OSError(f"no free loopback port under {below}")

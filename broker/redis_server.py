@@ -35,9 +35,10 @@ def find_redis_server() -> str:
 
 class PrivateRedis:
     def __init__(self, password: str | None = None, appendonly: bool = False, binary: str | None = None,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), port_below: int | None = None):
         self.password = password
         self.extra = tuple(extra)  # more redis-server arguments (cluster mode, TLS)
+        self.port_below = port_below
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.dir = tempfile.mkdtemp(prefix="bpt-redis-")
@@ -58,7 +59,7 @@ class PrivateRedis:
 
     def _start(self, attempts: int) -> "PrivateRedis":
         for _ in range(attempts):
-            self.port = processes.free_port()
+            self.port = processes.free_port(self.port_below)
             argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
                     "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                     "--appendfsync", "everysec", "--protected-mode", "yes"]
@@ -113,6 +114,9 @@ class PrivateRedis:
         self.stop()
 
 
+CLUSTER_PORT_LIMIT = 65536 - 10000  # a cluster node also listens on its port + 10000 (the cluster bus)
+
+
 class PrivateCluster:
     """A Redis Cluster of `size` private primaries on free loopback ports, joined with
     `redis-cli --cluster create` (no replicas), for the sharded weights' tests and benchmark."""
@@ -134,7 +138,8 @@ class PrivateCluster:
         try:
             for _ in range(self.size):
                 self.nodes.append(PrivateRedis(extra=("--cluster-enabled", "yes", "--cluster-config-file",
-                                                      "nodes-{port}.conf", "--cluster-node-timeout", "5000")).start())
+                                                      "nodes-{port}.conf", "--cluster-node-timeout", "5000"),
+                                               port_below=CLUSTER_PORT_LIMIT).start())
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
             done = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
                                   capture_output=True, text=True, timeout=60)

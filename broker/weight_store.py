@@ -22,25 +22,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 import uuid
 
 import numpy as np
 import redis
+from redis.exceptions import RedisClusterException
 
 from bpt import lifecycle, merge, sharding
-from bpt.errors import ConfigError, CorruptBlob
+from bpt.errors import ConfigError, ConnectionFailed, CorruptBlob
 
 from . import bulk, codec, scripts
 from .keys import JobKeys, applied_field
 from . import clock, weight_shards
 from .weight_shards import INSTALL_DEADLINE_SECONDS, ShardMissing, ShardStore
 
+log = logging.getLogger(__name__)
 RECENT_ACCURACIES = merge.RECENT_ACCURACIES
 MAX_CAS_ROUNDS = 1000
 # What _install answers for an upload it did not install: the scripts' "version moved on".
 RETRY_REPLY = {"push": (b"retry", b"", 0), "commit_round": (b"retry", b"")}
-PULL_ROUNDS = 20  # a sharded pull that finds a shard retired reads the newer manifest, at most this often
+PULL_ROUNDS = 20
+LATE_UPLOADS_TOLERATED = 3  # sharded uploads over INSTALL_DEADLINE_SECONDS in a row: give up, saying why  # a sharded pull that finds a shard retired reads the newer manifest, at most this often
 UPLOAD_TTL_MS = 120_000  # an upload whose pusher died before installing it expires
 CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto a pulled copy
 LEASE_MS = 5000  # a merge lease expires after this: longer than one merge and upload of a large model
@@ -78,6 +82,7 @@ class WeightStore:
         self.keys = JobKeys(job_id)
         self.scripts = script_table or scripts.register(client)
         self.shards = shards  # None: the weights are one blob in the job's Redis
+        self._late_uploads = 0
 
     # -- setting and reading ---------------------------------------------------------
     def initialize(self, weights: dict[str, np.ndarray], pipe=None) -> None:
@@ -130,8 +135,8 @@ class WeightStore:
         round trip: (reply, new weights). fill(views) writes the weights straight into the
         buffer that is sent. The upload key and the blob's checksum go first in the script's
         KEYS and ARGV. Sharded: the shards go to the cluster first, and what is uploaded and
-        installed here is their manifest (previous: the version merged onto, whose shards
-        then expire)."""
+        installed here is their manifest (previous: the version merged onto, listed as
+        retired once this one is installed)."""
         if self.shards is None:
             buffer, merged = codec.weights_buffer(layout)
             fill(merged)
@@ -146,7 +151,13 @@ class WeightStore:
             buffer = self.shards.upload(shard_keys, [b for b, _ in parts])
             if time.monotonic() - began > INSTALL_DEADLINE_SECONDS:  # maybe counted abandoned already
                 self._drop_upload(shard_keys, listed)
+                self._late_uploads += 1
+                if self._late_uploads >= LATE_UPLOADS_TOLERATED:
+                    raise ConnectionFailed(f"writing the weight shards of job {self.keys.job_id} took over "
+                                           f"{INSTALL_DEADLINE_SECONDS:.0f} s {self._late_uploads} times in a row: "
+                                           "the weights cluster is too slow for this model")
                 return RETRY_REPLY[script], merged
+            self._late_uploads = 0
         upload = self.keys.weights_next(uuid.uuid4().hex)
         keys, args = [upload] + keys, [codec.checksum(buffer)] + args
         command = ("EVALSHA", self.scripts[script].sha, len(keys), *keys, *args)
@@ -155,10 +166,15 @@ class WeightStore:
         except redis.exceptions.NoScriptError:  # Redis restarted and forgot it: load and run again
             reply = self.scripts[script](keys=keys, args=args)
         if self.shards is not None:
-            if reply[0] == b"ok":
-                self._installed(listed, previous)
-            else:
-                self._drop_upload(shard_keys, listed)
+            try:
+                if reply[0] == b"ok":
+                    self._installed(listed, previous)
+                else:
+                    self._drop_upload(shard_keys, listed)
+            except (redis.RedisError, RedisClusterException) as e:
+                # The push's outcome stands (the script decided it); what is left undeleted
+                # stays listed, and the next install or the job's end deletes it.
+                log.warning("weight shard clean-up of job %s failed: %s", self.keys.job_id, e)
         return reply, merged
 
     # -- sharded weights: what to delete, recorded here (broker/weight_shards.py) ---------
@@ -175,9 +191,19 @@ class WeightStore:
         if previous is not None and previous.manifest:
             replaced = [s["key"] for s in sharding.decode_manifest(previous.manifest)]
             pipe.zadd(self.keys.shard_retired, {json.dumps(replaced): now})
-        pipe.zrangebyscore(self.keys.shard_retired, "-inf", now - weight_shards.RETIRED_SECONDS)
-        pipe.zrangebyscore(self.keys.shard_uploads, "-inf", now - weight_shards.ABANDONED_SECONDS)
-        *_, retired, abandoned = pipe.execute()
+        pipe.execute()
+        self.sweep_shards(now - weight_shards.RETIRED_SECONDS, now - weight_shards.ABANDONED_SECONDS)
+
+    def sweep_shards(self, retired_before: float | str = "+inf", abandoned_before: float | None = None) -> None:
+        """Delete the shards of versions retired before `retired_before` (default: all) and
+        of uploads listed before `abandoned_before` (default: ABANDONED_SECONDS ago), never
+        the current version's. The job's end calls it with the defaults."""
+        if self.shards is None:
+            return
+        if abandoned_before is None:
+            abandoned_before = clock.now(self.client) - weight_shards.ABANDONED_SECONDS
+        retired = self.client.zrangebyscore(self.keys.shard_retired, "-inf", retired_before)
+        abandoned = self.client.zrangebyscore(self.keys.shard_uploads, "-inf", abandoned_before)
         current = self.client.get(self.keys.weights_blob)
         keep = set(s["key"] for s in sharding.decode_manifest(current)) if current and sharding.is_manifest(current) \
             else set()

@@ -199,9 +199,9 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             spec = dataclasses.replace(spec, workers=live or settings.workers)
         app = make_app(settings)
         stack.callback(app.close)
-        store = submit(app, client, settings, spec, data, weights)
         if local is not None and settings.weights_url:  # the private Redis goes: so must the job's shards
-            stack.callback(_delete_shards, settings, spec.job_id)
+            stack.callback(_delete_shards, settings, spec.job_id, local)
+        store = submit(app, client, settings, spec, data, weights)
         if detach:
             click.echo(spec.job_id)
             return
@@ -220,14 +220,20 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         finish(store, state, out_dir, as_json, tensorboard_dir, settings)
 
 
-def _delete_shards(settings, job_id: str) -> None:
+def _delete_shards(settings, job_id: str, local) -> None:
+    """After the local workers have stopped (none can upload after the scan), delete the
+    job's shards on the weights cluster; a failure there is a warning, not the run's end."""
     from bpt.broker.weight_shards import open_shards
 
-    shards = open_shards(settings.weights_url, settings.connect_timeout, settings.socket_timeout)
+    local.stop(ENDED_GRACE_SECONDS)
     try:
-        shards.delete_job(job_id)
-    finally:
-        shards.close()
+        shards = open_shards(settings.weights_url, settings.connect_timeout, settings.socket_timeout)
+        try:
+            shards.delete_job(job_id)
+        finally:
+            shards.close()
+    except Exception as e:
+        click.echo(f"warning: could not delete job {job_id}'s weight shards: {e}", err=True)
 
 
 LOCAL_START_SECONDS = 90.0

@@ -121,6 +121,10 @@ def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: s
     warning = learning.verdict(accuracy, store.evals(), spec.num_classes)
     if warning:
         store.log("warning", version=pulled.version, test_accuracy=accuracy, reason=warning)
+    try:  # sharded: every version but the final one goes now (pushes are refused while finishing)
+        weights.sweep_shards()
+    except Exception as e:  # what is left goes when the job is deleted
+        store.log("warning", reason=f"weight shard clean-up failed: {e}"[:300])
     if not store.complete(test_accuracy=accuracy, test_loss=loss, version=pulled.version,
                           reason=reason or f"all {spec.epochs} epochs trained", **extra,
                           **({"warning": warning} if warning else {})):

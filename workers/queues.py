@@ -35,19 +35,30 @@ def check_broker(settings: Settings) -> None:
         app.close()
 
 
+def declare_own_queue(app: Celery, name: str) -> None:
+    """RabbitMQ: declare a worker's own queue as this bpt makes it (see _declare_bpt_queues)."""
+    with app.connection_for_write() as conn:
+        if conn.transport.driver_type == "amqp":
+            _declare(conn, app.amqp.queues[name])
+
+
+def _declare(conn, queue) -> None:
+    channel = conn.channel()
+    try:
+        queue(channel).declare()
+    except PreconditionFailed as e:
+        raise ConfigError(f"RabbitMQ has queue {queue.name} with other arguments ({e.reply_text}): delete it "
+                          f"(rabbitmqctl delete_queue {queue.name}) or give bpt a vhost of its own") from None
+    finally:
+        _close(channel)
+
+
 def _declare_bpt_queues(app: Celery, conn) -> None:
     """Declare bpt's shared queues as this version of bpt makes them: a queue an older
     version (or another tool) declared with other arguments is refused by RabbitMQ, and the
     worker would die at start with a traceback."""
     for queue in list(app.conf.task_queues) + [dead_letter_queue()]:
-        channel = conn.channel()
-        try:
-            queue(channel).declare()
-        except PreconditionFailed as e:
-            raise ConfigError(f"RabbitMQ has queue {queue.name} with other arguments ({e.reply_text}): delete it "
-                              f"(rabbitmqctl delete_queue {queue.name}) or give bpt a vhost of its own") from None
-        finally:
-            _close(channel)
+        _declare(conn, queue)
 
 
 def depth(app: Celery, name: str) -> int:

@@ -16,7 +16,7 @@ from bpt.broker.connection import connect
 from bpt.broker import clock, worker_registry
 from bpt.broker.worker_registry import HeartbeatThread
 
-from .queues import declare_dead_letters
+from .queues import declare_dead_letters, declare_own_queue
 from .scheduler import revive_stalled
 from .watchdog import resend_stalled_waves
 from .app import CONTROL_QUEUE, TRAIN_QUEUE, make_app, worker_queue
@@ -62,6 +62,7 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     signals.worker_ready.connect(lambda **_: beat.start(), weak=False)
     signals.worker_shutdown.connect(lambda **_: _sign_off(beat, client, name, token if claimed else None),
                                     weak=False)
+    declare_own_queue(app, worker_queue(name))  # one declared otherwise (an older bpt): a one-line error
     queues = ",".join(dict.fromkeys(queues.split(",") + [CONTROL_QUEUE, worker_queue(name)]))
     app.worker_main(["worker", f"--hostname={name}", f"--concurrency={concurrency}", f"--queues={queues}",
                      f"--loglevel={loglevel}", "--pool=prefork", "--without-mingle", "--without-gossip"])

@@ -45,6 +45,8 @@ def test_a_digits_aug_job_trains_with_its_weights_sharded_over_a_redis_cluster(r
             shards = open_shards(redis_cluster_url, 3, 60)
             try:
                 placed = {shards.client.get_node_from_key(s["key"]).name for s in sharding.decode_manifest(manifest)}
+                on_cluster = {k.decode() for node in shards.client.get_primaries()
+                              for k in node.redis_connection.scan_iter(match=f"*{{{spec.job_id}/*")}
                 waited = subprocess.run([sys.executable, "-m", "bpt.cli", "wait", spec.job_id, "--redis-url", server.url,
                                          "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120,
                                         env={**os.environ, "BPT_WEIGHTS_URL": redis_cluster_url})
@@ -62,6 +64,7 @@ def test_a_digits_aug_job_trains_with_its_weights_sharded_over_a_redis_cluster(r
     assert applied == spec.total_tasks and int(state["version"]) == int(state["accepted"])
     assert sharding.is_manifest(manifest) and len(manifest) < 2000  # the job's Redis holds no tensor bytes
     assert len(placed) == 3  # LeNet-5's tensors, in 3 shards on the 3 primaries
+    assert on_cluster == {s["key"] for s in sharding.decode_manifest(manifest)}  # the job's end swept the rest
     assert waited.returncode == 0, waited.stderr
     assert (tmp_path / "model.safetensors").stat().st_size > 200_000
     assert gc.returncode == 0 and '"jobs_deleted": 1' in gc.stdout, gc.stderr
