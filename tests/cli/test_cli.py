@@ -155,15 +155,21 @@ def test_detach_without_redis_url_is_refused():
 
 @pytest.mark.slow
 def test_detached_job_then_status_and_wait(workers, redis_url, tmp_path):
-    submitted = bpt("train", "--redis-url", redis_url, "--detach", "--epochs", "12", "--workers", "2")
+    submitted = bpt("train", "--redis-url", redis_url, "--detach", "--epochs", "20", "--workers", "2")
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip()
+    assert bpt("pause", job, "--redis-url", redis_url).returncode == 0  # so that the watch sees it running
     status = bpt("status", job, "--redis-url", redis_url, "--json")
     assert json.loads(status.stdout)["job_id"] == job
-    watched = bpt("status", job, "--redis-url", redis_url, "--watch", "--interval", "0.3")  # returns when it ends
-    assert watched.returncode == 0, watched.stderr
-    tables = [t for t in watched.stdout.split("\n\n") if t.strip()]
-    assert len(tables) >= 2 and f"job {job}: done" in tables[-1] and "epoch 12/12" in tables[-1]
+    watch = subprocess.Popen(BPT + ["status", job, "--redis-url", redis_url, "--watch", "--interval", "0.3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)  # a few tables of the paused job
+    assert bpt("resume", job, "--redis-url", redis_url).returncode == 0
+    out, err = watch.communicate(timeout=120)  # the watch returns when the job ends
+    assert watch.returncode == 0, err
+    tables = [t for t in out.split("\n\n") if t.strip()]
+    assert any(f"job {job}: paused" in t for t in tables), out[:500]
+    assert len(tables) >= 2 and f"job {job}: done" in tables[-1] and "epoch 20/20" in tables[-1]
     rows = [line.split() for line in tables[-1].splitlines() if line.strip().startswith("bpt-")]
     assert len(rows) == 2 and all(float(r[2]) > 0 and float(r[3]) >= 0 for r in rows)  # samples/s, staleness
     waited = bpt("wait", job, "--redis-url", redis_url, "--out", str(tmp_path), "--json", "--quiet")
