@@ -10,6 +10,7 @@ Tests never flush the server: each one uses its own job ids.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -104,11 +105,29 @@ def rabbitmq_url():
     except OSError:
         pytest.skip(f"no RabbitMQ on {RABBITMQ[0]}:{RABBITMQ[1]}: the RabbitMQ runs of the end-to-end and fault "
                     "suites are skipped (CI machines have one)")
+    with _own_vhost() as vhost:
+        yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost or ''}"
+
+
+@contextlib.contextmanager
+def _own_vhost():
+    """A new RabbitMQ virtual host for guest, deleted after; None where rabbitmqctl cannot."""
     vhost = "bpt-test-" + uuid.uuid4().hex[:8]
     own = _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost if own else ''}"
-    if own:
-        _rabbitmqctl("delete_vhost", vhost)
+    try:
+        yield vhost if own else None
+    finally:
+        if own:
+            _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def fresh_rabbitmq_url(rabbitmq_url):
+    """A RabbitMQ URL on a virtual host of this test's own (nothing declared in it yet)."""
+    with _own_vhost() as vhost:
+        if vhost is None:
+            pytest.skip("needs rabbitmqctl to make a virtual host")
+        yield rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
 
 
 @pytest.fixture(scope="module", params=BROKERS)

@@ -86,26 +86,14 @@ def test_a_broker_url_of_another_kind_is_refused():
         Settings(broker_url="kafka://127.0.0.1:9092").validate()
 
 
-def test_a_worker_finding_bpts_queue_declared_otherwise_says_which_in_one_line(rabbitmq_url, redis_url):
+def test_a_worker_finding_bpts_queue_declared_otherwise_says_which_in_one_line(fresh_rabbitmq_url, redis_url):
     """An older bpt (or another tool) declared bpt.train with other arguments: RabbitMQ
     refuses the redeclare, and the worker said so only in a traceback."""
-    import shutil
-
-    vhost = "bpt-test-old-" + uuid.uuid4().hex[:8]
-    made = shutil.which("rabbitmqctl") and all(
-        subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60).returncode == 0
-        for args in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]))
-    if not made:
-        pytest.skip("needs rabbitmqctl to make a virtual host")
-    url = rabbitmq_url.rsplit("/", 1)[0] + "/" + vhost
-    try:
-        with Connection(url) as conn:
-            old = quorum_queue(TRAIN_QUEUE, 3)(conn.channel())
-            old.declare()
-        done = subprocess.run([sys.executable, "-m", "bpt.cli", "worker", "--redis-url", redis_url, "--broker-url", url],
-                              capture_output=True, text=True, timeout=60)
-    finally:
-        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+    with Connection(fresh_rabbitmq_url) as conn:
+        old = quorum_queue(TRAIN_QUEUE, 3)(conn.channel())
+        old.declare()
+    done = subprocess.run([sys.executable, "-m", "bpt.cli", "worker", "--redis-url", redis_url, "--broker-url",
+                           fresh_rabbitmq_url], capture_output=True, text=True, timeout=60)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "RabbitMQ has queue bpt.train with other arguments" in lines[0] and "x-delivery-limit" in lines[0]
