@@ -27,7 +27,7 @@ RECIPES = [  # (label, epochs, choices)
     ("adamw 0.003", 12, dict(optimizer="adamw", lr=0.003)),
     ("adamw 0.003", 24, dict(optimizer="adamw", lr=0.003)),
     ("adamw 0.003, rule agwu", 12, dict(optimizer="adamw", lr=0.003, rule="agwu")),
-    ("sgd 0.05 (default)", 12, dict()),
+    ("sgd 0.05 constant (the default before issue 23)", 12, dict(lr=0.05, lr_schedule="constant")),
 ]
 
 

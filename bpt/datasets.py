@@ -178,21 +178,58 @@ def synthetic(samples: int = 10_000, size: int = 28, channels: int = 1, classes:
 
 
 def from_npz(path: str, seed: int = 0, test: str | None = None) -> Dataset:
-    """Load an .npz with arrays `x` (N,H,W), (N,C,H,W) or (N,H,W,C) and integer labels `y` (N,);
-    `test`: another .npz used as the test split as given (the first holds no test data then)."""
-    x, y = read_arrays(path)
-    if y is None:
-        raise DataError(f"{path}: missing array(s) y; an .npz needs 'x' and 'y'")
+    """Load an .npz with arrays `x` (N,H,W), (N,C,H,W) or (N,H,W,C) and integer labels `y` (N,),
+    or in Keras's layout (x_train, y_train and optionally x_test, y_test, as MNIST and
+    Fashion-MNIST ship), whose test split is then used as given. `test`: another .npz used as
+    the test split as given (it replaces a test split inside the first file).
+
+    uint8 images are scaled to [0, 1] and normalised per channel with the training split's
+    mean and std, as image folders and array directories are: trained on raw 0..255, LeNet-5
+    reached 79% on a digit set where the normalised arrays gave 96% (issue 23). The statistics
+    travel in the job spec, so predict and export prepare images alike."""
+    x, y, x_test, y_test = read_labelled(path)
+    raw_uint8 = x.dtype == np.uint8
     x, y = check_arrays(x, y, path)
-    if test is None:
-        return _split(x, y, seed, name=os.path.basename(path))
-    x_test, y_test = read_arrays(test)
-    if y_test is None:
-        raise DataError(f"{test}: missing array(s) y; a test .npz needs 'x' and 'y'")
-    x_test, y_test = check_arrays(x_test, y_test, test)
-    if x_test.shape[1:] != x.shape[1:]:
-        raise DataError(f"{test}: images have shape {x_test.shape[1:]}, the training data {x.shape[1:]}")
-    return with_test(x, y, x_test, y_test, seed, os.path.basename(path))
+    if test is not None:
+        x_test, y_test, _, _ = read_labelled(test, role="test")
+        where = test
+    else:
+        where = path
+    if x_test is None:
+        data = _split(x, y, seed, name=os.path.basename(path))
+    else:
+        if (x_test.dtype == np.uint8) != raw_uint8:
+            raise DataError(f"{where}: test images are {x_test.dtype} and training images {'uint8' if raw_uint8 else 'float'}:"
+                            " save both alike")
+        x_test, y_test = check_arrays(x_test, y_test, where, min_samples=1)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"{where}: test images have shape {x_test.shape[1:]}, the training data {x.shape[1:]}")
+        data = with_test(x, y, x_test, y_test, seed, os.path.basename(path))
+    if raw_uint8:
+        normalise_uint8(data)
+    return data
+
+
+def normalise_uint8(data: Dataset) -> None:
+    """Scale images of 0..255 to [0, 1], then subtract the training split's per-channel mean
+    and divide by its std (every split with the training statistics: validation and test
+    do not leak into them). In place; records the statistics in data.normalisation."""
+    mean, std = channel_stats(data.x_train / np.float32(255.0))
+    for name in ("x_train", "x_val", "x_test"):
+        x = getattr(data, name)
+        x /= np.float32(255.0)
+        x -= mean[:, None, None]
+        x /= std[:, None, None]
+    data.normalisation = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+
+def channel_stats(x: np.ndarray, sample: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (float32) of NCHW images, on at most `sample` of them; a
+    constant channel gets std 1."""
+    x = x[:sample]
+    mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = x.std(axis=(0, 2, 3), dtype=np.float64)
+    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
 def with_test(x, y, x_test, y_test, seed: int, name: str, x_val=None, y_val=None) -> Dataset:
@@ -206,20 +243,49 @@ def with_test(x, y, x_test, y_test, seed: int, name: str, x_val=None, y_val=None
 
 
 def read_arrays(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x, y or None) from an .npz (arrays x and y) or an .npy (images only), never
-    unpickling anything; every failure is one DataError naming the file."""
+    """(x, y or None) from an .npz (arrays x and y, or Keras's x_train and y_train) or an .npy
+    (images only), never unpickling anything; every failure is one DataError naming the file."""
+    x, y, _, _ = read_labelled(path, need_labels=False)
+    return x, y
+
+
+KERAS_ARRAYS = ("x_train", "y_train")
+
+
+def read_labelled(path: str, role: str = "training", need_labels: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(x, y, x_test, y_test) from an .npz in either layout: x and y (no test split), or
+    Keras's x_train, y_train with optional x_test, y_test. For a test file (role "test") the
+    Keras layout's test arrays are the ones wanted. An .npy gives images only (y None)."""
+    x, y, x_test, y_test = _read_any(path, role)
+    if need_labels and y is None:
+        raise DataError(f"{path}: missing array(s) y; an .npz needs 'x' and 'y'")
+    return x, y, x_test, y_test
+
+
+def _read_any(path: str, role: str):
     if not os.path.isfile(path):
         raise DataError(f"data file {path!r} does not exist")
     try:
         if path.endswith(".npy"):
-            return np.load(path, allow_pickle=False), None
+            return np.load(path, allow_pickle=False), None, None, None
         with np.load(path, allow_pickle=False) as archive:
             if not hasattr(archive, "files"):  # an .npy under another name
-                return archive, None
-            if "x" not in archive.files:
-                missing = ", ".join(sorted({"x", "y"} - set(archive.files)))
-                raise DataError(f"{path}: missing array(s) {missing}; an .npz needs 'x' and 'y'")
-            return archive["x"], (archive["y"] if "y" in archive.files else None)
+                return archive, None, None, None
+            files = set(archive.files)
+            if "x" in files:
+                return archive["x"], (archive["y"] if "y" in files else None), None, None
+            if set(KERAS_ARRAYS) <= files:
+                if role == "test" and {"x_test", "y_test"} <= files:
+                    return archive["x_test"], archive["y_test"], None, None
+                if "x_test" in files and "y_test" not in files:
+                    raise DataError(f"{path}: has x_test but no y_test; save the test labels too")
+                if "x_test" in files:
+                    return archive["x_train"], archive["y_train"], archive["x_test"], archive["y_test"]
+                return archive["x_train"], archive["y_train"], None, None
+            missing = ", ".join(sorted({"x", "y"} - files))
+            raise DataError(f"{path}: missing array(s) {missing}; an .npz needs 'x' and 'y' (or Keras's "
+                            f"'x_train' and 'y_train'), it has {', '.join(sorted(files)) or 'no arrays'}")
     except DataError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:

@@ -39,7 +39,7 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
 
 
 CSV_COLUMNS = ("version", "epoch", "samples", "wall_seconds", "train_loss", "test_loss", "test_accuracy",
-               "top_k_accuracy", "val_accuracy", "final")
+               "top_k_accuracy", "val_accuracy", "guard_level", "final")
 
 
 def evaluation_rows(evals: list[dict], started: float) -> list[dict]:

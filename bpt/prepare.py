@@ -28,7 +28,7 @@ class JobChoices:
     epochs: int | None = None
     subset_size: int | None = None
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float = 0.02
     momentum: float = 0.9
     rule: str = merge.DEFAULT_RULE
     alpha: float | None = None  # default: default_alpha(rule, gamma)
@@ -42,7 +42,7 @@ class JobChoices:
     guardrail: float = 0.05
     optimizer: str = "sgd"
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
     warmup_epochs: float = 0.0
     step_every: int = 0
     label_smoothing: float = 0.0

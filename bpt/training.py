@@ -19,11 +19,11 @@ AUGMENTATIONS = ("crop", "flip")  # random crop after zero padding, horizontal f
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float = 0.02
     momentum: float = 0.9  # sgd; AdamW uses its betas
     weight_decay: float = 0.0
     optimizer: str = "sgd"
-    lr_schedule: str = "constant"  # bpt.schedule, over the job's global progress
+    lr_schedule: str = "cosine"  # bpt.schedule, over the job's global progress
     warmup_epochs: float = 0.0
     step_every: int = 0  # step schedule: epochs between two x0.1 steps (0: a third of the epochs)
     label_smoothing: float = 0.0

@@ -226,22 +226,28 @@ class JobStore:
     def guard_level(self) -> int:
         return int(self.client.hget(self.keys.guard, "level") or 0)
 
-    def observe_accuracy(self, accuracy: float, margin: float) -> tuple[guardrail.GuardState, bool]:
-        """Feed one validation accuracy of the global model to the guardrail, atomically
-        (WATCH/MULTI on its own hash: concurrent evaluators cannot both tighten)."""
+    def observe_accuracy(self, accuracy: float, margin: float, samples: int
+                         ) -> tuple[guardrail.GuardState, str | None]:
+        """Feed one validation accuracy of the global model (on `samples` images) to the
+        guardrail, atomically (WATCH/MULTI on its own hash: concurrent evaluators cannot both
+        tighten). Returns the new state and "tightened", "relaxed" or None."""
         key = self.keys.guard
         while True:
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(key)
                     raw = {k.decode(): v.decode() for k, v in pipe.hgetall(key).items()}
-                    state = guardrail.GuardState(float(raw["best"]) if "best" in raw else None,
-                                                 int(raw.get("level", 0)), int(raw.get("strikes", 0)))
-                    new, hit = guardrail.observe(state, accuracy, margin)
+                    state = guardrail.GuardState(
+                        float(raw["best"]) if raw.get("best") else None, int(raw.get("level", 0)),
+                        int(raw.get("strikes", 0)), float(raw["peak"]) if raw.get("peak") else None,
+                        int(raw.get("recoveries", 0)))
+                    new, event = guardrail.observe(state, accuracy, margin, samples)
                     pipe.multi()
-                    pipe.hset(key, mapping={"best": new.best, "level": new.level, "strikes": new.strikes})
+                    pipe.hset(key, mapping={"best": "" if new.best is None else new.best, "level": new.level,
+                                            "strikes": new.strikes, "peak": "" if new.peak is None else new.peak,
+                                            "recoveries": new.recoveries})
                     pipe.execute()
-                    return new, hit
+                    return new, event
                 except redis.WatchError:
                     continue
 

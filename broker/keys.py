@@ -101,7 +101,7 @@ class JobKeys:
         return self._k(f"data:{name}")
 
     @property
-    def guard(self) -> str:  # hash: the accuracy guardrail's best, level, strikes
+    def guard(self) -> str:  # hash: the accuracy guardrail's best, level, strikes, peak, recoveries
         return self._k("guard")
 
     @property

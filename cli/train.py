@@ -57,7 +57,7 @@ def load_config(ctx, param, path):
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
               help="Each worker's local optimizer; its state stays on the worker, only weights travel.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default="constant",
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default="cosine",
               show_default=True, help="Learning-rate schedule over the job's global progress (not per task).")
 @click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
               help="Linear warm-up of the learning rate over this many epochs.")
@@ -73,7 +73,7 @@ def load_config(ctx, param, path):
 @click.option("--top-k", type=int, default=0, help="Also report top-k test accuracy (k >= 2).")
 @click.option("--epochs", "-e", type=int, default=None, help="Passes over the training data (default: 20 for digits, else 5).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Each worker's local learning rate (SGD or AdamW), the base of --lr-schedule.")
+@click.option("--lr", type=float, default=0.02, show_default=True, help="Each worker's local learning rate (SGD or AdamW), the base of --lr-schedule.")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/16 within 128..2048).")
 @click.option("--rule", type=click.Choice(merge.RULES), default=merge.DEFAULT_RULE, show_default=True,

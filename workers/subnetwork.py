@@ -123,7 +123,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         result = weights.stage(delta=delta, samples=end - start, accuracy=accuracy, epoch=epoch, wave=wave,
                                subset=piece)
     else:
-        rule = guardrail.tightened(spec.rule.resolved(live), store.guard_level() if spec.guardrail else 0)
+        rule = guardrail.rule_in_force(spec.rule, store.guard_level() if spec.guardrail else 0, live)
         result = weights.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
                               epoch=epoch, wave=wave, subset=piece, base=pulled, live=live)
     if result.status == "closed":  # cancelled, failed or finished while this trained: nothing merged
@@ -159,16 +159,18 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
 
 
 def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, train_loss: float) -> None:
-    """Score a version of the global weights on the test split (a row of metrics.csv), and,
-    with a target accuracy, on the validation split: a job that reaches its target there
-    finishes now. Validation, not test: stopping on the test score would bias it."""
+    """Score a version of the global weights on the test split and on the validation split
+    (a row of metrics.csv, with the guardrail's level in force): a job with a target accuracy
+    that reaches it on validation finishes now. Validation, not test: stopping on the test
+    score would bias it."""
     training.load_numpy_state(cache.eval_model, pulled)
     scores = training.score(cache.eval_model, *cache.test_data(store), top_k=spec.top_k)
     extra = {"epoch": epoch, "train_loss": train_loss, "samples": store.samples_trained()}
     if "top_k_accuracy" in scores:
         extra["top_k_accuracy"] = scores["top_k_accuracy"]
-    if spec.target_accuracy:
-        extra["val_accuracy"] = training.score(cache.eval_model, *cache.val_data(store))["accuracy"]
+    extra["val_accuracy"] = training.score(cache.eval_model, *cache.val_data(store))["accuracy"]
+    if spec.guardrail and not spec.rule.synchronous:
+        extra["guard_level"] = store.guard_level()
     store.add_eval(version, scores["loss"], scores["accuracy"], **extra)
     store.log("evaluated", version=version, test_loss=scores["loss"], test_accuracy=scores["accuracy"],
               **{k: v for k, v in extra.items() if k not in ("epoch", "samples")})
@@ -180,16 +182,23 @@ def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, tra
 
 def _watch_accuracy(store, spec, cache, version: int, weights, live: int) -> None:
     """The guardrail: score the new global weights on the guard's validation slice (the tasks
-    score on its first part), and tighten the job's rule one level if they fell by more than
-    the margin."""
+    score on its first part); halve alpha when accuracy fell by more than noise explains, give
+    a halving back when it recovered (bpt.guardrail). Every check is a `guard-check` event; a
+    change of level is a `guardrail` event."""
     training.load_numpy_state(cache.eval_model, weights)
     _, val_accuracy = training.evaluate(cache.eval_model, cache.x_guard, cache.y_guard)
-    state, hit = store.observe_accuracy(val_accuracy, spec.guardrail)
-    if hit:
-        rule = guardrail.tightened(spec.rule.resolved(live), state.level)
-        store.log("guardrail", version=version, level=state.level, val_accuracy=round(val_accuracy, 4),
-                  alpha=rule.alpha, s_max=rule.s_max,
-                  reason=f"validation accuracy fell more than {spec.guardrail:g} below its best")
+    samples = len(cache.y_guard)
+    state, event = store.observe_accuracy(val_accuracy, spec.guardrail, samples)
+    store.log("guard-check", version=version, val_accuracy=round(val_accuracy, 4), samples=samples,
+              level=state.level, best=state.best, peak=state.peak,
+              bound=round(guardrail.fall_bound(state.best, samples, spec.guardrail), 4))
+    if event:
+        rule = guardrail.rule_in_force(spec.rule, state.level, live)
+        why = (f"validation accuracy fell more than noise on {samples} images explains (and more than "
+               f"{spec.guardrail:g}) below its best at {guardrail.CONFIRM} checks in a row" if event == "tightened" else
+               f"validation accuracy is back near its peak at {guardrail.CONFIRM} checks in a row")
+        store.log("guardrail", version=version, action=event, level=state.level, val_accuracy=round(val_accuracy, 4),
+                  alpha=rule.alpha, s_max=rule.s_max, reason=why)
 
 
 def _ask_for_work(app, runtime, store) -> None:

@@ -91,3 +91,61 @@ def test_digits_read_from_sklearns_file_are_exactly_load_digits():
     images, target = digits_arrays()
     raw = load_digits()
     assert np.array_equal(images, raw.images) and np.array_equal(target, raw.target)
+
+
+def _keras_npz(path, rng, n_train=60, n_test=20, side=8):
+    x_train = rng.integers(0, 256, (n_train, side, side), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (n_test, side, side), dtype=np.uint8)
+    np.savez(path, x_train=x_train, y_train=np.arange(n_train) % 3, x_test=x_test, y_test=np.arange(n_test) % 3)
+    return x_train, x_test
+
+
+def test_a_keras_layout_uint8_npz_keeps_its_test_split_and_is_normalised_with_training_statistics(tmp_path):
+    """Issue 23: x_train/y_train/x_test/y_test (how MNIST and Fashion-MNIST ship) was refused;
+    uint8 arrays were trained on raw 0..255."""
+    path = tmp_path / "keras.npz"
+    x_train, x_test = _keras_npz(path, np.random.default_rng(0))
+    d = datasets.from_npz(str(path))
+    assert len(d.x_test) == 20 and len(d.x_train) + len(d.x_val) == 60 and d.num_classes == 3
+    (mean,), (std,) = d.normalisation
+    rows = np.concatenate([d.x_train, d.x_val]) * std + mean  # back to [0, 1]
+    assert rows.min() >= -1e-6 and rows.max() <= 1 + 1e-6
+    assert abs(float(d.x_train.mean())) < 1e-3 and abs(float(d.x_train.std()) - 1) < 1e-3  # training statistics
+    np.testing.assert_allclose(d.x_test[:, 0], (x_test / 255.0 - mean) / std, rtol=1e-5, atol=1e-5)
+    # the test split is the file's own, in its order, with its labels
+    np.testing.assert_array_equal(d.y_test, np.arange(20) % 3)
+
+
+def test_float_npz_is_left_as_given(tmp_path):
+    path = tmp_path / "f.npz"
+    x = np.random.default_rng(1).random((40, 8, 8)).astype(np.float32)
+    np.savez(path, x=x, y=np.arange(40) % 2)
+    d = datasets.from_npz(str(path))
+    assert d.normalisation == () and d.x_train.max() <= 1
+
+
+def test_the_normalisation_travels_in_the_spec_for_predict_and_export(tmp_path):
+    from bpt.prepare import JobChoices, prepare
+
+    path = tmp_path / "keras.npz"
+    _keras_npz(path, np.random.default_rng(2), n_train=80, n_test=20)
+    spec, data, _ = prepare(JobChoices(datasets.DatasetSpec(str(path)), model="digits-cnn", epochs=1))
+    assert spec.data_mean == data.normalisation[0] and spec.data_std == data.normalisation[1]
+    assert len(spec.data_mean) == 1 and 0 < spec.data_mean[0] < 1
+
+
+def test_a_test_file_must_match_the_training_files_dtype_and_a_keras_test_file_gives_its_test_arrays(tmp_path):
+    path, other = tmp_path / "train.npz", tmp_path / "test.npz"
+    _keras_npz(path, np.random.default_rng(3))
+    _keras_npz(other, np.random.default_rng(4), n_test=12)
+    assert len(datasets.from_npz(str(path), test=str(other)).x_test) == 12
+    np.savez(tmp_path / "float.npz", x=np.zeros((20, 8, 8), np.float32), y=np.zeros(20, int))
+    with pytest.raises(DataError, match="save both alike"):
+        datasets.from_npz(str(path), test=str(tmp_path / "float.npz"))
+
+
+def test_an_npz_with_neither_layout_names_what_it_has(tmp_path):
+    path = tmp_path / "odd.npz"
+    np.savez(path, images=np.zeros((20, 8, 8)), labels=np.zeros(20, int))
+    with pytest.raises(DataError, match="x_train.*it has images, labels"):
+        datasets.from_npz(str(path))
