@@ -15,6 +15,7 @@ import sys
 from . import plots
 
 ALL = ["weight_store", "overhead", "throughput", "pressure", "accuracy", "scaling", "contention", "inner_layer", "simulation", "own_data",
+       "fashion_mnist", "guardrail",
        "heterogeneity", "startup", "chaos"]
 
 

@@ -91,10 +91,38 @@ def pressure(data: dict) -> str:
     return _save(fig, "pressure")
 
 
+def time_to_accuracy(data: dict) -> str:
+    """Left: speed-up in time to target over the best single process, by K, per system and
+    cluster. Right: test accuracy over virtual time at the largest K (the first seed)."""
+    summary = data["summary"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for system in dict.fromkeys(r["system"] for r in summary if r["system"] != "one process"):
+        for cluster, style in (("equal", "o-"), ("slow", "s--")):
+            mine = [r for r in summary if r["system"] == system and r["cluster"] == cluster]
+            if mine:
+                left.plot([r["workers"] for r in mine], [r["speedup"] or 0 for r in mine], style,
+                          label=f"{system} ({cluster})")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("workers K")
+    left.set_ylabel("speed-up in time to target (0: not reached)")
+    left.legend(fontsize=7)
+    top = max(r["workers"] for r in data["rows"])
+    seed = data["rows"][0]["seed"]
+    for r in data["rows"]:
+        if r["seed"] == seed and r["cluster"] == "equal" and r["workers"] in (1, top):
+            right.plot([c[1] for c in r["curve"]], [c[2] for c in r["curve"]], label=f"{r['system']} K={r['workers']}")
+    right.axhline(data["args"]["target"], color="k", ls=":", lw=1)
+    right.set_xscale("log")
+    right.set_xlabel("virtual seconds")
+    right.set_ylabel("test accuracy (screened far below the target)")
+    right.legend(fontsize=7)
+    return _save(fig, data["args"].get("out", "time_to_accuracy"))
+
+
 def draw_all() -> list[str]:
     out = []
     for name, draw in (("weight_store", weight_store), ("overhead", overhead), ("throughput", throughput),
-                       ("pressure", pressure)):
+                       ("pressure", pressure), ("time_to_accuracy", time_to_accuracy)):
         data = _load(name)
         if data is not None:
             out.append(draw(data))

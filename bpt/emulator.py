@@ -8,11 +8,18 @@ itself on the validation slice, and push its delta when its virtual task ends. P
 merged in virtual-time order by bpt.merge.contribution / apply_delta, the functions the weight
 store calls, so what is measured here is the rule the real system applies.
 
-A task takes size / rate + overhead virtual seconds; rates are equal or drawn lognormal.
-Workers can die (the task in flight is lost and its subset goes back to the queue) or join
-late. Training happens at the push event (its result depends only on what was pulled and on
-the worker's own state), so the run is exact and seeded; its cost is the real training of
-every sample, about as long as one process training the same samples.
+A task takes size / rate + overhead virtual seconds; rates are equal, drawn lognormal, or
+given per worker (slowdowns). Its push then waits for the store, which merges one push at a
+time (`merge` seconds each, as the real store's lease does), so a cluster that pushes faster
+than the store merges queues there, and the store's utilisation is reported. Workers can die
+(the task in flight is lost and its subset goes back to the queue) or join late. Training
+happens when the task's compute ends (its result depends only on what was pulled and on the
+worker's own state), so the run is exact and seeded; its cost is the real training of every
+sample, about as long as one process training the same samples.
+
+Each task trains at the job's learning-rate schedule (bpt.schedule) at the job's progress,
+counted in samples trained, so a rule that makes fewer versions is not stretched by it, and
+with the job's lr scaling for the live K (bpt.schedule.lr_scale), as the workers do.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import numpy as np
 
 from . import inner, merge, models, partition, training
 from .merge import MergeRule
+from .evaluation import Scorer
+from .schedule import lr_factor, lr_scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +49,8 @@ class Cluster:
     failures: float = 0.0  # fraction of workers that die during the run
     joins: float = 0.0  # fraction of workers that join late
     seed: int = 0
+    merge: float = 0.0  # seconds the store takes to merge one push, one push at a time (0: free)
+    slowdowns: tuple[float, ...] = ()  # per worker: rate / slowdown (overrides sigma); e.g. (1, 1, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +94,20 @@ class Curve:
     rejected: int = 0
     versions: int = 0
     virtual_seconds: float = 0.0
+    seconds: list[float] = dataclasses.field(default_factory=list)  # virtual time of each evaluation
+    store_busy: float = 0.0  # virtual seconds the store spent merging
 
     def samples_to(self, target: float) -> int | None:
         """Samples trained when the test accuracy first reached target (None: never)."""
         return next((s for s, a in zip(self.samples, self.accuracy) if a >= target), None)
+
+    def seconds_to(self, target: float) -> float | None:
+        """Virtual seconds when the test accuracy first reached target (None: never)."""
+        return next((t for t, a in zip(self.seconds, self.accuracy) if a >= target), None)
+
+    @property
+    def store_utilisation(self) -> float:
+        return self.store_busy / self.virtual_seconds if self.virtual_seconds > 0 else 0.0
 
     @property
     def final_accuracy(self) -> float:
@@ -99,16 +120,19 @@ class _Worker:
         self.model = models.build_for(job)
         self.stepper = inner.make_stepper("torch", self.model, job.train, threads=1)
         self.alive = True
-        self.task = None  # (subset, epoch, pulled version, pulled weights)
+        self.task = None  # (subset, epoch, pulled version, pulled weights, samples trained at its start)
+        self.result = None  # (delta, accuracy on the score slice) once its compute ended
 
 
 def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             eval_every: int = 2000, target: float | None = None,
-            on_eval: Callable[[int, float], None] | None = None) -> Curve:
+            on_eval: Callable[[int, float], None] | None = None, screen: int = 0) -> Curve:
     """Run the job on the emulated cluster; stop at its last epoch, or once target is reached.
 
     data: a bpt.datasets.Dataset; initial: the version-0 weights. The test split is scored
-    every eval_every samples trained (and at the end)."""
+    every eval_every samples trained (and at the end); with a target and `screen`, first on
+    its first `screen` images, and on all of it only when that screen is within
+    SCREEN_MARGIN of the target (bpt.evaluation.Scorer)."""
     rng = random.Random(cluster.seed)
     rates = _rates(cluster, rng)
     order = list(range(cluster.workers))
@@ -125,12 +149,13 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
     queue.reverse()  # pop() takes the next subset
     weights = {k: v.copy() for k, v in initial.items()}
     version, recent = 0, []
-    eval_model = models.build_for(job)
+    scorer = Scorer(models.build_for(job), data.x_test, data.y_test, target, screen)
     x_score, y_score = data.x_val[:job.score_samples], data.y_val[:job.score_samples]
     workers = [_Worker(i, job, rates[i]) for i in range(cluster.workers)]
     curve = Curve()
     events: list = []
-    trained, next_eval, now = 0, eval_every, 0.0
+    trained, next_eval, now, store_free = 0, eval_every, 0.0, 0.0
+    total = job.epochs * len(data.x_train)
     pending, outer = [], None  # buffered aggregation: pushes not yet applied, outer momentum
 
     def live() -> int:
@@ -141,15 +166,15 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             w.task = None
             return
         epoch, subset = queue.pop()
-        w.task = (subset, epoch, version, weights)  # weights are replaced, never changed in place
+        w.task = (subset, epoch, version, weights, trained)  # weights are replaced, never changed in place
         a, b = subsets[subset]
-        heapq.heappush(events, (t + (b - a) / w.rate + cluster.overhead, w.index, "push"))
+        heapq.heappush(events, (t + (b - a) / w.rate + cluster.overhead, w.index, "done"))
 
-    def score(at: int) -> float:
-        training.load_numpy_state(eval_model, weights)
-        _, accuracy = training.evaluate(eval_model, data.x_test, data.y_test)
+    def score(at: int, t: float) -> float:
+        accuracy = scorer(weights)
         curve.samples.append(at)
         curve.accuracy.append(accuracy)
+        curve.seconds.append(t)
         if on_eval:
             on_eval(at, accuracy)
         return accuracy
@@ -177,11 +202,22 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             continue
         if not w.alive or w.task is None:
             continue
-        subset, epoch, pulled_version, pulled = w.task
+        if kind == "done":  # compute ended: train now (exact), then queue the push at the store
+            subset, epoch, pulled_version, pulled, at = w.task
+            a, b = subsets[subset]
+            lr = job.train.lr * lr_scale(job.train.lr_scaling, job.rule.kind, live()) * lr_factor(
+                job.train.lr_schedule, at / total, job.epochs, job.train.warmup_epochs, job.train.step_every)
+            _train_one(w, job, pulled, data.x_train[a:b], data.y_train[a:b], job.seed + 7919 * epoch + a, lr)
+            _, accuracy = training.evaluate(w.model, x_score, y_score)
+            w.result = (merge.subtract(training.state_to_numpy(w.model), pulled), accuracy)
+            if cluster.merge > 0:
+                store_free = max(store_free, now) + cluster.merge
+                curve.store_busy += cluster.merge
+                heapq.heappush(events, (store_free, w.index, "push"))
+                continue
+        subset, epoch, pulled_version, pulled, _ = w.task
         a, b = subsets[subset]
-        _train_one(w, job, pulled, data.x_train[a:b], data.y_train[a:b], job.seed + 7919 * epoch + a)
-        _, accuracy = training.evaluate(w.model, x_score, y_score)
-        delta = merge.subtract(training.state_to_numpy(w.model), pulled)
+        delta, accuracy = w.result
         staleness = version - pulled_version
         q = merge.accuracy_weight(accuracy, recent)
         if job.buffer is not None:
@@ -192,7 +228,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
                 version += 1
                 pending = []
         else:
-            scale = merge.contribution(job.rule, staleness, q, live())
+            scale = merge.contribution(job.rule, staleness, q, live(), progress=trained / total)
             if scale is None:
                 curve.rejected += 1
             else:
@@ -204,10 +240,10 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         start(w, now)
         if trained >= next_eval:
             next_eval += eval_every
-            if score(trained) >= (target if target is not None else math.inf):
+            if score(trained, now) >= (target if target is not None else math.inf):
                 break
     if not curve.samples or curve.samples[-1] != trained:
-        score(trained)
+        score(trained, now)
     curve.versions, curve.virtual_seconds = version, now
     return curve
 
@@ -225,14 +261,19 @@ def _flush(cfg: Buffered, weights, pending, momentum):
     return merge.apply_delta(weights, step, cfg.lr), momentum
 
 
-def _train_one(w: _Worker, job: Job, pulled, x, y, seed: int) -> None:
+def _train_one(w: _Worker, job: Job, pulled, x, y, seed: int, lr: float) -> None:
     training.load_numpy_state(w.model, pulled)
     if job.reset_momentum:
         w.stepper.optimizer.state.clear()
-    training.train_pass(w.stepper, x, y, job.train.batch_size, seed=seed)
+    w.stepper.set_lr(lr)
+    training.train_pass(w.stepper, x, y, job.train.batch_size, seed=seed, augment=job.train.augment)
 
 
 def _rates(cluster: Cluster, rng: random.Random) -> list[float]:
+    if cluster.slowdowns:
+        if len(cluster.slowdowns) != cluster.workers:
+            raise ValueError(f"{len(cluster.slowdowns)} slowdowns for {cluster.workers} workers")
+        return [cluster.rate / f for f in cluster.slowdowns]
     if cluster.sigma <= 0:
         return [cluster.rate] * cluster.workers
     mu = math.log(cluster.rate) - cluster.sigma ** 2 / 2  # mean stays `rate`

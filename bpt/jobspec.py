@@ -132,11 +132,15 @@ class JobSpec:
             within = version / self.n_subsets - epoch
         return min(1.0, (epoch + min(1.0, max(0.0, within))) / self.epochs)
 
-    def lr_at(self, epoch: int, version: int, wave: int = 0, start: int | None = None) -> float:
-        from .schedule import lr_factor
+    def lr_at(self, epoch: int, version: int, wave: int = 0, start: int | None = None, live: int = 1) -> float:
+        """A task's learning rate: the schedule at the job's progress, times sqrt(K) under
+        lr_scaling "sqrt" (bpt.schedule.lr_scale)."""
+        from .schedule import lr_factor, lr_scale
 
-        return self.train.lr * lr_factor(self.train.lr_schedule, self.progress(epoch, version, wave, start),
-                                         self.epochs, self.train.warmup_epochs, self.train.step_every)
+        k = self.workers if self.rule.synchronous else live
+        return self.train.lr * lr_scale(self.train.lr_scaling, self.rule.kind, k) * lr_factor(
+            self.train.lr_schedule, self.progress(epoch, version, wave, start), self.epochs, self.train.warmup_epochs,
+            self.train.step_every)
 
     @property
     def subsets(self) -> list[tuple[int, int]]:

@@ -67,7 +67,7 @@ def accuracy_weight(accuracy: float, recent: Sequence[float]) -> float:
     return float(np.clip(accuracy / mean, 0.0, 2.0))
 
 
-def contribution(rule: MergeRule, staleness: int, q: float, live: int = 1) -> float | None:
+def contribution(rule: MergeRule, staleness: int, q: float, live: int = 1, progress: float = 1.0) -> float | None:
     """The scale applied to D_j, or None when the push must be rejected as too stale.
 
     live: the training processes in the cluster now (the worker registry's count). The

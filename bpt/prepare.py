@@ -28,7 +28,7 @@ class JobChoices:
     epochs: int | None = None
     subset_size: int | None = None
     batch_size: int = 32
-    lr: float = 0.02
+    lr: float | None = None  # default: the model's (bpt.models.default_lr)
     momentum: float = 0.9
     rule: str = merge.DEFAULT_RULE
     alpha: float | None = None  # default: default_alpha(rule, gamma)
@@ -43,6 +43,7 @@ class JobChoices:
     optimizer: str = "sgd"
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
+    lr_scaling: str = "sqrt"
     warmup_epochs: float = 0.0
     step_every: int = 0
     label_smoothing: float = 0.0
@@ -86,9 +87,10 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         n_train=data.n_train,
         epochs=choices.epochs or DEFAULT_EPOCHS.get(choices.dataset.name, DEFAULT_EPOCHS_OTHER),
         subset_size=choices.subset_size or default_subset_size(data.n_train),
-        train=training.TrainParams(choices.batch_size, choices.lr, choices.momentum, choices.weight_decay,
-                                   choices.optimizer, choices.lr_schedule, choices.warmup_epochs, choices.step_every,
-                                   choices.label_smoothing, tuple(choices.augment)),
+        train=training.TrainParams(choices.batch_size, models.default_lr(model_name) if choices.lr is None else choices.lr,
+                                   choices.momentum, choices.weight_decay, choices.optimizer, choices.lr_schedule,
+                                   choices.warmup_epochs, choices.step_every, choices.label_smoothing,
+                                   tuple(choices.augment), choices.lr_scaling),
         # s_max None: twice the live training processes, read at every push (bpt.merge)
         rule=MergeRule(choices.rule, default_alpha(choices.rule, choices.gamma) if choices.alpha is None else choices.alpha,
                        choices.gamma, choices.s_max),

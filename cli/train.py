@@ -73,7 +73,12 @@ def load_config(ctx, param, path):
 @click.option("--top-k", type=int, default=0, help="Also report top-k test accuracy (k >= 2).")
 @click.option("--epochs", "-e", type=int, default=None, help="Passes over the training data (default: 20 for digits, else 5).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=0.02, show_default=True, help="Each worker's local learning rate (SGD or AdamW), the base of --lr-schedule.")
+@click.option("--lr", type=float, default=None,
+              help="Each worker's local learning rate (SGD or AdamW), the base of --lr-schedule (default: the "
+                   "model's: 0.02 for lenet5, 0.05 for the others).")
+@click.option("--lr-scaling", type=click.Choice(["sqrt", "none"]), default="sqrt", show_default=True,
+              help="Multiply each worker's lr by sqrt(K) under the rules that merge K deltas as one step "
+                   "(normalized, sync), as the square-root scaling rule does for a K times larger batch.")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/16 within 128..2048).")
 @click.option("--rule", type=click.Choice(merge.RULES), default=merge.DEFAULT_RULE, show_default=True,
@@ -121,7 +126,7 @@ def load_config(ctx, param, path):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
-          step_every, label_smoothing, augment, target_accuracy, top_k, epochs, batch_size, lr, momentum, subset_size, rule, alpha, gamma, s_max,
+          step_every, label_smoothing, augment, target_accuracy, top_k, epochs, batch_size, lr, lr_scaling, momentum, subset_size, rule, alpha, gamma, s_max,
           guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, broker_url, weights_url, redis_ca, redis_cert, redis_key, detach,
           out_dir, tensorboard_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
@@ -164,7 +169,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
 
         choices = JobChoices(
             dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed, val_path, test_path),
-            model=model, epochs=epochs, subset_size=subset_size, batch_size=batch_size, lr=lr, momentum=momentum,
+            model=model, epochs=epochs, subset_size=subset_size, batch_size=batch_size, lr=lr, lr_scaling=lr_scaling, momentum=momentum,
             rule=rule, alpha=alpha, gamma=gamma, s_max=s_max, eval_every=eval_every, seed=seed,
             workers=settings.workers, inner=inner, partition=partition, guardrail=guardrail,
             optimizer=optimizer, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,

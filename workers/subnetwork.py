@@ -108,7 +108,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     pulled = weights.pull()
     training.load_numpy_state(cache.model, pulled.weights)
     began = time.perf_counter()
-    cache.stepper.set_lr(spec.lr_at(epoch, pulled.version, wave, start))  # the job's schedule, at the job's progress
+    cache.stepper.set_lr(spec.lr_at(epoch, pulled.version, wave, start, live))  # the schedule at the job's progress, x sqrt(K)
     loss = training.train_pass(cache.stepper, x, y, spec.train.batch_size, seed=spec.seed + 7919 * epoch + start,
                                augment=spec.train.augment)
     compute = time.perf_counter() - began

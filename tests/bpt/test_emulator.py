@@ -15,12 +15,17 @@ def digits():
 
 
 def job(data, **kw):
+    """The recipe these tests were written for: lr 0.05, constant (the default before issue 23)."""
+    kw.setdefault("train", training.TrainParams(32, 0.05, 0.9, lr_schedule="constant", lr_scaling="none"))
     return emulator.Job("digits-cnn", data.input_shape, 10, subset_size=128, **kw)
 
 
 def test_one_worker_with_full_steps_is_one_plain_process(digits):
     """K = 1 under plain async with alpha 1 applies every delta whole: the global weights must
-    be what one process gets training the same subsets in the same order with the same seeds."""
+    be what one process gets training the same subsets in the same order with the same seeds,
+    at the job's lr schedule by samples trained (the default: cosine)."""
+    from bpt.schedule import lr_factor
+
     data, initial = digits
     spec = job(data, epochs=2, rule=MergeRule("async"))
     curve = emulator.emulate(spec, emulator.Cluster(workers=1), data, initial, eval_every=10**9)
@@ -29,10 +34,13 @@ def test_one_worker_with_full_steps_is_one_plain_process(digits):
     training.load_numpy_state(model, initial)
     stepper = inner.make_stepper("torch", model, spec.train, threads=1)
     subsets = partition.subsets(len(data.x_train), 128)
+    trained = 0
     for epoch in range(2):
         for s in partition.waves(len(subsets), epoch, 0, None)[0]:
             a, b = subsets[s]
+            stepper.set_lr(spec.train.lr * lr_factor(spec.train.lr_schedule, trained / (2 * len(data.x_train)), 2))
             training.train_pass(stepper, data.x_train[a:b], data.y_train[a:b], 32, seed=7919 * epoch + a)
+            trained += b - a
     _, expected = training.evaluate(model, data.x_test, data.y_test)
     assert curve.versions == 2 * len(subsets) and curve.staleness == {0: 2 * len(subsets)}
     assert curve.final_accuracy == pytest.approx(expected, abs=1 / len(data.x_test))
@@ -43,9 +51,9 @@ def test_pushes_go_through_the_stores_merge_function_with_the_live_count(digits,
     seen = []
     real = merge.contribution
 
-    def spy(rule, staleness, q, live=1):
+    def spy(rule, staleness, q, live=1, progress=1.0):
         seen.append((staleness, live))
-        return real(rule, staleness, q, live)
+        return real(rule, staleness, q, live, progress)
 
     monkeypatch.setattr(merge, "contribution", spy)
     curve = emulator.emulate(job(data, epochs=1), emulator.Cluster(workers=4), data, initial)

@@ -1,0 +1,97 @@
+"""The time-to-accuracy clock: DDP and local SGD baselines, the emulator's serial store and
+slow workers, and the benchmark's --quick run (real Fashion-MNIST where the file is)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bpt import baselines, datasets, emulator, models, training
+from bpt.merge import MergeRule
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = datasets.digits(seed=0)
+    initial = training.state_to_numpy(models.build_model("digits-cnn", data.input_shape, 10, seed=0))
+    return data, initial
+
+
+def job(data, **kw):
+    kw.setdefault("train", training.TrainParams(32, 0.05, 0.9, lr_schedule="constant", lr_scaling="none"))
+    return emulator.Job("digits-cnn", data.input_shape, 10, subset_size=128, **kw)
+
+
+def test_ddp_takes_k_times_fewer_steps_each_waiting_for_the_slowest_replica_plus_the_ring(digits):
+    data, initial = digits
+    n = len(data.x_train)
+    one = baselines.ddp(job(data, epochs=4), emulator.Cluster(workers=1, rate=1000.0), data, initial, lr=0.05,
+                        warmup_samples=0, eval_every=10**9)
+    four = baselines.ddp(job(data, epochs=4), emulator.Cluster(workers=4, rate=1000.0, slowdowns=(1, 1, 1, 2)), data,
+                         initial, lr=0.2, warmup_samples=1000, eval_every=10**9)
+    assert one.versions == 4 * (n // 32) and four.versions == 4 * (n // 128)
+    ring = baselines.Ring().seconds(4, baselines.model_bytes(initial))
+    assert four.virtual_seconds == pytest.approx(four.versions * (2 * 32 / 1000.0 + ring))
+    assert one.final_accuracy > 0.8 and four.final_accuracy > 0.5
+
+
+def test_the_ring_all_reduce_costs_nothing_alone_and_grows_with_bytes_and_hops():
+    ring = baselines.Ring(bandwidth=1e9, latency=1e-5)
+    assert ring.seconds(1, 10**6) == 0
+    assert ring.seconds(2, 10**6) == pytest.approx(1e-3 + 2e-5)
+    assert ring.seconds(64, 10**6) > ring.seconds(4, 10**6)
+
+
+def test_local_sgd_rounds_wait_for_the_slowest_worker_and_learn(digits):
+    data, initial = digits
+    spec = job(data, epochs=3)
+    equal = baselines.local_sgd(spec, emulator.Cluster(workers=2, rate=1000.0, overhead=0.0), data, initial,
+                                eval_every=10**9)
+    slow = baselines.local_sgd(spec, emulator.Cluster(workers=2, rate=1000.0, overhead=0.0, slowdowns=(1, 3)), data,
+                               initial, eval_every=10**9)
+    assert slow.final_accuracy == equal.final_accuracy  # synchronous: the same arithmetic, later
+    assert slow.virtual_seconds > 2.5 * equal.virtual_seconds - 1e-9
+    assert equal.final_accuracy > 0.8
+
+
+def test_the_emulated_store_merges_one_push_at_a_time(digits):
+    """With a merge slower than a task, pushes queue at the store: the run takes at least
+    one merge time per applied version, and the store is busy nearly all the time."""
+    data, initial = digits
+    curve = emulator.emulate(job(data, epochs=1, rule=MergeRule("normalized")),
+                             emulator.Cluster(workers=4, rate=10**6, overhead=0.0, merge=0.5), data, initial,
+                             eval_every=10**9)
+    assert curve.virtual_seconds >= 0.5 * (curve.versions + curve.rejected) - 1e-9
+    assert curve.store_utilisation > 0.95
+    assert max(curve.staleness) >= 3  # workers kept pulling while pushes waited
+
+
+def test_a_slow_worker_pushes_less_often_and_staler(digits):
+    data, initial = digits
+    spec = job(data, epochs=2, rule=MergeRule("normalized"))
+    curve = emulator.emulate(spec, emulator.Cluster(workers=3, slowdowns=(1, 1, 3)), data, initial)
+    assert max(curve.staleness) >= 3  # the slow one's pushes land after several of the others'
+    with pytest.raises(ValueError, match="slowdowns"):
+        emulator.emulate(spec, emulator.Cluster(workers=3, slowdowns=(1, 3)), data, initial)
+
+
+FASHION = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "datasets", "fashion-mnist.npz")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(FASHION), reason="the shared Fashion-MNIST file is not beside the checkout")
+def test_the_time_to_accuracy_benchmark_runs_every_system_quickly_on_real_data():
+    from benchmarks import time_to_accuracy
+    from benchmarks.common import RESULTS
+
+    assert time_to_accuracy.main(["--quick", "--data", FASHION, "--out", "tta_test"]) == 0
+    with open(os.path.join(RESULTS, "tta_test_quick.json")) as f:
+        result = json.load(f)
+    systems = {(r["system"], r["workers"], r["cluster"]) for r in result["summary"]}
+    assert {s for s, _, _ in systems} == set(time_to_accuracy.GRIDS)
+    assert ("ddp", 4, "slow") in systems and ("bpt normalized", 4, "slow") in systems
+    one = next(r for r in result["summary"] if r["system"] == "one process")
+    assert one["reached"] == "1/1" and one["speedup"] == 1.0
+    assert all(r["final"] > 0.5 for r in result["summary"])  # every system learned
+    assert result["costs"]["merge_seconds"] and all(c[0] <= 6000 * 3 for r in result["rows"] for c in r["curve"])
