@@ -35,6 +35,7 @@ class TorchStepper:
         self.label_smoothing = label_smoothing
         self.device = next(model.parameters()).device
         self.autocast = autocast  # bf16 mixed precision (bpt.devices); the weights stay float32
+        self.meter = None  # a training.GradientMeter while a pass measures gradient statistics
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -43,11 +44,37 @@ class TorchStepper:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
-        loss.backward()
+        if self.meter is not None and self.meter.wants(len(x)):
+            loss = self._measured_backward(x, y)
+        else:
+            loss = self._loss(x, y)
+            loss.backward()
         self.optimizer.step()
         return loss.item()
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            return F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+
+    def _measured_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch's gradient as the mean of its two halves' (the same gradient, at the same
+        weights), handing both halves to the meter: two batch sizes at fixed weights is what
+        the gradient noise scale needs (training.GradientMeter)."""
+        half = len(x) // 2
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        first = self._loss(x[:half], y[:half])
+        first.backward()
+        g1 = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        self.optimizer.zero_grad(set_to_none=True)
+        second = self._loss(x[half:], y[half:])
+        second.backward()
+        g2 = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
+        self.meter.add_halves(torch.cat([g.reshape(-1).float() for g in g1]),
+                              torch.cat([g.reshape(-1).float() for g in g2]), half)
+        for p, a in zip(params, g1):
+            if p.grad is not None:
+                p.grad.add_(a).mul_(0.5)
+        return (first.detach() + second.detach()) / 2
 
 
 class TaskStepper:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[str, dict],
-              evals: list[dict]) -> dict:
+              evals: list[dict], gradients: dict | None = None) -> dict:
     started = state.get("started") or state.get("created", 0)
     finished = state.get("finished")
     wall = (finished - started) if finished else None
@@ -35,7 +35,21 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "error": state.get("error"),
         "warning": state.get("warning"),
         "reason": state.get("reason"),  # why a done job ended: all epochs, or its target accuracy
+        **scaling(spec, workers, gradients or {}),
     }
+
+
+def scaling(spec: dict, workers: dict[str, dict], gradients: dict) -> dict:
+    """How many workers help (bpt.noise_scale), and a warning when the job used more."""
+    from .noise_scale import from_sums
+
+    found = from_sums(gradients)
+    if found is None:
+        return {"noise_scale": None, "scaling_warning": None}
+    used = max(int(spec.get("workers") or 1), len(workers))
+    return {"noise_scale": {"samples": round(found.noise_batch, 1), "workers_that_help": found.workers,
+                            "training_processes": used, "pushes_measured": int(gradients.get("pushes", 0))},
+            "scaling_warning": (f"{used} training processes: {found.message()}" if used > found.workers else None)}
 
 
 CSV_COLUMNS = ("version", "epoch", "samples", "wall_seconds", "train_loss", "test_loss", "test_accuracy",

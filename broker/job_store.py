@@ -181,6 +181,17 @@ class JobStore:
         pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:tasks", 1)
         pipe.execute()
 
+    def add_gradient_stats(self, stats) -> None:
+        """Add one task's gradient statistics (a noise_scale.GradStats) to the job's sums."""
+        pipe = self.client.pipeline(transaction=True)
+        for field, value in (("pushes", 1), ("small", stats.small), ("big", stats.big), ("batch", stats.batch),
+                             ("big_batch", stats.batch * stats.batches)):
+            pipe.hincrbyfloat(self.keys.gradients, field, value)
+        pipe.execute()
+
+    def gradient_sums(self) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.client.hgetall(self.keys.gradients).items()}
+
     def add_eval(self, version: int, loss: float, accuracy: float, **extra) -> None:
         """One evaluation of the global weights on the test split; extra: epoch, samples
         trained so far, the pushing task's train loss, top-k and validation accuracy."""

@@ -97,6 +97,10 @@ class JobKeys:
     def worker_stats(self) -> str:  # hash: "<worker>:samples|seconds|tasks" -> number
         return self._k("workers")
 
+    @property
+    def gradients(self) -> str:  # hash: summed gradient statistics of accepted pushes (bpt.noise_scale)
+        return self._k("grads")
+
     def data(self, name: str) -> str:  # string: a staged array (.npy bytes)
         return self._k(f"data:{name}")
 

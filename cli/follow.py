@@ -54,7 +54,7 @@ def result_metrics(store: JobStore) -> dict:
     if version is not None:
         state["version"] = int(version)  # the live version, also while the job runs
     return metrics.summarize(json.loads(store.client.get(store.keys.spec)), state,
-                             store.staleness_histogram(), store.worker_stats(), store.evals())
+                             store.staleness_histogram(), store.worker_stats(), store.evals(), store.gradient_sums())
 
 
 def model_file_bytes(store: JobStore, settings=None) -> tuple[bytes, int]:
@@ -143,6 +143,8 @@ def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboar
                    + (f" ({summary['reason']})" if summary.get("reason") and "target" in summary["reason"] else ""))
     if summary.get("warning"):
         click.echo(f"warning: {summary['warning']}", err=True)
+    if summary.get("scaling_warning"):
+        click.echo(f"warning: {summary['scaling_warning']}", err=True)
     spec = store.spec()
     if summary["test_accuracy"] is not None and learning.near_chance(summary["test_accuracy"], spec.num_classes):
         raise DidNotLearn(f"job {store.job_id} ended at test accuracy {summary['test_accuracy']:.4f}, no better "

@@ -78,7 +78,11 @@ def status_lines(summary: dict) -> list[str]:
         stale = w.get("mean_staleness")
         lines.append(f"  {name:<28} {int(w['tasks']):>6} {w['samples_per_second']:>10.0f} "
                      f"{'-' if stale is None else f'{stale:.1f}':>10}  {w.get('device') or '-'}")
-    for label, key in (("ended", "reason"), ("error", "error"), ("warning", "warning")):
+    noise = summary.get("noise_scale")
+    if noise:
+        lines.append(f"  gradient noise scale about {noise['samples']:.0f} samples: about {noise['workers_that_help']} "
+                     f"training processes help ({noise['pushes_measured']} pushes measured)")
+    for label, key in (("ended", "reason"), ("error", "error"), ("warning", "warning"), ("warning", "scaling_warning")):
         if summary.get(key):
             lines.append(f"  {label}: {summary[key]}")
     return lines

@@ -9,7 +9,7 @@ import signal
 
 import click
 
-from bpt import catalog, datasets, merge
+from bpt import catalog, datasets, merge, noise_scale
 from bpt.errors import ConfigError
 from bpt.broker.connection import connect
 from bpt.broker.redis_server import PrivateRedis
@@ -207,6 +207,10 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         if local is not None and settings.weights_url:  # the private Redis goes: so must the job's shards
             stack.callback(_delete_shards, settings, spec.job_id, local)
         store = submit(app, client, settings, spec, data, weights)
+        few = noise_scale.too_few_subsets(spec.n_subsets, spec.workers)
+        if few:
+            click.echo(f"warning: {few}", err=True)
+            store.log("warning", reason=few)
         if detach:
             click.echo(spec.job_id)
             return

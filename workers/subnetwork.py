@@ -109,8 +109,9 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     training.load_numpy_state(cache.model, pulled.weights)
     began = time.perf_counter()
     cache.stepper.set_lr(spec.lr_at(epoch, pulled.version, wave, start, live))  # the schedule at the job's progress, x sqrt(K)
+    meter = training.GradientMeter(spec.train.batch_size)
     loss = training.train_pass(cache.stepper, x, y, spec.train.batch_size, seed=spec.seed + 7919 * epoch + start,
-                               augment=spec.train.augment)
+                               augment=spec.train.augment, meter=meter)
     compute = time.perf_counter() - began
     if runtime.slowdown > 1:  # emulate a slower node: wait (F - 1) x the measured compute time
         time.sleep((runtime.slowdown - 1) * compute)
@@ -136,6 +137,9 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1)
     seconds = time.perf_counter() - began
     store.forget_deliveries(epoch, piece)
+    stats = meter.result()
+    if stats is not None and result.status == "accepted":  # for the job's gradient noise scale (bpt.noise_scale)
+        store.add_gradient_stats(stats)
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device),
                       result.staleness if result.status == "accepted" else None)
     worker_registry.record_task(runtime.client, worker, end - start, seconds, store.keys.rates, runtime.scripts["rate"])

@@ -1,0 +1,76 @@
+"""How many workers help (pure): the gradient noise scale from statistics the workers measure.
+
+McCandlish et al. (2018): with per-example gradient covariance S and true gradient G, the
+expected squared norm of a batch-B gradient is |G|^2 + tr(S) / B, and B_noise = tr(S) / |G|^2
+is about the critical batch: below it a K times larger batch needs about the same number of
+steps (K times fewer samples per worker: speed-up), above it about K times more samples (no
+speed-up). Each task measures, on some of its batches, the gradient of each half and of the
+whole batch at the same weights (the batch's gradient is their mean: training costs the
+same): the halves' mean |g_b|^2 (batch b) and the batch's |g_2b|^2; two batch sizes give
+both unknowns:
+
+    |G|^2 = (B |G_B|^2 - b |G_b|^2) / (B - b)        tr(S) = (|G_b|^2 - |G_B|^2) / (1/b - 1/B)
+
+Averaged over the job's pushes (each from gradients a task measured along its own short
+trajectory, not from deltas that start at different weights). bpt's averaging rules merge K
+pushes into one step of a K-fold batch, so about B_noise / b workers help; more add samples,
+not speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class GradStats:
+    """What one task measured: `small` the mean |g_b|^2 of batches of `batch` samples, `big`
+    the mean |mean g|^2 over groups of `batches` of them (training.GradientMeter: the two
+    halves of a batch)."""
+
+    batches: int
+    batch: int
+    small: float
+    big: float
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseEstimate:
+    noise_batch: float  # B_noise, in samples
+    workers: int  # about how many workers (each of `batch` samples a step) still help
+
+    def message(self) -> str:
+        return (f"gradient noise scale about {self.noise_batch:.0f} samples: beyond about {self.workers} "
+                f"worker{'s' if self.workers != 1 else ''}, more workers add samples, not speed")
+
+
+def estimate(small: float, big: float, batch: int, big_batch: float) -> NoiseEstimate | None:
+    """From the mean per-batch |g|^2 (`small`, batches of `batch`) and the mean |mean g|^2
+    (`big`, over `big_batch` samples); None when the statistics cannot say (a task of one
+    batch, or noise that swamped the signal)."""
+    if not big_batch > batch > 0:
+        return None
+    g2 = (big_batch * big - batch * small) / (big_batch - batch)
+    trace = (small - big) / (1 / batch - 1 / big_batch)
+    if g2 <= 0 or trace <= 0:
+        return None
+    noise = trace / g2
+    return NoiseEstimate(noise, max(1, round(noise / batch)))
+
+
+def from_sums(sums: dict) -> NoiseEstimate | None:
+    """The estimate from a job's summed statistics (JobStore.gradient_sums): the mean of each
+    measured quantity over the pushes, then `estimate`."""
+    n = sums.get("pushes", 0)
+    if n < 1:
+        return None
+    return estimate(sums["small"] / n, sums["big"] / n, int(round(sums["batch"] / n)), sums["big_batch"] / n)
+
+
+def too_few_subsets(subsets_per_epoch: int, workers: int) -> str | None:
+    """A submit-time warning: an epoch of fewer subsets than workers leaves workers idle at
+    every epoch's end (or, with rounds, makes rounds wait)."""
+    if subsets_per_epoch < workers:
+        return (f"an epoch has {subsets_per_epoch} subsets for {workers} training processes: some idle at every "
+                "epoch's end; a smaller --subset-size gives each work")
+    return None
