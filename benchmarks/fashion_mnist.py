@@ -49,9 +49,11 @@ def main() -> None:
                 spec, data, weights = prepare(JobChoices(DatasetSpec(args.data, seed=seed), epochs=args.epochs,
                                                          seed=seed, workers=k))
                 m = run_bpt_job(settings, app, client, spec, data, weights)
+                noise = m.get("noise_scale") or {}
                 rows.append({"system": f"bpt {spec.rule.kind}", "workers": k, "seed": seed,
                              "accuracy": m["test_accuracy"], "wall_s": m["wall_seconds"],
-                             "rejected": m["rejected_pushes"], "versions": m["versions"]})
+                             "rejected": m["rejected_pushes"], "versions": m["versions"],
+                             "noise_samples": noise.get("samples"), "workers_help": noise.get("workers_that_help")})
     medians = []
     for system, k in dict.fromkeys((r["system"], r["workers"]) for r in rows):
         group = [r for r in rows if r["system"] == system and r["workers"] == k]
@@ -60,7 +62,8 @@ def main() -> None:
                         "wall_s": statistics.median(r["wall_s"] for r in group)})
     print(f"Fashion-MNIST, {spec.model}, {args.epochs} epochs, batch {spec.train.batch_size}, lr {spec.train.lr} "
           f"{spec.train.lr_schedule}, momentum {spec.train.momentum}, subsets of {spec.subset_size}")
-    print(table(rows + medians, ["system", "workers", "seed", "accuracy", "wall_s", "rejected", "versions"]))
+    print(table(rows + medians, ["system", "workers", "seed", "accuracy", "wall_s", "rejected", "versions",
+                                 "noise_samples", "workers_help"]))
     print("wrote", write_json("fashion_mnist", {"args": vars(args), "rows": rows, "medians": medians,
                                                 "recipe": {"lr": spec.train.lr, "schedule": spec.train.lr_schedule,
                                                            "momentum": spec.train.momentum,

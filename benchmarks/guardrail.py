@@ -56,16 +56,20 @@ def main() -> None:
                     m = run_bpt_job(settings, app, client, spec, data, weights)
                     store = JobStore(client, spec.job_id)
                     events = [e for e in store.events() if e["event"] == "guardrail"]
+                    noise = m.get("noise_scale") or {}
                     rows.append({"case": name, "seed": seed, "guardrail": guard, "accuracy": m["test_accuracy"],
                                  "level": store.guard_level(), "guard_events": len(events),
-                                 "rejected": m["rejected_pushes"], "val_slice": len(data.y_val)})
+                                 "rejected": m["rejected_pushes"], "val_slice": len(data.y_val),
+                                 "noise_samples": noise.get("samples"), "workers_help": noise.get("workers_that_help"),
+                                 "scaling_warning": bool(m.get("scaling_warning"))})
     summary = []
     for name, *_ in CASES:
         on = statistics.median(r["accuracy"] for r in rows if r["case"] == name and r["guardrail"])
         off = statistics.median(r["accuracy"] for r in rows if r["case"] == name and not r["guardrail"])
         summary.append({"case": name, "median_on": on, "median_off": off, "gap_points": 100 * (off - on),
                         "within_1_point": abs(off - on) <= 0.01})
-    print(table(rows, ["case", "seed", "guardrail", "accuracy", "level", "guard_events", "rejected", "val_slice"]))
+    print(table(rows, ["case", "seed", "guardrail", "accuracy", "level", "guard_events", "rejected", "val_slice",
+                       "noise_samples", "workers_help", "scaling_warning"]))
     print(table(summary, ["case", "median_on", "median_off", "gap_points", "within_1_point"]))
     print("wrote", write_json("guardrail", {"args": vars(args), "rows": rows, "summary": summary}))
 

@@ -214,7 +214,7 @@ def normalise_uint8(data: Dataset) -> None:
     """Scale images of 0..255 to [0, 1], then subtract the training split's per-channel mean
     and divide by its std (every split with the training statistics: validation and test
     do not leak into them). In place; records the statistics in data.normalisation."""
-    mean, std = channel_stats(data.x_train / np.float32(255.0))
+    mean, std = channel_stats(data.x_train[:CHANNEL_STATS_SAMPLE] / np.float32(255.0))
     for name in ("x_train", "x_val", "x_test"):
         x = getattr(data, name)
         x /= np.float32(255.0)
@@ -223,10 +223,11 @@ def normalise_uint8(data: Dataset) -> None:
     data.normalisation = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
 
-def channel_stats(x: np.ndarray, sample: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (float32) of NCHW images, on at most `sample` of them; a
-    constant channel gets std 1."""
-    x = x[:sample]
+CHANNEL_STATS_SAMPLE = 20_000  # training images the normalisation is measured on
+
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (float32) of NCHW images; a constant channel gets std 1."""
     mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
     std = x.std(axis=(0, 2, 3), dtype=np.float64)
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
@@ -242,10 +243,11 @@ def with_test(x, y, x_test, y_test, seed: int, name: str, x_val=None, y_val=None
     return Dataset(name, x, y, x_val, y_val, x_test, y_test, classes)
 
 
-def read_arrays(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x, y or None) from an .npz (arrays x and y, or Keras's x_train and y_train) or an .npy
-    (images only), never unpickling anything; every failure is one DataError naming the file."""
-    x, y, _, _ = read_labelled(path, need_labels=False)
+def read_arrays(path: str, role: str = "training") -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y or None) from an .npz (arrays x and y, or Keras's layout: its training arrays,
+    or with role "test" its test arrays where it has them) or an .npy (images only), never
+    unpickling anything; every failure is one DataError naming the file."""
+    x, y, _, _ = read_labelled(path, role=role, need_labels=False)
     return x, y
 
 

@@ -14,7 +14,8 @@ job ended at 0.383 where it reached 0.775 without the guardrail (issue 23). So:
 - a fall counts only when it is larger than the margin AND than the noise of two checks on
   a slice of that size (a one-sided 99% bound on the difference of two binomial proportions);
 - only alpha tightens: the staleness bound stays the job's own (2 x the live training
-  processes by default), never below K, since K - 1 is the steady-state staleness;
+  processes by default); the guardrail never lowers it, since K - 1 is the steady-state
+  staleness and a bound below it refuses most pushes;
 - a level is given back once accuracy is within that bound of its peak again.
 """
 

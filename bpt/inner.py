@@ -64,16 +64,17 @@ class TorchStepper:
         params = [p for p in self.model.parameters() if p.requires_grad]
         first = self._loss(x[:half], y[:half])
         first.backward()
-        g1 = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        g1 = [None if p.grad is None else p.grad.detach().clone() for p in params]
         self.optimizer.zero_grad(set_to_none=True)
         second = self._loss(x[half:], y[half:])
         second.backward()
-        g2 = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
-        self.meter.add_halves(torch.cat([g.reshape(-1).float() for g in g1]),
-                              torch.cat([g.reshape(-1).float() for g in g2]), half)
-        for p, a in zip(params, g1):
-            if p.grad is not None:
-                p.grad.add_(a).mul_(0.5)
+        g2 = [None if p.grad is None else p.grad.detach() for p in params]
+        flat = lambda gs: torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).float()  # noqa: E731
+                                     for p, g in zip(params, gs)])
+        self.meter.add_halves(flat(g1), flat(g2), half)
+        for p, a, b in zip(params, g1, g2):  # the whole batch's gradient; untouched parameters stay without one
+            if a is not None or b is not None:
+                p.grad = ((torch.zeros_like(p) if a is None else a) + (torch.zeros_like(p) if b is None else b)) / 2
         return (first.detach() + second.detach()) / 2
 
 

@@ -204,6 +204,7 @@ class JobSpec:
             raw["input_shape"] = tuple(raw["input_shape"])
             raw["data_mean"], raw["data_std"] = tuple(raw["data_mean"]), tuple(raw["data_std"])
             train = dict(raw["train"])
+            train.setdefault("lr_scaling", "none")  # a spec from before sqrt(K) scaling trains as it was submitted
             if isinstance(train.get("augment"), list):
                 train["augment"] = tuple(train["augment"])
             raw["train"] = TrainParams(**train)

@@ -44,10 +44,12 @@ class NoiseEstimate:
                 f"worker{'s' if self.workers != 1 else ''}, more workers add samples, not speed")
 
 
-def estimate(small: float, big: float, batch: int, big_batch: float) -> NoiseEstimate | None:
+def estimate(small: float, big: float, batch: int, big_batch: float, step_batch: float | None = None
+             ) -> NoiseEstimate | None:
     """From the mean per-batch |g|^2 (`small`, batches of `batch`) and the mean |mean g|^2
     (`big`, over `big_batch` samples); None when the statistics cannot say (a task of one
-    batch, or noise that swamped the signal)."""
+    batch, or noise that swamped the signal). Workers that help: B_noise over the batch one
+    worker steps on (`step_batch`, default big_batch): K workers merged are a K-fold one."""
     if not big_batch > batch > 0:
         return None
     g2 = (big_batch * big - batch * small) / (big_batch - batch)
@@ -55,7 +57,7 @@ def estimate(small: float, big: float, batch: int, big_batch: float) -> NoiseEst
     if g2 <= 0 or trace <= 0:
         return None
     noise = trace / g2
-    return NoiseEstimate(noise, max(1, round(noise / batch)))
+    return NoiseEstimate(noise, max(1, round(noise / (step_batch or big_batch))))
 
 
 def from_sums(sums: dict) -> NoiseEstimate | None:
@@ -65,6 +67,7 @@ def from_sums(sums: dict) -> NoiseEstimate | None:
     if n < 1:
         return None
     return estimate(sums["small"] / n, sums["big"] / n, int(round(sums["batch"] / n)), sums["big_batch"] / n)
+    # (the measured big batch is the worker's whole batch: its halves are the small one)
 
 
 def too_few_subsets(subsets_per_epoch: int, workers: int) -> str | None:

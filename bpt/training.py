@@ -101,7 +101,7 @@ class GradientMeter:
         self.batch_size, self.seen, self.pairs, self.small, self.big = batch_size, 0, 0, 0.0, 0.0
 
     def wants(self, batch: int) -> bool:
-        if batch != self.batch_size or batch < 4:  # a short last batch would mix two batch sizes
+        if batch != self.batch_size or batch < 4 or batch % 2:  # a short last batch would mix two batch sizes
             return False
         self.seen += 1
         return (self.seen - 1) % self.EVERY == 0

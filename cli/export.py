@@ -114,7 +114,7 @@ def predict(model_path, npz_path, out_path, as_json):
         x, y = _read_image_folder(npz_path, expected, meta)
         labelled = True
     else:
-        x, y = datasets.read_arrays(npz_path)  # .npz (x, optional y) or .npy (x)
+        x, y = datasets.read_arrays(npz_path, role="test")  # .npz (x, optional y; Keras's: its test split) or .npy
         labelled, raw_uint8 = y is not None, x.dtype == np.uint8
         x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path, min_samples=1)
         if "normalisation" in meta:  # trained on an image folder or an array directory: prepare alike

@@ -149,3 +149,24 @@ def test_an_npz_with_neither_layout_names_what_it_has(tmp_path):
     np.savez(path, images=np.zeros((20, 8, 8)), labels=np.zeros(20, int))
     with pytest.raises(DataError, match="x_train.*it has images, labels"):
         datasets.from_npz(str(path))
+
+
+def test_predict_reads_a_keras_files_test_split(tmp_path):
+    """bpt predict on Fashion-MNIST's .npz must score its test images, not its training ones."""
+    path = tmp_path / "keras.npz"
+    _, x_test = _keras_npz(path, np.random.default_rng(5))
+    x, y = datasets.read_arrays(str(path), role="test")
+    np.testing.assert_array_equal(x, x_test)
+    assert len(y) == 20
+
+
+def test_an_old_spec_without_lr_scaling_trains_as_submitted():
+    import json
+
+    from bpt.jobspec import JobSpec
+    from bpt.prepare import JobChoices, prepare
+
+    spec, _, _ = prepare(JobChoices(datasets.DatasetSpec("digits"), epochs=1))
+    raw = json.loads(spec.to_json())
+    del raw["train"]["lr_scaling"]
+    assert JobSpec.from_json(json.dumps(raw)).train.lr_scaling == "none"

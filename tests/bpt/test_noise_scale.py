@@ -18,9 +18,9 @@ def test_the_two_batch_estimator_recovers_a_known_noise_scale():
         batches = G + rng.normal(size=(n_b, dim)) * np.sqrt(trace / dim / b)
         small.append(np.mean(np.sum(batches ** 2, axis=1)))
         big.append(np.sum(batches.mean(axis=0) ** 2))
-    found = noise_scale.estimate(np.mean(small), np.mean(big), b, b * n_b)
+    found = noise_scale.estimate(np.mean(small), np.mean(big), b, b * n_b, step_batch=b)
     assert found.noise_batch == pytest.approx(trace / float(G @ G), rel=0.2)
-    assert found.workers == round(found.noise_batch / b)
+    assert found.workers == round(found.noise_batch / b)  # workers stepping on batches of b
     assert "beyond about" in found.message()
 
 
@@ -31,9 +31,10 @@ def test_no_estimate_without_two_batch_sizes_or_with_noise_that_swamps_the_signa
 
 
 def test_summed_statistics_give_the_mean_estimate_and_the_job_warns_past_it():
-    sums = {"pushes": 2, "small": 2 * 10.0, "big": 2 * 2.0, "batch": 64, "big_batch": 2 * 256}
-    found = noise_scale.from_sums(sums)
-    assert found == noise_scale.estimate(10.0, 2.0, 32, 256)
+    sums = {"pushes": 2, "small": 2 * 10.0, "big": 2 * 6.0, "batch": 2 * 16, "big_batch": 2 * 32}
+    found = noise_scale.from_sums(sums)  # halves of 16, workers stepping on batches of 32
+    assert found == noise_scale.estimate(10.0, 6.0, 16, 32)
+    assert found.workers == max(1, round(found.noise_batch / 32))
     many = metrics.scaling({"workers": 64}, {}, sums)
     assert many["noise_scale"]["workers_that_help"] == found.workers < 64
     assert "more workers add samples, not speed" in many["scaling_warning"]

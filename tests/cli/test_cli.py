@@ -251,3 +251,38 @@ def test_help_lists_every_command_without_importing_torch_or_celery():
     for name, (_, _, short) in COMMANDS.items():
         command = main.get_command(ctx, name)
         assert command.name == name and command.get_short_help_str(limit=500) == short, name
+
+
+@pytest.mark.slow
+def test_a_uint8_keras_npz_trains_normalised_and_predict_normalises_alike(tmp_path):
+    """Issue 23: an .npz in Keras's layout trains with its own test split, uint8 scaled and
+    normalised; the model file keeps the statistics, so `bpt predict` on the raw uint8 test
+    images gives the job's own test accuracy."""
+    rng = np.random.default_rng(0)
+
+    def images(n):  # a bright square in one of 3 corners, on noise: learnable in a few epochs
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, k = divmod(int(c), 2)
+            x[i, r * 6:r * 6 + 5, k * 6:k * 6 + 5] = 250
+        return x, y
+
+    x_train, y_train = images(600)
+    x_test, y_test = images(150)
+    path = tmp_path / "keras.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    model = tmp_path / "tiny.json"
+    model.write_text(json.dumps({"layers": [{"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+                                            {"type": "ReLU"}, {"type": "MaxPool2d", "kernel_size": 2},
+                                            {"type": "Flatten"}, {"type": "Linear", "out_features": "classes"}]}))
+    out = tmp_path / "out"
+    done = bpt("train", "--dataset", str(path), "--model", str(model), "--epochs", "4", "--workers", "1",
+               "--quiet", "--json", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["spec"]["data_mean"] and 0 < summary["spec"]["data_mean"][0] < 1  # scaled, then measured
+    assert summary["test_accuracy"] >= 0.9, summary["test_accuracy"]
+    predicted = bpt("predict", str(out / "model.safetensors"), "--npz", str(path), "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
