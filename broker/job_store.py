@@ -330,10 +330,11 @@ def collect_garbage(client: redis.Redis, delete_finished: bool = False, shards=N
     their weight shards on `shards` (--weights-url)."""
     indexed = set(list_jobs(client))
     report = {"orphan_keys": 0, "finished_jobs_cleaned": 0, "jobs_deleted": 0}
+    delete_orphan = client.register_script(scripts.source("delete_orphan"))
     for key in client.scan_iter(match=JobKeys("*").pattern(), count=1000):
         job_id = key.decode().split("{", 1)[1].split("}", 1)[0]
-        if job_id not in indexed:
-            report["orphan_keys"] += client.delete(key)
+        if job_id not in indexed:  # by this copy of the index; the script checks the index as it is now
+            report["orphan_keys"] += int(delete_orphan(keys=[JOBS_INDEX, key], args=[job_id]))
     for job_id in indexed:
         store = JobStore(client, job_id)
         if store.status() not in FINISHED and store.status() != "unknown":

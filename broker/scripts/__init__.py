@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-NAMES = ("push", "reject", "stage", "commit_round", "release_lease", "transition", "rate")
+NAMES = ("push", "reject", "stage", "commit_round", "release_lease", "transition", "rate", "delete_orphan")
 
 
 def source(name: str) -> str:

@@ -76,3 +76,21 @@ def test_gc_frees_staged_data_of_finished_jobs_and_orphans(client, job_id):
     assert store.state()["status"] == "cancelled"  # results stay
     collect_garbage(client, delete_finished=True)
     assert job_id not in list_jobs(client) and not client.exists(store.keys.state)
+
+
+def test_gc_keeps_a_job_submitted_after_it_read_the_index(client, job_id, monkeypatch):
+    """Issue 26, finding 1 (data loss): gc read the job index once and deleted every job key
+    not in that copy, so a job submitted meanwhile lost its spec and state while indexed.
+    Here gc's copy of the index is taken before the submit, as in the race."""
+    from bpt.broker import job_store
+
+    before = list_jobs(client)  # what gc read
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)  # submitted meanwhile
+    monkeypatch.setattr(job_store, "list_jobs", lambda c: before)
+    orphan = f"bpt:job:{{orphan-{job_id}}}:state"
+    client.set(orphan, b"left behind")
+    report = collect_garbage(client)
+    assert store.spec() == spec and store.status() == "queued" and client.exists(store.keys.data("x_train"))
+    assert not client.exists(orphan) and report["orphan_keys"] == 1
+    store.delete()
