@@ -33,6 +33,13 @@ def default_name(client, settings: Settings, token: str) -> str:
                                       NAME_TTL_FACTOR * settings.heartbeat_timeout, token)
 
 
+def full_name(name: str) -> str:
+    """NAME@HOST for a name given without a host. Celery turns a bare --hostname NAME into
+    celery@NAME for its tasks while the heartbeat used NAME: one worker was counted twice in
+    the live K, and each push scaled down twice as much (issue 26, finding 5)."""
+    return name if "@" in name else f"{name}@{socket.gethostname()}"
+
+
 def run_worker(settings: Settings, name: str | None, concurrency: int = 1, loglevel: str = "INFO",
                slowdown: float = 1.0, queues: str = TRAIN_QUEUE) -> None:
     """Start a worker in this process; returns when it shuts down (SIGTERM: warm shutdown).
@@ -46,7 +53,7 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     register_tasks(app, WorkerRuntime(settings, slowdown=slowdown))
     client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
     claimed, token = name is None, secrets.token_hex(8)
-    name = default_name(client, settings, token) if claimed else name
+    name = default_name(client, settings, token) if claimed else full_name(name)
     def on_beat() -> None:
         now = clock.now(client)  # Redis's clock: this machine's may be skewed
         revive_stalled(app, client, now)
