@@ -67,6 +67,9 @@ class BptGroup(click.Group):
 
     def main(self, args=None, prog_name=None, **extra):
         """Click's own usage errors as one line too, with exit code 2."""
+        for flag in passwords_in_flags(sys.argv[1:] if args is None else list(args)):
+            click.echo(f"warning: {flag} carries a password, which `ps` shows every user of this machine; "
+                       f"set {URL_FLAGS[flag]} instead", err=True)
         try:
             result = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.ClickException as e:
@@ -108,3 +111,20 @@ def main(ctx):
     except BptError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+
+
+URL_FLAGS = {"--redis-url": "BPT_REDIS_URL", "--broker-url": "BPT_BROKER_URL", "--weights-url": "BPT_WEIGHTS_URL"}
+
+
+def passwords_in_flags(argv: list[str]) -> list[str]:
+    """The URL flags on this command line whose URL holds a password (scheme://[user]:PASSWORD@):
+    a command line is visible to every local user (issue 26, finding 11)."""
+    found = []
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in URL_FLAGS:
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            netloc = value.split("://", 1)[1].split("/", 1)[0] if "://" in value else ""
+            if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+                found.append(flag)
+    return list(dict.fromkeys(found))

@@ -77,3 +77,21 @@ def test_a_job_runs_end_to_end_over_tls_from_the_command_line(tls_redis, certifi
                               capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "done: test accuracy 0.9" in done.stdout or "done: test accuracy 1.0" in done.stdout, done.stdout
+
+
+def test_a_server_certificate_for_another_host_is_refused(certificates, tmp_path):
+    """Issue 26, finding 10: with redis-py 5.x (which pyproject allowed) hostnames were not
+    checked unless asked, and a certificate for evil.example was accepted for 127.0.0.1. bpt
+    now needs redis-py >= 6, which checks them; this server presents such a certificate."""
+    d = certificates
+    (tmp_path / "evil.ext").write_text("subjectAltName=DNS:evil.example\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=evil.example", "-keyout", str(tmp_path / "evil.key"),
+             "-out", str(tmp_path / "evil.csr"), cwd=d)
+    _openssl("x509", "-req", "-in", str(tmp_path / "evil.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", str(tmp_path / "evil.ext"), "-out", str(tmp_path / "evil.pem"), cwd=d)
+    port = free_port()
+    extra = ("--tls-port", str(port), "--tls-cert-file", str(tmp_path / "evil.pem"), "--tls-key-file",
+             str(tmp_path / "evil.key"), "--tls-ca-cert-file", str(d / "ca.pem"), "--tls-auth-clients", "yes")
+    with PrivateRedis(extra=extra):
+        with pytest.raises(ConnectionFailed, match="(?i)hostname|match"):
+            connect(tls_settings(f"rediss://127.0.0.1:{port}/0", d).redis_url).ping()

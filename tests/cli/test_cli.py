@@ -286,3 +286,13 @@ def test_a_uint8_keras_npz_trains_normalised_and_predict_normalises_alike(tmp_pa
     predicted = bpt("predict", str(out / "model.safetensors"), "--npz", str(path), "--json")
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
+
+
+def test_a_password_in_a_url_flag_is_a_one_line_warning_and_the_variable_is_not():
+    """Issue 26, finding 11: `ps` shows a command line to every local user."""
+    flagged = bpt("jobs", "--redis-url", "redis://:secret@127.0.0.1:1/0", timeout=60)
+    warnings = [line for line in flagged.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --redis-url carries a password, which `ps` shows every user of this machine; "
+                        "set BPT_REDIS_URL instead"]
+    quiet = bpt("jobs", env={"BPT_REDIS_URL": "redis://:secret@127.0.0.1:1/0"}, timeout=60)
+    assert "carries a password" not in quiet.stderr
