@@ -30,6 +30,10 @@ MAX_BATCH_SIZE = 65_536
 MAX_CLASSES = 1000
 MAX_CHANNELS = 64
 MAX_SIDE = 1024  # pixels, height or width
+MAX_EPOCHS = 10_000
+MAX_SAMPLES = 10**9  # training samples
+MAX_SUBSETS = 1_000_000  # per epoch: a wave lists them all
+MAX_WORKERS = 100_000  # training processes at submit (a sync round's size)
 PARTITIONS = ("greedy", "idpa", "static")
 GUARD_CHECKS = (4, 8)  # accuracy guardrail checks per epoch, at least and at most ...
 GUARD_SHARE = 0.05  # ... and between them, as few as cost at most this share of the training between two
@@ -78,6 +82,12 @@ class JobSpec:
         for name in ("epochs", "subset_size", "workers", "n_train", "num_classes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name, bound in (("epochs", MAX_EPOCHS), ("n_train", MAX_SAMPLES), ("workers", MAX_WORKERS)):
+            if getattr(self, name) > bound:  # issue 26, finding 9: epochs=1e9 and n_train=1e12 were taken
+                raise ConfigError(f"{name} {getattr(self, name)} is over the limit of {bound}")
+        if -(-self.n_train // self.subset_size) > MAX_SUBSETS:
+            raise ConfigError(f"{self.n_train} samples in subsets of {self.subset_size} is over {MAX_SUBSETS} subsets an "
+                              "epoch; use a larger --subset-size")
         if self.num_classes > MAX_CLASSES:
             raise ConfigError(f"{self.num_classes} classes is over the limit of {MAX_CLASSES}")
         if len(self.input_shape) != 3 or not (1 <= self.input_shape[0] <= MAX_CHANNELS

@@ -101,3 +101,35 @@ def test_the_catalog_names_every_built_in_model_and_no_other():
     from bpt import catalog, models
 
     assert sorted(catalog.BUILTIN_MODELS) == sorted(models.REGISTRY)
+
+
+def test_a_spec_has_upper_bounds_and_refuses_a_billion_subsets_without_building_them():
+    """Issue 26, finding 9: epochs=1e9, n_train=1e12 and workers=1e9 were accepted, and
+    n_train=1e9 in subsets of 1 raised MemoryError. Checked where a spec is built and where a
+    worker loads it (from_json builds it the same way)."""
+    import json
+    import time
+
+    from bpt import jobspec
+    from bpt.errors import ConfigError
+
+    base = json.loads(spec().to_json())
+    for field, value, message in (("epochs", 10**9, "epochs"), ("n_train", 10**12, "n_train"),
+                                  ("workers", 10**9, "workers")):
+        with pytest.raises(ConfigError, match=f"{message} .* over the limit"):
+            jobspec.JobSpec.from_json(json.dumps({**base, field: value}))
+    began = time.perf_counter()
+    with pytest.raises(ConfigError, match="subsets an epoch"):
+        jobspec.JobSpec.from_json(json.dumps({**base, "n_train": 10**9, "subset_size": 1}))
+    assert time.perf_counter() - began < 1.0
+
+
+def test_a_push_reads_the_waves_of_a_few_epochs_not_of_all():
+    from bpt import lifecycle
+    from bpt.workers import flow
+
+    job = spec(epochs=10_000)
+    shape = flow.shape(job)
+    assert len(shape) == 10_000 and shape[-1] == job.waves(9_999)
+    lifecycle.after_push(shape, False, "running", 5, 0, {(5, 0): 3}, 2)
+    assert len(shape._epochs) <= 6  # its epoch, the next, the previous, the last two
