@@ -61,12 +61,15 @@ def live_workers(client: redis.Redis, timeout: float, now: float | None = None) 
     return {n: w for n, w in workers(client).items() if is_alive(w, now, timeout)}
 
 
-def live_processes(client: redis.Redis, timeout: float, now: float | None = None, floor: int = 1) -> int:
+def live_processes(client: redis.Redis, timeout: float, now: float | None = None, floor: int = 1,
+                   exclude=()) -> int:
     """K, the training processes of every worker whose heartbeat is fresher than timeout
-    (a worker with --concurrency 4 counts 4). Merge rules, the staleness bound and the
-    release of the next epoch follow it as workers join, leave or die. At least `floor`.
-    It counts the whole cluster: two jobs training at once each divide by both's workers."""
-    return max(floor, sum(w["processes"] for w in live_workers(client, timeout, now).values()))
+    (a worker with --concurrency 4 counts 4), leaving out the workers named in `exclude`
+    (those that declined the job: they train none of it). Merge rules, the staleness bound
+    and the release of the next epoch follow it as workers join, leave or die. At least
+    `floor`. It counts the whole cluster: two jobs training at once each divide by both's
+    workers."""
+    return max(floor, sum(w["processes"] for n, w in live_workers(client, timeout, now).items() if n not in exclude))
 
 
 def claim_name(client: redis.Redis, base: str, host: str, ttl: float, token: str) -> str:

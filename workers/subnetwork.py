@@ -94,7 +94,8 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     entered = time.perf_counter()
     spec = cache.spec
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts, shards=runtime.shards)
-    live = worker_registry.live_processes(runtime.client, runtime.settings.heartbeat_timeout)
+    # not the workers that declined this job's model: they train none of it (issue 26, finding 6)
+    live = worker_registry.live_processes(runtime.client, runtime.settings.heartbeat_timeout, exclude=store.lacking())
     if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
         store.forget_deliveries(epoch, piece)
         if release:

@@ -66,3 +66,23 @@ def test_a_worker_whose_clock_is_far_behind_or_ahead_is_judged_by_redis_time(cli
     assert not worker_registry.is_alive(registered[f"ahead@{host}"], now + 10, timeout=5.0)  # it dies on time
     for name in (f"behind@{host}", f"ahead@{host}"):
         worker_registry.forget(client, name)
+
+
+def test_workers_that_declined_a_job_do_not_count_in_its_live_k(client, job_id):
+    """Issue 26, finding 6: two trainers and two decliners made K = 4 and halved every push.
+    The push path counts live_processes(exclude=the job's lacking workers)."""
+    from bpt.broker.job_store import JobStore
+
+    host = "h-" + uuid.uuid4().hex[:6]
+    now = time.time()
+    before = sum(w["processes"] for w in worker_registry.workers(client).values() if worker_registry.is_alive(w, now, 5.0))
+    for name in ("t1", "t2", "d1", "d2"):
+        worker_registry.heartbeat(client, f"{name}@{host}", processes=1)
+    store = JobStore(client, job_id)
+    for name in ("d1", "d2"):
+        store.declined_by(f"{name}@{host}", "no plug-in mypkg:net here")
+    assert worker_registry.live_processes(client, 5.0) == before + 4
+    assert worker_registry.live_processes(client, 5.0, exclude=store.lacking()) == before + 2
+    for name in ("t1", "t2", "d1", "d2"):
+        worker_registry.forget(client, f"{name}@{host}")
+    client.delete(store.keys.lacking)
