@@ -339,8 +339,10 @@ class WeightStore:
             meta = [json.loads(metas[k]) for k in order]
             accuracies = [m["a"] for m in meta]
             qs = [merge.accuracy_weight(a, accuracies) for a in accuracies]
+            # A round whose every delta was refused as invalid stages none: its version keeps the
+            # weights as they were (it failed the job before: issue 26, finding 7).
             round_weights = merge.sync_merge(current.weights, [codec.decode_weights(blobs[k]) for k in order],
-                                             [m["n"] for m in meta], qs, rule.alpha)
+                                             [m["n"] for m in meta], qs, rule.alpha) if order else dict(current.weights)
             (status, version), merged = self._install(
                 "commit_round", round_weights, _copy_of(round_weights),
                 keys=[self.keys.weights_blob, self.keys.weights, flag, deltas_key, meta_key, self.keys.state],

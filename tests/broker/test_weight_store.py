@@ -178,6 +178,18 @@ def test_sync_round_merges_once_into_one_version(store):
     np.testing.assert_allclose(pulled.weights["w"], 2.0)  # equal q and n: the mean delta
 
 
+def test_a_sync_round_of_only_invalid_deltas_commits_with_the_weights_untouched(store):
+    """Issue 26, finding 7: such a round failed the job (`sync_merge needs one sample count
+    and one q per delta`), though invalid deltas are refused with the weights untouched."""
+    for subset in (0, 1):
+        bad = {"w": np.full(N, np.nan, np.float32), "b": np.zeros(3, np.float32)}
+        assert store.stage(delta=bad, samples=10, accuracy=0.5, epoch=0, wave=0, subset=subset).status == "invalid"
+    result = store.commit_round(rule=MergeRule("sync"), epoch=0, wave=0)
+    assert result.status == "accepted"
+    pulled = store.pull()
+    assert pulled.version == 1 and total(pulled.weights) == 0
+
+
 def test_concurrent_pushers_take_turns_and_never_upload_twice(redis_url, store):
     """With the merge lease, a push's one merge and upload is the one installed."""
     rounds, errors = [], []
