@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 
 import numpy as np
 import redis
@@ -58,7 +57,7 @@ class JobStore:
                 f"data set is {staged / 2**20:.0f} MiB, over the {max_staged_bytes / 2**20:.0f} MiB that bpt "
                 "stages in Redis; raise BPT_MAX_STAGED_MB (Redis needs that much free memory) or use less data")
         store = cls(client, spec.job_id)
-        now = time.time()
+        now = clock.now(client)  # Redis's clock, as every stamp of the job's (issue 26, finding 13)
         pipe = client.pipeline(transaction=True)
         pipe.set(store.keys.spec, spec.to_json())
         for name, blob in blobs.items():
@@ -195,7 +194,7 @@ class JobStore:
     def add_eval(self, version: int, loss: float, accuracy: float, **extra) -> None:
         """One evaluation of the global weights on the test split; extra: epoch, samples
         trained so far, the pushing task's train loss, top-k and validation accuracy."""
-        entry = {"version": version, "time": time.time(), "loss": loss, "accuracy": accuracy, **extra}
+        entry = {"version": version, "time": clock.now(self.client), "loss": loss, "accuracy": accuracy, **extra}
         self.client.rpush(self.keys.evals, json.dumps(entry))
 
     def declined_by(self, worker: str, reason: str) -> tuple[dict[str, str], bool]:
@@ -229,7 +228,7 @@ class JobStore:
 
     def log(self, event: str, **fields) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(self.keys.events, json.dumps({"time": time.time(), "event": event, **fields}))
+        pipe.rpush(self.keys.events, json.dumps({"time": clock.now(self.client), "event": event, **fields}))
         pipe.ltrim(self.keys.events, -MAX_EVENTS, -1)
         pipe.execute()
 

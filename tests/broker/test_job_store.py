@@ -39,3 +39,23 @@ def test_data_over_the_staging_limit_is_refused_and_nothing_written(client, job_
 def test_unknown_job_is_a_clear_error(client):
     with pytest.raises(UnknownJob, match="no job 'nope'"):
         JobStore(client, "nope").spec()
+
+
+def test_a_workers_skewed_clock_does_not_reach_the_jobs_timestamps(client, job_id, monkeypatch):
+    """Issue 26, finding 13: events and evaluations were stamped with the writer's
+    time.time() while metrics subtract Redis's `started`: a worker 10 minutes ahead put an
+    evaluation "600 s after start". Every stamp is Redis's clock now."""
+    import time as time_module
+
+    from bpt.broker import clock
+    from bpt.broker.job_store import JobStore
+
+    store = JobStore(client, job_id)
+    real = time_module.time
+    monkeypatch.setattr(time_module, "time", lambda: real() + 600)  # this process's clock, 10 min ahead
+    store.log("probe")
+    store.add_eval(1, 0.5, 0.5)
+    redis_now = clock.now(client)
+    assert abs(store.events()[-1]["time"] - redis_now) < 5
+    assert abs(store.evals()[-1]["time"] - redis_now) < 5
+    client.delete(store.keys.events, store.keys.evals)
