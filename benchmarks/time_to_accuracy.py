@@ -93,15 +93,16 @@ def cluster_for(kind: str, k: int, costs: dict, seed: int, drop_slow: bool = Fal
 
 
 def run(system: str, lr: float, k: int, kind: str, data, costs: dict, seed: int, epochs: int, target: float,
-        eval_every: int, screen: int, on_validation: bool = False) -> dict:
+        eval_every: int, screen: int, on_validation: bool = False, warmup_samples: int = None) -> dict:
     """One run; on_validation scores the validation split instead of the test split (tuning)."""
+    warmup_samples = WARMUP_SAMPLES if warmup_samples is None else warmup_samples
     if on_validation:
         data = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
     name, _, subset = system.partition("@")  # "bpt normalized@1024": that rule with subsets of 1024
     rule = MergeRule(name.split(" ", 1)[1]) if name.startswith("bpt ") else MergeRule()
     # The same 30,000-sample linear warm-up for every system but the single process: DDP's
     # own (baselines.ddp), and the job's lr warm-up for bpt and local SGD.
-    warmup = 0.0 if system in ("one process", "ddp") else WARMUP_SAMPLES / len(data.x_train)
+    warmup = 0.0 if system in ("one process", "ddp") else warmup_samples / len(data.x_train)
     job = emulator.Job("lenet5", data.input_shape, data.num_classes, epochs=epochs, subset_size=int(subset or SUBSET),
                        train=training.TrainParams(32, lr, 0.9, lr_schedule="constant", warmup_epochs=warmup),
                        rule=rule, seed=seed)
@@ -113,10 +114,10 @@ def run(system: str, lr: float, k: int, kind: str, data, costs: dict, seed: int,
         curve = baselines.ddp(job, cluster_for("equal", 1, costs, seed), data, initial, lr=lr, warmup_samples=0, **kw)
     elif system == "ddp":
         curve = baselines.ddp(job, cluster_for(kind, k, costs, seed), data, initial, lr=lr * k,
-                              warmup_samples=WARMUP_SAMPLES, **kw)
+                              warmup_samples=warmup_samples, **kw)
         if kind == "slow" and k > 1:  # its users would drop the slow worker: the better of the two
             other = baselines.ddp(job, cluster_for(kind, k, costs, seed, drop_slow=True), data, initial,
-                                  lr=lr * (k - 1), warmup_samples=WARMUP_SAMPLES, **kw)
+                                  lr=lr * (k - 1), warmup_samples=warmup_samples, **kw)
             if _key(other, target) < _key(curve, target):
                 curve = other
     elif system == "local-sgd":
@@ -143,7 +144,7 @@ def tune(system: str, k: int, data, costs: dict, args) -> tuple[float, list[dict
     if len(grid) == 1:
         return grid[0], []
     trials = [run(system, lr, k, "equal", data, costs, TUNE_SEED, args.epochs, args.target, args.eval_every,
-                  args.screen, on_validation=True) for lr in grid]
+                  args.screen, on_validation=True, warmup_samples=args.warmup) for lr in grid]
     best = min(trials, key=lambda r: (0, r["seconds_to_target"]) if r["seconds_to_target"] is not None
                else (1, -r["final_accuracy"]))
     return best["lr"], [{k_: v for k_, v in t.items() if k_ != "curve"} for t in trials]
@@ -189,10 +190,12 @@ def main(argv=None) -> int:
                         help="Use this lr instead of tuning (e.g. 'ddp=0.01'); the JSON records it.")
     parser.add_argument("--quick", action="store_true",
                         help="6,000 training images, 2,000 test images, K 1 and 4, one seed, 3 epochs, target "
-                             "0.75, no tuning: a check that every system runs, not a result.")
+                             "0.75, a 2,000-sample warm-up, no tuning, no @1024 variant: a check that every system runs, "
+                             "not a result.")
     parser.add_argument("--tune-at", type=int, default=0, metavar="K",
                         help="Tune each system's lr at this K only and use it at every K (DDP still scales it "
                              "by K); default: tune at every K.")
+    parser.add_argument("--warmup", type=int, default=WARMUP_SAMPLES, help="Warm-up samples (all but one process).")
     parser.add_argument("--out", default="time_to_accuracy")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.data):
@@ -204,7 +207,8 @@ def main(argv=None) -> int:
     if args.quick:
         data = quick_data(data)
         args.workers, args.seeds, args.epochs, args.target, args.clusters = [1, 4], [0], 3, 0.75, ["equal", "slow"]
-        args.screen, args.out = 0, args.out + "_quick"
+        args.screen, args.out, args.warmup = 0, args.out + "_quick", 2000
+        args.systems = [s for s in args.systems if "@" not in s]  # 1,024-sample subsets: 6 an epoch here
         fixed = {s: str(GRIDS[s][1]) for s in GRIDS} | fixed
     costs = load_costs()
     rows, tuning, chosen = [], [], {}
@@ -223,7 +227,7 @@ def main(argv=None) -> int:
             for kind in (["equal"] if system == "one process" else args.clusters):
                 for seed in args.seeds:
                     row = run(system, lr, k, kind, data, costs, seed, args.epochs, args.target, args.eval_every,
-                              args.screen)
+                              args.screen, warmup_samples=args.warmup)
                     rows.append(row)
                     print(f"{system:>16} K={k:<3} {kind:>5} seed {seed} lr {lr:g}: "
                           f"{row['seconds_to_target']} s, {row['samples_to_target']} samples, final "

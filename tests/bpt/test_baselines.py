@@ -89,7 +89,7 @@ def test_the_time_to_accuracy_benchmark_runs_every_system_quickly_on_real_data()
     with open(os.path.join(RESULTS, "tta_test_quick.json")) as f:
         result = json.load(f)
     systems = {(r["system"], r["workers"], r["cluster"]) for r in result["summary"]}
-    assert {s for s, _, _ in systems} == set(time_to_accuracy.GRIDS)
+    assert {s for s, _, _ in systems} == {s for s in time_to_accuracy.GRIDS if "@" not in s}
     assert ("ddp", 4, "slow") in systems and ("bpt normalized", 4, "slow") in systems
     one = next(r for r in result["summary"] if r["system"] == "one process")
     assert one["reached"] == "1/1" and one["speedup"] == 1.0

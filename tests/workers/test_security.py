@@ -49,8 +49,8 @@ def test_job_on_a_password_protected_redis_and_a_wrong_password(tmp_path):
                                 timeout=120)
             assert ok.returncode == 0, ok.stderr
         wrong = server.url.replace(password, "not-the-password")
-        refused = subprocess.run([sys.executable, "-m", "bpt.cli", "jobs", "--redis-url", wrong],
-                                 capture_output=True, text=True, timeout=60)
+        refused = subprocess.run([sys.executable, "-m", "bpt.cli", "jobs"], capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "BPT_REDIS_URL": wrong})  # a password goes in the variable
         anonymous = subprocess.run([sys.executable, "-m", "bpt.cli", "jobs", "--redis-url", server.url.replace(f":{password}@", "")],
                                    capture_output=True, text=True, timeout=60)
     assert refused.returncode == 4 and anonymous.returncode == 4
