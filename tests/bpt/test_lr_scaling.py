@@ -12,6 +12,7 @@ from bpt.schedule import lr_scale
 
 def test_sqrt_scaling_applies_to_the_averaging_rules_only():
     assert lr_scale("sqrt", "normalized", 16) == 4.0
+    assert lr_scale("sqrt", "normalized", 64) == 4.0  # capped: x8 diverged at K = 64
     assert lr_scale("sqrt", "sync", 4) == 2.0
     assert lr_scale("sqrt", "agwu", 16) == lr_scale("sqrt", "async", 16) == 1.0
     assert lr_scale("none", "normalized", 16) == lr_scale("sqrt", "normalized", 1) == 1.0
