@@ -24,7 +24,6 @@ import time
 import torch
 
 from bpt import baselines, datasets, emulator, merge, models, training
-from bpt.merge import MergeRule
 
 from .time_to_accuracy import DATA, cluster_for, load_costs
 

@@ -42,13 +42,12 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 from bpt import baselines, datasets, emulator, models, training
 from bpt.merge import MergeRule
 
-from .common import RESULTS, table, write_json
+from .common import table, write_json
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "fashion-mnist.npz")
 COSTS = os.path.join(os.path.dirname(__file__), "task_costs.json")

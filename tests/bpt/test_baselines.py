@@ -4,26 +4,13 @@ slow workers, and the benchmark's --quick run (real Fashion-MNIST where the file
 import json
 import os
 
-import numpy as np
 import pytest
 
-from bpt import baselines, datasets, emulator, models, training
+from bpt import baselines, emulator
 from bpt.merge import MergeRule
 
 
-@pytest.fixture(scope="module")
-def digits():
-    data = datasets.digits(seed=0)
-    initial = training.state_to_numpy(models.build_model("digits-cnn", data.input_shape, 10, seed=0))
-    return data, initial
-
-
-def job(data, **kw):
-    kw.setdefault("train", training.TrainParams(32, 0.05, 0.9, lr_schedule="constant", lr_scaling="none"))
-    return emulator.Job("digits-cnn", data.input_shape, 10, subset_size=128, **kw)
-
-
-def test_ddp_takes_k_times_fewer_steps_each_waiting_for_the_slowest_replica_plus_the_ring(digits):
+def test_ddp_takes_k_times_fewer_steps_each_waiting_for_the_slowest_replica_plus_the_ring(digits, job):
     data, initial = digits
     n = len(data.x_train)
     one = baselines.ddp(job(data, epochs=4), emulator.Cluster(workers=1, rate=1000.0), data, initial, lr=0.05,
@@ -43,7 +30,7 @@ def test_the_ring_all_reduce_costs_nothing_alone_and_grows_with_bytes_and_hops()
     assert ring.seconds(64, 10**6) > ring.seconds(4, 10**6)
 
 
-def test_local_sgd_rounds_wait_for_the_slowest_worker_and_learn(digits):
+def test_local_sgd_rounds_wait_for_the_slowest_worker_and_learn(digits, job):
     data, initial = digits
     spec = job(data, epochs=3)
     equal = baselines.local_sgd(spec, emulator.Cluster(workers=2, rate=1000.0, overhead=0.0), data, initial,
@@ -55,7 +42,7 @@ def test_local_sgd_rounds_wait_for_the_slowest_worker_and_learn(digits):
     assert equal.final_accuracy > 0.8
 
 
-def test_the_emulated_store_merges_one_push_at_a_time(digits):
+def test_the_emulated_store_merges_one_push_at_a_time(digits, job):
     """With a merge slower than a task, pushes queue at the store: the run takes at least
     one merge time per applied version, and the store is busy nearly all the time."""
     data, initial = digits
@@ -67,7 +54,7 @@ def test_the_emulated_store_merges_one_push_at_a_time(digits):
     assert max(curve.staleness) >= 3  # workers kept pulling while pushes waited
 
 
-def test_a_slow_worker_pushes_less_often_and_staler(digits):
+def test_a_slow_worker_pushes_less_often_and_staler(digits, job):
     data, initial = digits
     spec = job(data, epochs=2, rule=MergeRule("normalized"))
     curve = emulator.emulate(spec, emulator.Cluster(workers=3, slowdowns=(1, 1, 3)), data, initial)

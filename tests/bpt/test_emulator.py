@@ -3,24 +3,11 @@
 import numpy as np
 import pytest
 
-from bpt import datasets, emulator, inner, merge, models, partition, training
+from bpt import emulator, inner, merge, models, partition, training
 from bpt.merge import MergeRule
 
 
-@pytest.fixture(scope="module")
-def digits():
-    data = datasets.digits(seed=0)
-    initial = training.state_to_numpy(models.build_model("digits-cnn", data.input_shape, 10, seed=0))
-    return data, initial
-
-
-def job(data, **kw):
-    """The recipe these tests were written for: lr 0.05, constant (the default before issue 23)."""
-    kw.setdefault("train", training.TrainParams(32, 0.05, 0.9, lr_schedule="constant", lr_scaling="none"))
-    return emulator.Job("digits-cnn", data.input_shape, 10, subset_size=128, **kw)
-
-
-def test_one_worker_with_full_steps_is_one_plain_process(digits):
+def test_one_worker_with_full_steps_is_one_plain_process(digits, job):
     """K = 1 under plain async with alpha 1 applies every delta whole: the global weights must
     be what one process gets training the same subsets in the same order with the same seeds,
     at the job's lr schedule by samples trained (the default: cosine)."""
@@ -46,7 +33,7 @@ def test_one_worker_with_full_steps_is_one_plain_process(digits):
     assert curve.final_accuracy == pytest.approx(expected, abs=1 / len(data.x_test))
 
 
-def test_pushes_go_through_the_stores_merge_function_with_the_live_count(digits, monkeypatch):
+def test_pushes_go_through_the_stores_merge_function_with_the_live_count(digits, monkeypatch, job):
     data, initial = digits
     seen = []
     real = merge.contribution
@@ -61,14 +48,14 @@ def test_pushes_go_through_the_stores_merge_function_with_the_live_count(digits,
     assert {live for _, live in seen} == {4}
 
 
-def test_homogeneous_staleness_is_k_minus_one_in_steady_state(digits):
+def test_homogeneous_staleness_is_k_minus_one_in_steady_state(digits, job):
     data, initial = digits
     curve = emulator.emulate(job(data, epochs=2), emulator.Cluster(workers=4), data, initial)
     steady = max(curve.staleness, key=curve.staleness.get)
     assert steady == 3 and curve.rejected == 0
 
 
-def test_a_dead_workers_subset_is_trained_again_and_joins_take_work(digits):
+def test_a_dead_workers_subset_is_trained_again_and_joins_take_work(digits, job):
     data, initial = digits
     n = len(data.x_train)
     curve = emulator.emulate(job(data, epochs=2), emulator.Cluster(workers=4, failures=0.25, joins=0.25, seed=1),
@@ -77,7 +64,7 @@ def test_a_dead_workers_subset_is_trained_again_and_joins_take_work(digits):
     assert sum(curve.staleness.values()) + curve.rejected == 2 * len(partition.subsets(n, 128))
 
 
-def test_lognormal_rates_are_seeded_and_change_the_timeline(digits):
+def test_lognormal_rates_are_seeded_and_change_the_timeline(digits, job):
     data, initial = digits
     a = emulator.emulate(job(data), emulator.Cluster(workers=3, sigma=0.5, seed=2), data, initial)
     b = emulator.emulate(job(data), emulator.Cluster(workers=3, sigma=0.5, seed=2), data, initial)
@@ -86,7 +73,7 @@ def test_lognormal_rates_are_seeded_and_change_the_timeline(digits):
     assert a.virtual_seconds != c.virtual_seconds
 
 
-def test_normalized_learns_at_eight_workers_where_the_papers_agwu_stalls(digits):
+def test_normalized_learns_at_eight_workers_where_the_papers_agwu_stalls(digits, job):
     """The measured reason for the default (docs/scaling.md), at a size a unit test affords."""
     data, initial = digits
     cluster = emulator.Cluster(workers=8)
@@ -96,7 +83,7 @@ def test_normalized_learns_at_eight_workers_where_the_papers_agwu_stalls(digits)
     assert norm.final_accuracy > agwu.final_accuracy + 0.2
 
 
-def test_buffered_aggregation_applies_one_version_per_k_pushes(digits):
+def test_buffered_aggregation_applies_one_version_per_k_pushes(digits, job):
     data, initial = digits
     curve = emulator.emulate(job(data, buffer=emulator.Buffered()), emulator.Cluster(workers=4), data, initial)
     pushes = 4 * len(partition.subsets(len(data.x_train), 128))  # 4 epochs

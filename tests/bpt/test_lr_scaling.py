@@ -5,7 +5,6 @@ import pytest
 
 from bpt import models
 from bpt.datasets import DatasetSpec
-from bpt.merge import MergeRule
 from bpt.prepare import JobChoices, prepare
 from bpt.schedule import lr_scale
 

@@ -1,6 +1,5 @@
 """A worker named without @HOST is one worker, not two (issue 26, finding 5)."""
 
-import os
 import socket
 import subprocess
 import sys
