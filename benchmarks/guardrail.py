@@ -52,7 +52,8 @@ def main() -> None:
                 for guard in (0.05, 0.0):
                     spec, data, weights = prepare(JobChoices(DatasetSpec(path, size=16, seed=seed), model=MODEL,
                                                              epochs=args.epochs, seed=seed, workers=len(slowdowns),
-                                                             optimizer="adamw", lr=0.003, guardrail=guard))
+                                                             optimizer="adamw", lr=0.003, guardrail=guard,
+                                                             lr_schedule="cosine", lr_scaling="sqrt"))  # as measured
                     m = run_bpt_job(settings, app, client, spec, data, weights)
                     store = JobStore(client, spec.job_id)
                     events = [e for e in store.events() if e["event"] == "guardrail"]

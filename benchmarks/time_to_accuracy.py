@@ -103,7 +103,8 @@ def run(system: str, lr: float, k: int, kind: str, data, costs: dict, seed: int,
     # own (baselines.ddp), and the job's lr warm-up for bpt and local SGD.
     warmup = 0.0 if system in ("one process", "ddp") else warmup_samples / len(data.x_train)
     job = emulator.Job("lenet5", data.input_shape, data.num_classes, epochs=epochs, subset_size=int(subset or SUBSET),
-                       train=training.TrainParams(32, lr, 0.9, lr_schedule="constant", warmup_epochs=warmup),
+                       train=training.TrainParams(32, lr, 0.9, lr_schedule="constant", warmup_epochs=warmup,
+                                                  lr_scaling="sqrt"),  # LeNet-5's default scaling
                        rule=rule, seed=seed)
     initial = training.state_to_numpy(models.build_for(job, seed=seed))
     began = time.perf_counter()

@@ -42,8 +42,8 @@ class JobChoices:
     guardrail: float = 0.05
     optimizer: str = "sgd"
     weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    lr_scaling: str = "sqrt"
+    lr_schedule: str | None = None  # default: the model's (bpt.models.default_recipe)
+    lr_scaling: str | None = None  # default: the model's
     warmup_epochs: float = 0.0
     step_every: int = 0
     label_smoothing: float = 0.0
@@ -78,6 +78,7 @@ def prepare(choices: JobChoices, job_id: str | None = None):
     model = models.build_model(model_name, data.input_shape, data.num_classes, seed=choices.seed,
                                architecture=architecture_json, plugin=plugin_version)
     _try_forward(model, model_name, data)
+    recipe = models.default_recipe(model_name)
     spec = JobSpec(
         job_id=job_id or new_job_id(),
         dataset=choices.dataset.name,
@@ -87,10 +88,10 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         n_train=data.n_train,
         epochs=choices.epochs or DEFAULT_EPOCHS.get(choices.dataset.name, DEFAULT_EPOCHS_OTHER),
         subset_size=choices.subset_size or default_subset_size(data.n_train),
-        train=training.TrainParams(choices.batch_size, models.default_lr(model_name) if choices.lr is None else choices.lr,
-                                   choices.momentum, choices.weight_decay, choices.optimizer, choices.lr_schedule,
-                                   choices.warmup_epochs, choices.step_every, choices.label_smoothing,
-                                   tuple(choices.augment), choices.lr_scaling),
+        train=training.TrainParams(choices.batch_size, recipe[0] if choices.lr is None else choices.lr,
+                                   choices.momentum, choices.weight_decay, choices.optimizer,
+                                   choices.lr_schedule or recipe[1], choices.warmup_epochs, choices.step_every,
+                                   choices.label_smoothing, tuple(choices.augment), choices.lr_scaling or recipe[2]),
         # s_max None: twice the live training processes, read at every push (bpt.merge)
         rule=MergeRule(choices.rule, default_alpha(choices.rule, choices.gamma) if choices.alpha is None else choices.alpha,
                        choices.gamma, choices.s_max),

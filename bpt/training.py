@@ -24,12 +24,12 @@ class TrainParams:
     momentum: float = 0.9  # sgd; AdamW uses its betas
     weight_decay: float = 0.0
     optimizer: str = "sgd"
-    lr_schedule: str = "cosine"  # bpt.schedule, over the job's global progress
+    lr_schedule: str = "constant"  # bpt.schedule, over the job's global progress
     warmup_epochs: float = 0.0
     step_every: int = 0  # step schedule: epochs between two x0.1 steps (0: a third of the epochs)
     label_smoothing: float = 0.0
     augment: tuple[str, ...] = ()  # of AUGMENTATIONS
-    lr_scaling: str = "sqrt"  # of LR_SCALINGS: the local lr x sqrt(K) under the rules that average K deltas
+    lr_scaling: str = "none"  # of LR_SCALINGS: "sqrt", the local lr x sqrt(K) under the rules that average K deltas
 
     def check(self) -> None:
         from .errors import ConfigError

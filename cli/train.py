@@ -57,8 +57,9 @@ def load_config(ctx, param, path):
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
               help="Each worker's local optimizer; its state stays on the worker, only weights travel.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default="cosine",
-              show_default=True, help="Learning-rate schedule over the job's global progress (not per task).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]), default=None,
+              help="Learning-rate schedule over the job's global progress, not per task (default: the model's: "
+                   "cosine for lenet5, constant for the others).")
 @click.option("--warmup-epochs", type=float, default=0.0, show_default=True,
               help="Linear warm-up of the learning rate over this many epochs.")
 @click.option("--step-every", type=int, default=0,
@@ -76,9 +77,10 @@ def load_config(ctx, param, path):
 @click.option("--lr", type=float, default=None,
               help="Each worker's local learning rate (SGD or AdamW), the base of --lr-schedule (default: the "
                    "model's: 0.02 for lenet5, 0.05 for the others).")
-@click.option("--lr-scaling", type=click.Choice(["sqrt", "none"]), default="sqrt", show_default=True,
-              help="Multiply each worker's lr by sqrt(K) under the rules that merge K deltas as one step "
-                   "(normalized, sync), as the square-root scaling rule does for a K times larger batch.")
+@click.option("--lr-scaling", type=click.Choice(["sqrt", "none"]), default=None,
+              help="sqrt: multiply each worker's lr by sqrt(K), at most x4, under the rules that merge K deltas "
+                   "as one step (normalized, sync), as the square-root scaling rule does for a K times larger "
+                   "batch (default: the model's: sqrt for lenet5, none for the others).")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--subset-size", type=int, default=None, help="Samples per subset task (default: n/16 within 128..2048).")
 @click.option("--rule", type=click.Choice(merge.RULES), default=merge.DEFAULT_RULE, show_default=True,
