@@ -47,7 +47,7 @@ def ddp(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *, lr:
     the first warmup_samples, then the job's schedule over the samples trained. Rates as the
     emulator draws them; a step waits for the slowest replica."""
     k, batch = cluster.workers, job.train.batch_size
-    rates = emulator._rates(cluster, random.Random(cluster.seed))
+    rates = emulator.worker_rates(cluster, random.Random(cluster.seed))
     step_seconds = max(batch / r for r in rates) + ring.seconds(k, model_bytes(initial)) + step_overhead
     model = models.build_for(job)
     training.load_numpy_state(model, initial)
@@ -88,10 +88,10 @@ def local_sgd(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], 
     the outer lr rises linearly from 1 over that many samples. A round takes the slowest
     worker's task plus the all-reduce."""
     k = cluster.workers
-    rates = emulator._rates(cluster, random.Random(cluster.seed))
+    rates = emulator.worker_rates(cluster, random.Random(cluster.seed))
     subsets = partition.subsets(len(data.x_train), job.subset_size)
     queue = [(e, s) for e in range(job.epochs) for s in partition.waves(len(subsets), e, job.seed, None)[0]]
-    workers = [emulator._Worker(i, job, rates[i]) for i in range(k)]
+    workers = [emulator.VirtualWorker(i, job, rates[i]) for i in range(k)]
     scorer = Scorer(models.build_for(job), data.x_test, data.y_test, target, screen)
     weights = {name: w.copy() for name, w in initial.items()}
     curve, total = Curve(), job.epochs * len(data.x_train)
@@ -103,7 +103,7 @@ def local_sgd(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], 
                                       job.train.step_every)
         for w, (epoch, subset) in zip(workers, tasks):
             a, b = subsets[subset]
-            emulator._train_one(w, job, weights, data.x_train[a:b], data.y_train[a:b],
+            emulator.train_task(w, job, weights, data.x_train[a:b], data.y_train[a:b],
                                 job.seed + 7919 * epoch + a, lr)
             deltas.append(merge.subtract(training.state_to_numpy(w.model), weights))
             slowest = max(slowest, (b - a) / w.rate + cluster.overhead)
@@ -129,9 +129,7 @@ def local_sgd(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], 
 
 def _score(curve: Curve, scorer: Scorer, weights, trained: int, now: float, target: float | None) -> bool:
     accuracy = scorer(weights)
-    curve.samples.append(trained)
-    curve.accuracy.append(accuracy)
-    curve.seconds.append(now)
+    curve.record(trained, now, accuracy)
     return target is not None and accuracy >= target
 
 

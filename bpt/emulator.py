@@ -105,6 +105,12 @@ class Curve:
         """Virtual seconds when the test accuracy first reached target (None: never)."""
         return next((t for t, a in zip(self.seconds, self.accuracy) if a >= target), None)
 
+    def record(self, samples: int, seconds: float, accuracy: float) -> None:
+        """One evaluation: samples trained, virtual time, test accuracy."""
+        self.samples.append(samples)
+        self.seconds.append(seconds)
+        self.accuracy.append(accuracy)
+
     @property
     def store_utilisation(self) -> float:
         return self.store_busy / self.virtual_seconds if self.virtual_seconds > 0 else 0.0
@@ -114,7 +120,7 @@ class Curve:
         return self.accuracy[-1] if self.accuracy else 0.0
 
 
-class _Worker:
+class VirtualWorker:
     def __init__(self, index: int, job: Job, rate: float):
         self.index, self.rate = index, rate
         self.model = models.build_for(job)
@@ -134,7 +140,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
     its first `screen` images, and on all of it only when that screen is within
     SCREEN_MARGIN of the target (bpt.evaluation.Scorer)."""
     rng = random.Random(cluster.seed)
-    rates = _rates(cluster, rng)
+    rates = worker_rates(cluster, rng)
     order = list(range(cluster.workers))
     rng.shuffle(order)
     n_fail, n_join = round(cluster.failures * cluster.workers), round(cluster.joins * cluster.workers)
@@ -151,7 +157,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
     version, recent = 0, []
     scorer = Scorer(models.build_for(job), data.x_test, data.y_test, target, screen)
     x_score, y_score = data.x_val[:job.score_samples], data.y_val[:job.score_samples]
-    workers = [_Worker(i, job, rates[i]) for i in range(cluster.workers)]
+    workers = [VirtualWorker(i, job, rates[i]) for i in range(cluster.workers)]
     curve = Curve()
     events: list = []
     trained, next_eval, now, store_free = 0, eval_every, 0.0, 0.0
@@ -161,7 +167,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
     def live() -> int:
         return sum(w.alive for w in workers) or 1
 
-    def start(w: _Worker, t: float) -> None:
+    def start(w: VirtualWorker, t: float) -> None:
         if not w.alive or not queue:
             w.task = None
             return
@@ -172,9 +178,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
 
     def score(at: int, t: float) -> float:
         accuracy = scorer(weights)
-        curve.samples.append(at)
-        curve.accuracy.append(accuracy)
-        curve.seconds.append(t)
+        curve.record(at, t, accuracy)
         if on_eval:
             on_eval(at, accuracy)
         return accuracy
@@ -207,7 +211,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             a, b = subsets[subset]
             lr = job.train.lr * lr_scale(job.train.lr_scaling, job.rule.kind, live()) * lr_factor(
                 job.train.lr_schedule, at / total, job.epochs, job.train.warmup_epochs, job.train.step_every)
-            _train_one(w, job, pulled, data.x_train[a:b], data.y_train[a:b], job.seed + 7919 * epoch + a, lr)
+            train_task(w, job, pulled, data.x_train[a:b], data.y_train[a:b], job.seed + 7919 * epoch + a, lr)
             _, accuracy = training.evaluate(w.model, x_score, y_score)
             w.result = (merge.subtract(training.state_to_numpy(w.model), pulled), accuracy)
             if cluster.merge > 0:
@@ -261,7 +265,7 @@ def _flush(cfg: Buffered, weights, pending, momentum):
     return merge.apply_delta(weights, step, cfg.lr), momentum
 
 
-def _train_one(w: _Worker, job: Job, pulled, x, y, seed: int, lr: float) -> None:
+def train_task(w: VirtualWorker, job: Job, pulled, x, y, seed: int, lr: float) -> None:
     training.load_numpy_state(w.model, pulled)
     if job.reset_momentum:
         w.stepper.optimizer.state.clear()
@@ -269,7 +273,7 @@ def _train_one(w: _Worker, job: Job, pulled, x, y, seed: int, lr: float) -> None
     training.train_pass(w.stepper, x, y, job.train.batch_size, seed=seed, augment=job.train.augment)
 
 
-def _rates(cluster: Cluster, rng: random.Random) -> list[float]:
+def worker_rates(cluster: Cluster, rng: random.Random) -> list[float]:
     if cluster.slowdowns:
         if len(cluster.slowdowns) != cluster.workers:
             raise ValueError(f"{len(cluster.slowdowns)} slowdowns for {cluster.workers} workers")

@@ -62,12 +62,12 @@ def estimate(small: float, big: float, batch: int, big_batch: float, step_batch:
 
 def from_sums(sums: dict) -> NoiseEstimate | None:
     """The estimate from a job's summed statistics (JobStore.gradient_sums): the mean of each
-    measured quantity over the pushes, then `estimate`."""
+    measured quantity over the pushes, then `estimate`. The big batch measured is a worker's
+    whole batch (its halves are the small one), so it is also the batch a worker steps on."""
     n = sums.get("pushes", 0)
     if n < 1:
         return None
     return estimate(sums["small"] / n, sums["big"] / n, int(round(sums["batch"] / n)), sums["big_batch"] / n)
-    # (the measured big batch is the worker's whole batch: its halves are the small one)
 
 
 def too_few_subsets(subsets_per_epoch: int, workers: int) -> str | None:

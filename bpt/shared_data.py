@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from .datasets import CHANNEL_COUNTS, MIN_SAMPLES, unreadable
+from .datasets import CHANNEL_COUNTS, MIN_SAMPLES, channel_stats, unreadable
 from .errors import DataError
 
 MAX_VAL = 5_000
@@ -100,9 +100,8 @@ class SharedArrays:
         """Per-channel mean and std of the scaled training images, on a seeded sample."""
         pick = np.sort(np.random.default_rng(0).choice(self.train_index, min(STATS_SAMPLE, self.n_train), False))
         # (a sample of the training rows only: validation and test do not leak into the statistics)
-        x = self._images(self.x[pick], normalise=False)
-        std = x.std(axis=(0, 2, 3))
-        return tuple(float(m) for m in x.mean(axis=(0, 2, 3))), tuple(float(s) if s > 0 else 1.0 for s in std)
+        mean, std = channel_stats(self._images(self.x[pick], normalise=False))
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def _images(self, raw: np.ndarray, normalise: bool = True) -> np.ndarray:
         x = np.asarray(raw)
