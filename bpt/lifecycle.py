@@ -20,6 +20,7 @@ to run, and `bpt wait` would poll forever).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 QUEUED, RUNNING, PAUSED, FINISHING = "queued", "running", "paused", "finishing"
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
@@ -199,3 +200,28 @@ def previous_wave(shape: list[list[int]], epoch: int, wave: int) -> tuple[int, i
 
 def last_wave(shape: list[list[int]]) -> tuple[int, int]:
     return len(shape) - 1, len(shape[-1]) - 1
+
+
+class Shape(Sequence):
+    """The waves of every epoch of a job (shape[e][w] lists that wave's subsets), each epoch
+    computed when first read: a push reads a few epochs (its own, the next, the previous and
+    the last), where building every epoch's waves took 7.1 s a push at 200,000 epochs and
+    0.09 s for an MNIST-size 100-epoch job (issue 26, finding 9). plan: anything with
+    `epochs` and `waves(epoch)` (a JobSpec)."""
+
+    def __init__(self, plan):
+        self.spec, self._epochs = plan, {}
+
+    def __len__(self) -> int:
+        return self.spec.epochs
+
+    def __getitem__(self, epoch):
+        if isinstance(epoch, slice):
+            return [self[e] for e in range(*epoch.indices(len(self)))]
+        if epoch < 0:
+            epoch += len(self)
+        if not 0 <= epoch < len(self):
+            raise IndexError(epoch)
+        if epoch not in self._epochs:
+            self._epochs[epoch] = self.spec.waves(epoch)
+        return self._epochs[epoch]

@@ -18,8 +18,8 @@ from bpt.datasets import Dataset
 from bpt.errors import ConfigError, DataError, UnknownJob
 from bpt.jobspec import JobSpec
 
-from . import clock, codec, scripts
-from .keys import JOBS_INDEX, JobKeys, glob_escape
+from . import clock, codec, recovery, scripts
+from .keys import JOBS_INDEX, OPEN_JOBS, JobKeys, glob_escape
 from .weight_store import WeightStore
 
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -43,6 +43,7 @@ class JobStore:
         self.job_id = job_id
         self.keys = JobKeys(job_id)
         self._transition = client.register_script(scripts.source("transition"))
+        self._renew_claim = client.register_script(scripts.source("renew_claim"))
 
     # -- creation ----------------------------------------------------------------------
     @classmethod
@@ -67,6 +68,7 @@ class JobStore:
             "status": lifecycle.QUEUED, "since": now, "created": now, "accepted": 0, "rejected": 0, "invalid": 0, "duplicates": 0,
             "staged_bytes": staged})
         pipe.zadd(JOBS_INDEX, {spec.job_id: now})
+        recovery.mark_open(pipe, spec.job_id)
         pipe.execute()
         return store
 
@@ -149,9 +151,15 @@ class JobStore:
         if self.move("start", stamp="started").ok:
             self.log("started")
 
-    def claim_finish(self) -> bool:
-        """True for exactly one caller: the one that evaluates and completes the job."""
-        return self.move("claim").ok
+    def claim_finish(self, token: str = "") -> bool:
+        """True for exactly one caller: the one that evaluates and completes the job. token:
+        the finisher's, with which it renews the claim while it evaluates (renew_claim)."""
+        return self.move("claim", finisher=token).ok
+
+    def renew_claim(self, token: str) -> bool:
+        """The finisher holding the claim with `token` is still at work: its claim's age
+        starts again, so that nobody takes the job over (issue 26, finding 12)."""
+        return bool(self._renew_claim(keys=[self.keys.state], args=[token]))
 
     def complete(self, **results) -> bool:
         return self.move("complete", stamp="finished", **results).ok
@@ -261,27 +269,35 @@ class JobStore:
                 except redis.WatchError:
                     continue
 
-    def count_delivery(self, epoch: int, piece, token: str) -> int:
-        """Count one delivery (token) of the task training `piece` of `epoch`; returns how
-        many distinct deliveries it has had. Celery redelivers a task whose process died with
-        the same task id, so each delivery brings its own token."""
-        key = self.keys.deliveries(epoch, piece)
+    def count_delivery(self, epoch: int, piece, token: str, worker: str = "", pid: int = 0) -> dict[str, dict]:
+        """Count one delivery (token) of the task training `piece` of `epoch`, run by process
+        `pid` of `worker`; returns every delivery counted (token -> worker, pid, arrived by
+        Redis's clock). Celery redelivers a task whose process died with the same task id,
+        so each delivery brings its own token."""
+        key, who = self.keys.deliveries(epoch, piece), self.keys.delivery_runners(epoch, piece)
         pipe = self.client.pipeline(transaction=True)
         pipe.sadd(key, token)
-        pipe.scard(key)
-        return int(pipe.execute()[1])
+        pipe.hset(who, token, json.dumps({"worker": worker, "pid": pid, "arrived": clock.now(self.client)}))
+        pipe.smembers(key)
+        pipe.hgetall(who)
+        members, runners = pipe.execute()[2:]
+        runners = {k.decode(): json.loads(v) for k, v in runners.items()}
+        return {m.decode(): runners.get(m.decode(), {"worker": "", "pid": 0, "arrived": 0.0}) for m in members}
 
     def give_back_delivery(self, epoch: int, piece, token: str) -> None:
         """Uncount a delivery that ended cleanly (it did not kill its process)."""
         try:
-            self.client.srem(self.keys.deliveries(epoch, piece), token)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.srem(self.keys.deliveries(epoch, piece), token)
+            pipe.hdel(self.keys.delivery_runners(epoch, piece), token)
+            pipe.execute()
         except redis.RedisError:  # Redis down: the count stays one too high, under the limit
             pass
 
     def forget_deliveries(self, epoch: int, piece) -> None:
         """The piece has its outcome: its delivery count is not needed again (a later
         delivery finds it applied first), so the keys stay as many as the tasks in flight."""
-        self.client.delete(self.keys.deliveries(epoch, piece))
+        self.client.delete(self.keys.deliveries(epoch, piece), self.keys.delivery_runners(epoch, piece))
 
     def claim_release(self, epoch: int, wave: int) -> bool:
         """True for exactly one caller: the one that releases the wave after (epoch, wave)."""
@@ -314,6 +330,7 @@ class JobStore:
         if keys:
             pipe.delete(*keys)
         pipe.zrem(JOBS_INDEX, self.job_id)
+        pipe.srem(OPEN_JOBS, self.job_id)
         pipe.execute()
         return len(keys)
 

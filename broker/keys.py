@@ -9,6 +9,11 @@ from __future__ import annotations
 PREFIX = "bpt"
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> submit time
 WORKERS_INDEX = f"{PREFIX}:workers"  # set: names of every worker that beat or trained
+OPEN_JOBS = f"{PREFIX}:jobs-open"  # set: ids of the jobs not ended (what the reconciler walks)
+OPEN_JOBS_BUILT = f"{PREFIX}:jobs-open-built"  # string flag: OPEN_JOBS was filled from JOBS_INDEX once
+RECONCILER_LEASE = f"{PREFIX}:reconciler"  # string, expiring: "<fence>:<holder>" of the reconciling worker
+RECONCILER_FENCE = f"{PREFIX}:reconciler-fence"  # integer: grows each time the lease changes hands
+RECONCILER_SEEN = f"{PREFIX}:reconciler-alive"  # set: workers alive at the last pass (for worker-lost)
 
 
 def worker(name: str) -> str:  # hash: heartbeat, host, processes, rate, tasks, samples, stopped
@@ -117,20 +122,11 @@ class JobKeys:
         return self._k("sched-chain")
 
     @property
-    def revive_lock(self) -> str:  # string, expiring: one worker at a time revives the rounds
-        return self._k("revive")
+    def reconciler(self) -> str:  # hash: the reconciler's watched version and since when
+        return self._k("reconciler")
 
-    @property
-    def watch(self) -> str:  # hash: the watchdog's last seen version and when
-        return self._k("watch")
-
-    @property
-    def resend_lock(self) -> str:  # string, expiring: one worker at a time resends a stalled wave
-        return self._k("resend")
-
-    @property
-    def finish_lock(self) -> str:  # string, expiring: one finish task sent per takeover
-        return self._k("finish-lock")
+    def acted(self, action: str) -> str:  # string, expiring: the reconciler applied this action
+        return self._k(f"acted:{action}")
 
     @property
     def rates(self) -> str:  # hash: worker -> samples/s of one of its training processes in this job (EWMA)
@@ -142,6 +138,9 @@ class JobKeys:
 
     def deliveries(self, epoch: int, piece) -> str:  # set: one token per delivery of a task
         return self._k(f"deliveries:{epoch}:{piece}")
+
+    def delivery_runners(self, epoch: int, piece) -> str:  # hash: delivery token -> JSON worker, pid, arrived
+        return self._k(f"deliveries:{epoch}:{piece}:runners")
 
     def wave_done(self, epoch: int, wave: int) -> str:  # set of finished subset ids
         return self._k(f"done:{epoch}:{wave}")

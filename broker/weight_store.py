@@ -20,6 +20,7 @@ are the same, only what is uploaded before the install and read after a pull dif
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +35,7 @@ from bpt import lifecycle, merge, sharding
 from bpt.errors import ConfigError, ConnectionFailed, CorruptBlob
 
 from . import bulk, codec, scripts
+from .keeper import Keeper
 from .keys import JobKeys, applied_field
 from . import clock, weight_shards
 from .weight_shards import INSTALL_DEADLINE_SECONDS, ShardMissing, ShardStore
@@ -47,7 +49,7 @@ PULL_ROUNDS = 20
 LATE_UPLOADS_TOLERATED = 3  # sharded uploads over INSTALL_DEADLINE_SECONDS in a row: give up, saying why  # a sharded pull that finds a shard retired reads the newer manifest, at most this often
 UPLOAD_TTL_MS = 120_000  # an upload whose pusher died before installing it expires
 CHECK_FIRST_BYTES = 2**20  # above this, check the version before uploading onto a pulled copy
-LEASE_MS = 5000  # a merge lease expires after this: longer than one merge and upload of a large model
+LEASE_MS = 5000  # a merge lease expires this long after its last renewal (renewed every third of it while held)
 LEASE_WAIT_S = 60.0  # a pusher waits this long for the lease, then pushes with compare-and-set alone
 LEASE_POLL_S = 0.05  # a waiting pusher looks again at least this often (a wake-up can be missed)
 # The scripts refuse a push ('closed') into a job in any other status: a cancelled, failed,
@@ -235,8 +237,9 @@ class WeightStore:
         token = uuid.uuid4().hex
         leased = self._take_lease(token)
         try:
-            return self._push(rule, pulled_version, delta, accuracy, epoch, wave, subset, base, live,
-                              token if leased else "")
+            with Keeper(lambda: self._renew_lease(token), LEASE_MS / 3000) if leased else contextlib.nullcontext():
+                return self._push(rule, pulled_version, delta, accuracy, epoch, wave, subset, base, live,
+                                  token if leased else "")
         finally:
             if leased:  # a no-op when push.lua gave it back already
                 self._give_back_lease(token)
@@ -248,6 +251,11 @@ class WeightStore:
                 return True
             self.client.blpop([self.keys.merge_wake], timeout=LEASE_POLL_S)  # woken on release, or poll
         return False
+
+    def _renew_lease(self, token: str) -> None:
+        """Keep the lease while this push merges and uploads (a large model's upload outlasts
+        LEASE_MS)."""
+        self.scripts["renew_lease"](keys=[self.keys.merge_lease], args=[token, LEASE_MS])
 
     def _give_back_lease(self, token: str) -> None:
         try:

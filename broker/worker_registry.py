@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 
@@ -132,7 +133,8 @@ def workers(client: redis.Redis) -> dict[str, dict]:
                      "rate": float(fields["rate"]) if "rate" in fields else None,
                      "tasks": int(fields.get("tasks", 0)), "samples": int(fields.get("samples", 0)),
                      "processes": int(fields.get("processes", 1)), "stopped": float(fields.get("stopped", 0)),
-                     "device": fields.get("device", "?"), "plugins": json.loads(fields.get("plugins", "{}"))}
+                     "device": fields.get("device", "?"), "plugins": json.loads(fields.get("plugins", "{}")),
+                     "pids": [int(p) for p in fields["pids"].split()] if "pids" in fields else None}
     return out
 
 
@@ -142,12 +144,16 @@ def forget(client: redis.Redis, name: str) -> None:
 
 
 class HeartbeatThread(threading.Thread):
-    """Beats every `interval` seconds from the worker's main process; stops with it."""
+    """Beats every `interval` seconds from the worker's main process; stops with it. It does
+    nothing else: the watchdogs it used to run held up beats past the liveness timeout
+    (issue 26, finding 4)."""
 
-    def __init__(self, client: redis.Redis, name: str, interval: float = 1.0, on_beat=None, processes: int = 1,
+    def __init__(self, client: redis.Redis, name: str, interval: float = 1.0, pids=None, processes: int = 1,
                  name_ttl: float | None = None, about: dict | None = None):
+        """pids: a function giving the pids of the worker's training processes, sent with each
+        beat (a task delivered again tells from them whether its earlier delivery still runs)."""
         super().__init__(daemon=True, name="bpt-heartbeat")
-        self.client, self.name_, self.interval, self.on_beat = client, name, interval, on_beat
+        self.client, self.name_, self.interval, self.pids = client, name, interval, pids
         self.about = about
         self.processes, self.name_ttl = processes, name_ttl
         self.stopped = threading.Event()
@@ -155,13 +161,38 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
-                heartbeat(self.client, self.name_, self.processes, self.about)
+                about = self.about if self.pids is None else {**(self.about or {}),
+                                                               "pids": " ".join(map(str, self.pids()))}
+                heartbeat(self.client, self.name_, self.processes, about)
                 if self.name_ttl:
                     renew_name(self.client, self.name_, self.name_ttl)
-                if self.on_beat is not None:
-                    self.on_beat()
             except redis.RedisError:
                 pass  # Redis restarting: beat again next time
-            except Exception:  # e.g. the broker refusing a resend: never let the thread die
-                log.warning("heartbeat hook failed", exc_info=True)
+            except Exception:  # never let the thread die
+                log.warning("heartbeat failed", exc_info=True)
             self.stopped.wait(self.interval)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of a process's children (Linux's /proc; [] elsewhere)."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+    return sorted(set(out))
+
+
+def delivery_alive(pid: int, worker: dict | None, arrived: float, now: float, timeout: float) -> bool | None:
+    """Whether an earlier delivery of a task, run by process `pid` of `worker` (its registry
+    entry), may still be running, as a new delivery that arrived at `arrived` judges it:
+    False when its worker is dead or no longer has that process, True when it does, None
+    when the worker's last beat is older than the new delivery (wait for the next one). A
+    worker that does not report its processes counts as not running it, as before."""
+    if worker is None or not is_alive(worker, now, timeout) or worker.get("pids") is None:
+        return False
+    if worker["heartbeat"] < arrived:
+        return None
+    return pid in worker["pids"]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 
 import click
 from tqdm import tqdm
 
 from bpt import learning, metrics
+from bpt.settings import DEFAULT_HEARTBEAT_TIMEOUT
 from bpt.errors import BptError, ConfigError, DidNotLearn, JobFailed
-from bpt.broker import codec
+from bpt.broker import clock, codec
 from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.weight_shards import open_shards
 from bpt.broker.weight_store import WeightStore
@@ -25,6 +27,7 @@ def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None) 
     spec = store.spec()
     bar = tqdm(total=spec.total_tasks, unit="subset", disable=not show, dynamic_ncols=True,
                desc=f"job {spec.job_id}", leave=True)
+    shown_lost = ""
     try:
         while True:
             state = store.state()
@@ -38,6 +41,11 @@ def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None) 
             bar.set_postfix(epoch=f"{int(state.get('epoch', 0)) + 1}/{spec.epochs}", v=int(version or 0),
                             loss=f"{last.get('loss', float('nan')):.3f}", acc=f"{last.get('accuracy', float('nan')):.3f}",
                             sps=f"{samples / elapsed:.0f}" if elapsed > 0 else "-", refresh=False)
+            lost = state.get("lost_workers", "")
+            if lost != shown_lost:
+                for name in set(lost.split()) - set(shown_lost.split()):
+                    bar.write(f"worker {name} lost (no heartbeat): its tasks go to the others", file=sys.stderr)
+                shown_lost = lost
             if state.get("status") in FINISHED:
                 bar.refresh()
                 return state
@@ -53,8 +61,28 @@ def result_metrics(store: JobStore) -> dict:
     version = store.client.hget(store.keys.weights, "version")
     if version is not None:
         state["version"] = int(version)  # the live version, also while the job runs
-    return metrics.summarize(json.loads(store.client.get(store.keys.spec)), state,
-                             store.staleness_histogram(), store.worker_stats(), store.evals(), store.gradient_sums())
+    spec = json.loads(store.client.get(store.keys.spec))
+    summary = metrics.summarize(spec, state, store.staleness_histogram(), store.worker_stats(), store.evals(),
+                                store.gradient_sums())
+    summary.update(cluster_view(store.client, spec, summary["status"], list(summary["workers"])))
+    return summary
+
+
+def cluster_view(client, spec: dict, status: str, trained_by: list[str],
+                 timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> dict:
+    """What the cluster means for the job now: its workers that are no longer alive (marked
+    lost in `bpt status`), and why a queued job is still queued."""
+    from bpt import reconcile
+    from bpt.broker import worker_registry
+
+    now = clock.now(client)
+    registry = worker_registry.workers(client)
+    alive = {n: w for n, w in registry.items() if worker_registry.is_alive(w, now, timeout)}
+    capable = [n for n, w in alive.items()
+               if reconcile.can_train(spec.get("model", ""), spec.get("plugin", ""), w.get("plugins") or {})]
+    lost = [n for n in trained_by if n not in alive] if status not in FINISHED else []
+    return {"lost_workers": lost,
+            "queued_reason": reconcile.why_queued(status, len(alive), len(capable), spec.get("model", ""))}
 
 
 def model_file_bytes(store: JobStore, settings=None) -> tuple[bytes, int]:

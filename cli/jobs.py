@@ -74,10 +74,14 @@ def status_lines(summary: dict) -> list[str]:
              f"  test accuracy {acc:.4f}" if acc is not None else "  no evaluation yet"]
     if summary["workers"]:
         lines.append(f"  {'worker':<28} {'tasks':>6} {'samples/s':>10} {'staleness':>10}  device")
+    lost = set(summary.get("lost_workers") or ())
     for name, w in summary["workers"].items():
         stale = w.get("mean_staleness")
         lines.append(f"  {name:<28} {int(w['tasks']):>6} {w['samples_per_second']:>10.0f} "
-                     f"{'-' if stale is None else f'{stale:.1f}':>10}  {w.get('device') or '-'}")
+                     f"{'-' if stale is None else f'{stale:.1f}':>10}  {w.get('device') or '-'}"
+                     + ("  LOST (no heartbeat)" if name in lost else ""))
+    if summary.get("queued_reason"):
+        lines.append(f"  queued: {summary['queued_reason']}")
     noise = summary.get("noise_scale")
     if noise:
         lines.append(f"  gradient noise scale about {noise['samples']:.0f} samples: about {noise['workers_that_help']} "

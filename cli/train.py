@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 
@@ -167,7 +168,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             local.spawn()
         from bpt.prepare import JobChoices, prepare
 
-        from .follow import finish, follow
+        from .follow import finish
 
         choices = JobChoices(
             dataset=datasets.DatasetSpec(dataset, samples, image_size, channels, classes, seed, val_path, test_path),
@@ -209,26 +210,41 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         if local is not None and settings.weights_url:  # the private Redis goes: so must the job's shards
             stack.callback(_delete_shards, settings, spec.job_id, local)
         store = submit(app, client, settings, spec, data, weights)
-        few = noise_scale.too_few_subsets(spec.n_subsets, spec.workers)
-        if few:
-            click.echo(f"warning: {few}", err=True)
-            store.log("warning", reason=few)
-        if detach:
-            click.echo(spec.job_id)
-            return
-        if not quiet:
-            click.echo(f"job {spec.job_id}: {spec.model} on {spec.dataset}, {spec.epochs} epochs x "
-                       f"{spec.n_subsets} subsets, rule {spec.rule.kind}", err=True)
         try:
-            state = follow(store, settings.poll_seconds, show=not quiet, alive=alive)
+            state = _after_submit(store, spec, settings, client, local, alive, detach, quiet)
         except KeyboardInterrupt:
-            if alive is None:
-                click.echo(f"\nstopped following; job {spec.job_id} goes on: `bpt wait {spec.job_id}` "
-                           f"reattaches, `bpt cancel {spec.job_id}` stops it", err=True)
+            if local is None:  # a cluster's job outlives this command: say what became of it
+                click.echo(f"\ninterrupted; job {spec.job_id} was submitted and goes on on the cluster: "
+                           f"`bpt wait {spec.job_id}` reattaches, `bpt cancel {spec.job_id}` stops it", err=True)
             raise
+        if state is None:
+            return
         if local is not None:
             local.request_stop()  # the job has ended: the workers shut down while the results are written
         finish(store, state, out_dir, as_json, tensorboard_dir, settings)
+
+
+def _after_submit(store, spec, settings, client, local, alive, detach: bool, quiet: bool):
+    """Warnings about the submitted job, then follow it (None with --detach)."""
+    if local is None:  # a cluster: say so now if nobody there can take the job
+        from .follow import cluster_view
+
+        hint = cluster_view(client, json.loads(spec.to_json()), "queued", [], settings.heartbeat_timeout)
+        if hint["queued_reason"]:
+            click.echo(f"warning: job {spec.job_id} is queued: {hint['queued_reason']}", err=True)
+    few = noise_scale.too_few_subsets(spec.n_subsets, spec.workers)
+    if few:
+        click.echo(f"warning: {few}", err=True)
+        store.log("warning", reason=few)
+    if detach:
+        click.echo(spec.job_id)
+        return None
+    if not quiet:
+        click.echo(f"job {spec.job_id}: {spec.model} on {spec.dataset}, {spec.epochs} epochs x "
+                   f"{spec.n_subsets} subsets, rule {spec.rule.kind}", err=True)
+    from .follow import follow
+
+    return follow(store, settings.poll_seconds, show=not quiet, alive=alive)
 
 
 def _delete_shards(settings, job_id: str, local) -> None:

@@ -88,12 +88,14 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # A task whose whole worker died is restored visibility_timeout after delivery, found
-        # by a sweep every RESTORE_SWEEP_SECONDS (kombu's default sweep is every 100 s).
+        # by a sweep every RESTORE_SWEEP_SECONDS, or every visibility timeout if shorter
+        # (kombu's default sweep is every 100 s).
         # Deadlines and keep-alive on the broker's connections too (a publish on a half-open
         # connection would wait forever); kombu checks its BRPOP connection every
         # health_check_interval seconds.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout,
-                                  "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+                                  "unacked_restore_interval": min(RESTORE_SWEEP_SECONDS,
+                                                                  max(1, settings.visibility_timeout)),
                                   "unacked_restore_throttle": 1,
                                   "socket_timeout": settings.socket_timeout,
                                   "socket_connect_timeout": settings.connect_timeout,

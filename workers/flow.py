@@ -20,14 +20,15 @@ counted duplicate). The job is finished by the one task that wins its `claim` mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import time
+import uuid
 
 from bpt import learning, lifecycle, models, training
 from bpt.errors import ModelUnavailable
 from bpt.jobspec import JobSpec
+from bpt.broker import recovery
 from bpt.broker.job_store import JobStore
+from bpt.broker.keeper import Keeper
 from bpt.broker.weight_store import WeightStore
 
 from .app import TRAIN_QUEUE, TRAIN_TASK
@@ -47,33 +48,9 @@ def task_kwargs(job_id: str, epoch: int, wave: int, subset: int) -> dict:
     return {"job_id": job_id, "epoch": epoch, "wave": wave, "subset": subset}
 
 
-def shape(spec: JobSpec) -> "Shape":
+def shape(spec: JobSpec) -> lifecycle.Shape:
     """The waves of every epoch: what bpt.lifecycle plans on."""
-    return Shape(spec)
-
-
-class Shape(Sequence):
-    """The waves of every epoch, each computed when bpt.lifecycle first reads it: a push reads
-    a few epochs (its own, the next, the previous and the last), where building every epoch's
-    waves took 7.1 s a push at 200,000 epochs and 0.09 s for an MNIST-size 100-epoch job
-    (issue 26, finding 9)."""
-
-    def __init__(self, spec: JobSpec):
-        self.spec, self._epochs = spec, {}
-
-    def __len__(self) -> int:
-        return self.spec.epochs
-
-    def __getitem__(self, epoch):
-        if isinstance(epoch, slice):
-            return [self[e] for e in range(*epoch.indices(len(self)))]
-        if epoch < 0:
-            epoch += len(self)
-        if not 0 <= epoch < len(self):
-            raise IndexError(epoch)
-        if epoch not in self._epochs:
-            self._epochs[epoch] = self.spec.waves(epoch)
-        return self._epochs[epoch]
+    return lifecycle.Shape(spec)
 
 
 def next_wave(spec: JobSpec, epoch: int, wave: int) -> tuple[int, int] | None:
@@ -102,13 +79,26 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
             if result.status == "accepted":
                 store.log("round-merged", epoch=action.epoch, wave=action.wave, version=result.version)
         elif isinstance(action, lifecycle.Release):
-            if store.claim_release(action.epoch, action.wave):
-                following = lifecycle.next_wave(waves, action.epoch, action.wave)
-                if following[1] == 0:
-                    store.set_fields(epoch=following[0])
-                release_wave(app, spec, *following)
+            release_after(app, store, spec, action.epoch, action.wave)
         elif isinstance(action, lifecycle.Finish):
             finish_job(store, weights, spec)
+
+
+def all_waves_done(store: JobStore, spec: JobSpec) -> bool:
+    """Every wave of a greedy job finished (sync: every round committed)."""
+    epoch = int(store.state().get("epoch", 0))
+    return spec.partition == "greedy" and recovery.open_wave(store.client, spec, epoch)[0] is None
+
+
+def release_after(app, store: JobStore, spec: JobSpec, epoch: int, wave: int) -> bool:
+    """Send the wave after (epoch, wave), if this caller wins its release (SET NX)."""
+    if not store.claim_release(epoch, wave):
+        return False
+    following = lifecycle.next_wave(shape(spec), epoch, wave)
+    if following[1] == 0:
+        store.set_fields(epoch=following[0])
+    release_wave(app, spec, *following)
+    return True
 
 
 def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: str | None = None,
@@ -129,10 +119,16 @@ def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: s
     except ModelUnavailable as e:
         store.log("finish-declined", reason=str(e)[:300])
         return False
-    if not store.claim_finish():
+    token = uuid.uuid4().hex
+    if not store.claim_finish(token):
         return False
     if takeover:
         store.log("finish-taken-over", reason=takeover)
+    with Keeper(lambda: store.renew_claim(token), lifecycle.TAKEOVER["claim"] / 4):
+        return _evaluate_and_complete(store, weights, spec, model, source, reason)
+
+
+def _evaluate_and_complete(store, weights, spec, model, source, reason: str) -> bool:
     try:
         pulled = weights.pull()
         training.load_numpy_state(model, pulled.weights)

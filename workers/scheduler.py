@@ -15,21 +15,18 @@ import uuid
 
 import redis
 
-from bpt import lifecycle
 from bpt.idpa import IDPA, NodeView, Ranges, build_policy, overdue
 from bpt.broker import clock, worker_registry
-from bpt.broker.job_store import FINISHED, JobStore, list_jobs
+from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.weight_store import WeightStore
 
 from . import flow, queues
-from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, countdown, worker_queue
+from .app import CONTROL_QUEUE, RANGE_TASK, SCHEDULE_TASK, worker_queue
 
 TICK = 0.5  # seconds between periodic rounds; every range task also runs one as it starts and ends
 
 
 RACE_RETRIES = 3  # a round that lost the race to another plans again (the winner may not have seen our push)
-STALL_TICKS = 4  # no round for this many ticks (2 s on Redis, 4 s on RabbitMQ, whose countdowns
-# are whole seconds): a worker's heartbeat thread starts a new chain
 
 
 def state_key(store: JobStore) -> str:
@@ -60,25 +57,6 @@ def new_chain(app, store: JobStore) -> None:
 def is_live_chain(client, job_id: str, chain: str | None) -> bool:
     live = client.get(chain_key(JobStore(client, job_id)))
     return chain is not None and live is not None and live.decode() == chain
-
-
-def revive_stalled(app, client: redis.Redis, now: float) -> list[str]:
-    """Start a new chain of rounds for every scheduled job whose rounds stopped: the message
-    of the next round is held by a worker that died (it comes back only after the visibility
-    timeout). Called from every worker's heartbeat thread; a short NX lock keeps it to one."""
-    revived, stall = [], STALL_TICKS * countdown(app, TICK)
-    for job_id in list_jobs(client):
-        store = JobStore(client, job_id)
-        if store.status() not in (lifecycle.QUEUED, lifecycle.RUNNING, lifecycle.FINISHING):
-            continue  # paused: its rounds plan nothing, so look stalled without being so
-        raw = client.get(state_key(store))
-        if raw is None or now - json.loads(raw).get("at", now) < stall:
-            continue
-        if client.set(store.keys.revive_lock, 1, nx=True, ex=int(stall) + 1):
-            store.log("scheduler-revived", stalled_seconds=round(now - json.loads(raw)["at"], 1))
-            new_chain(app, store)
-            revived.append(job_id)
-    return revived
 
 
 def schedule_round(app, client: redis.Redis, job_id: str, heartbeat_timeout: float, shards=None) -> bool:

@@ -6,11 +6,12 @@ releases the next) or an index range handed out by the scheduler task (idpa, sta
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 from bpt import guardrail, lifecycle, merge, training
 from bpt.errors import InvalidTask
-from bpt.broker import worker_registry
+from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import JobStore
 from bpt.broker.weight_store import WeightStore
 
@@ -61,7 +62,8 @@ def _open(runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, piece, d
     if action == "wait":
         raise JobPaused(job_id)
     if delivery:
-        deliveries = store.count_delivery(epoch, piece, delivery)
+        deliveries = _deliveries_that_died(runtime, store.count_delivery(epoch, piece, delivery, worker, os.getpid()),
+                                           delivery)
         if deliveries > runtime.settings.max_deliveries:  # the ones before all died with it
             kind = "range" if isinstance(piece, str) else "subset"
             reason = f"{kind} {piece} of epoch {epoch} killed its worker {deliveries - 1} times"
@@ -71,6 +73,27 @@ def _open(runtime: WorkerRuntime, worker: str, job_id: str, epoch: int, piece, d
             return store, None
     with _counted(store, epoch, piece, delivery):
         return store, runtime.job(store)
+
+
+RUNNER_WAIT_S = 3.0  # a redelivery waits at most this long for a fresh beat of an earlier delivery's worker
+
+
+def _deliveries_that_died(runtime: WorkerRuntime, deliveries: dict[str, dict], mine: str) -> int:
+    """This delivery plus the earlier ones that died: an earlier one still running (a slow
+    task the Redis broker gave out again after its visibility timeout) is not a poison task
+    (issue 26, finding 8). Whether it runs: its worker is alive and still has its process."""
+    others = {t: d for t, d in deliveries.items() if t != mine}
+    if not others:
+        return 1
+    arrived = deliveries[mine]["arrived"]
+    deadline = time.monotonic() + RUNNER_WAIT_S
+    while True:
+        registry, now = worker_registry.workers(runtime.client), clock.now(runtime.client)
+        verdicts = [worker_registry.delivery_alive(d["pid"], registry.get(d["worker"]), arrived, now,
+                                                   runtime.settings.heartbeat_timeout) for d in others.values()]
+        if None not in verdicts or time.monotonic() > deadline:
+            return 1 + sum(1 for v in verdicts if not v)
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager

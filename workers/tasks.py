@@ -60,16 +60,20 @@ def register_tasks(app, runtime: WorkerRuntime) -> None:
 
     @app.task(name=FINISH_TASK, bind=True)
     def finish_task(self, job_id: str, reason: str = "") -> bool:
-        """Finish a job whose finisher went silent (sent by the watchdog); the claim move
-        decides whether this one may (lifecycle.TAKEOVER)."""
+        """Finish a job that nobody finished (sent by the reconciler): its finisher went
+        silent (the claim move decides whether this one may take over: lifecycle.TAKEOVER),
+        or every wave is done and the task that completed the last died before claiming."""
         if not isinstance(job_id, str) or not JOB_ID.match(job_id):
             log.error("refused finish task for job id %r", job_id)
             return False
         store = JobStore(runtime.client, job_id)
-        if store.status() != lifecycle.FINISHING:
-            return False
-        return flow.finish_job(store, WeightStore(runtime.client, job_id, runtime.scripts, shards=runtime.shards), store.spec(),
-                               takeover=str(reason)[:200] or "its finisher went silent")
+        status = store.status()
+        weights = WeightStore(runtime.client, job_id, runtime.scripts, shards=runtime.shards)
+        if status == lifecycle.FINISHING:
+            return flow.finish_job(store, weights, store.spec(), takeover=str(reason)[:200] or "its finisher went silent")
+        if status in lifecycle.ACCEPTS_PUSHES and flow.all_waves_done(store, store.spec()):
+            return flow.finish_job(store, weights, store.spec(), reason="")
+        return False
 
     def _decline(task, job_id: str, reason: str) -> dict:
         """This worker cannot build the job's model (a plug-in it lacks, another version):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 
@@ -13,12 +14,11 @@ from bpt.settings import Settings
 from celery import signals
 
 from bpt.broker.connection import connect
-from bpt.broker import clock, worker_registry
+from bpt.broker import worker_registry
 from bpt.broker.worker_registry import HeartbeatThread
 
 from .queues import declare_dead_letters, declare_own_queue
-from .scheduler import revive_stalled
-from .watchdog import resend_stalled_waves
+from .reconciler import ReconcilerThread
 from .app import CONTROL_QUEUE, TRAIN_QUEUE, make_app, worker_queue
 from .runtime import WorkerRuntime
 from .tasks import register_tasks
@@ -46,28 +46,26 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
 
     Besides `queues` it consumes the scheduler's control queue and its own queue, and beats
     its heartbeat into Redis from a thread of this (main) process, counting `concurrency`
-    training processes; each beat also runs the watchdogs for stalled jobs
-    (scheduler.revive_stalled, watchdog.resend_stalled_waves). name None: a free default."""
+    training processes (that thread only beats: a beat held up by other work made a live
+    worker look dead), and runs a ReconcilerThread, which reconciles the cluster's open jobs
+    while this worker holds the reconciler lease. name None: a free default."""
     app = make_app(settings)
     declare_dead_letters(app)
     register_tasks(app, WorkerRuntime(settings, slowdown=slowdown))
     client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
     claimed, token = name is None, secrets.token_hex(8)
     name = default_name(client, settings, token) if claimed else full_name(name)
-    def on_beat() -> None:
-        now = clock.now(client)  # Redis's clock: this machine's may be skewed
-        revive_stalled(app, client, now)
-        resend_stalled_waves(app, client, now, settings.heartbeat_timeout)
-
     about = {"device": devices.describe(devices.resolve(settings.device)), "precision": settings.precision,
              "plugins": json.dumps(plugins.installed(), sort_keys=True)}
-    beat = HeartbeatThread(client, name, on_beat=on_beat, processes=concurrency,
+    main = os.getpid()
+    beat = HeartbeatThread(client, name, pids=lambda: worker_registry.child_pids(main), processes=concurrency,
                            name_ttl=NAME_TTL_FACTOR * settings.heartbeat_timeout if claimed else None, about=about)
     # Beat once before serving: a job divides each push by the live processes, and a worker
     # that trained before its first beat would make the cluster look smaller than it is.
     worker_registry.heartbeat(client, name, concurrency, about)
-    signals.worker_ready.connect(lambda **_: beat.start(), weak=False)
-    signals.worker_shutdown.connect(lambda **_: _sign_off(beat, client, name, token if claimed else None),
+    reconciler = ReconcilerThread(app, client, f"{name}/{token}", settings.heartbeat_timeout)
+    signals.worker_ready.connect(lambda **_: (beat.start(), reconciler.start()), weak=False)
+    signals.worker_shutdown.connect(lambda **_: _sign_off(beat, reconciler, client, name, token if claimed else None),
                                     weak=False)
     declare_own_queue(app, worker_queue(name))  # one declared otherwise (an older bpt): a one-line error
     queues = ",".join(dict.fromkeys(queues.split(",") + [CONTROL_QUEUE, worker_queue(name)]))
@@ -75,7 +73,8 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
                      f"--loglevel={loglevel}", "--pool=prefork", "--without-mingle", "--without-gossip"])
 
 
-def _sign_off(beat: HeartbeatThread, client, name: str, token: str | None) -> None:
+def _sign_off(beat: HeartbeatThread, reconciler: ReconcilerThread, client, name: str, token: str | None) -> None:
+    reconciler.stopped.set()
     beat.stopped.set()
     if beat.is_alive():
         beat.join(timeout=2 * beat.interval)  # a beat in flight must not land after the sign-off

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-NAMES = ("push", "reject", "stage", "commit_round", "release_lease", "transition", "rate", "delete_orphan")
+NAMES = ("push", "reject", "stage", "commit_round", "release_lease", "transition", "rate", "delete_orphan",
+         "lease", "fenced", "renew_claim", "renew_lease")
 
 
 def source(name: str) -> str:

@@ -184,3 +184,20 @@ def test_cancel_mid_job_stops_its_weights_and_keeps_it_cancelled(broker, tmp_pat
         after = int(store.client.hget(store.keys.weights, "version"))
     assert state["status"] == "cancelled" and "failed" not in events
     assert after == version  # nothing merged into it after the cancel
+
+
+def test_a_slow_task_given_out_again_after_the_visibility_timeout_is_not_counted_as_poison():
+    """Finding 8 of issue 26: a delivery stayed counted while it ran, and the Redis broker
+    gives a task still running out again after its visibility timeout; the 4th delivery
+    failed the job "killed its worker 3 times" though nothing died. Now an earlier delivery
+    whose worker is alive and still has its process counts as running, not dead."""
+    with cluster(None, slowdowns=(150.0,) * 4, visibility_timeout=1) as (server, settings, app, workers):
+        spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1, workers=2, subset_size=400),
+                                      job_id="slow")
+        store = submit(app, connect(server.url), settings, spec, data, weights)
+        state = wait_done(store, timeout=300)
+        events = store.events()
+    deliveries = [e for e in events if e["event"] in ("push-accepted", "push-duplicate")]
+    assert state["status"] == "done", state.get("error")
+    print(f"{len(deliveries)} pushes for {spec.n_subsets} subsets; compute "
+          f"{[e.get('task_s') for e in events if e['event'] == 'push-accepted']}")

@@ -10,7 +10,8 @@ import pytest
 from bpt.jobspec import JobSpec
 from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore
-from bpt.workers import flow, watchdog
+from bpt.workers import flow, reconciler
+from bpt.broker import recovery
 
 
 def make_spec(job_id, **kw):
@@ -28,6 +29,12 @@ def open_job(client, job_id):
 def finish(store, spec, epoch, subsets):
     store.client.sadd(store.keys.wave_done(epoch, 0), *subsets)
     return store.done_count(epoch, 0)
+
+
+def open_wave(store, spec):
+    """The reconciler's view: the earliest wave not finished and its missing subsets."""
+    wave, missing = recovery.open_wave(store.client, spec, int(store.state().get("epoch", 0)))
+    return wave, missing
 
 
 def released(store, epoch):
@@ -50,10 +57,10 @@ def test_an_epoch_waits_for_the_one_before_it_to_complete(app, client, job_id):
     finish(store, spec, 0, first[:7])
     flow.after_subset(app, store, None, spec, 1, 0, finish(store, spec, 1, second[:7]))
     assert not released(store, 1)  # epoch 2 waits: epoch 0 is not complete
-    assert watchdog.unfinished(store, spec) == (0, 0, first[7:])
+    assert open_wave(store, spec) == ((0, 0), tuple(first[7:]))
     flow.after_subset(app, store, None, spec, 0, 0, finish(store, spec, 0, first[7:]))
     assert released(store, 1)  # the straggler's completion released it
-    assert watchdog.unfinished(store, spec) == (1, 0, second[7:])
+    assert open_wave(store, spec) == ((1, 0), tuple(second[7:]))
 
 
 def test_small_epochs_are_released_ahead_by_a_quarter_at_most(app, client, job_id):
@@ -173,43 +180,68 @@ def test_a_paused_job_whose_last_subset_lands_is_finished_and_cannot_be_resumed(
     assert not store.move("resume").ok and not store.move("pause").ok and store.status() == "done"
 
 
-def test_the_watchdog_resends_a_stalled_wave_even_while_other_jobs_keep_the_queue_busy(app, client, job_id,
-                                                                                      monkeypatch):
+@pytest.fixture
+def lease(client):
+    """The reconciler lease, held by this test (the session's workers wait meanwhile)."""
+    from bpt.broker.keys import RECONCILER_LEASE
+
+    value = "999999:test"
+    client.set(RECONCILER_LEASE, value, px=120_000)
+    yield value
+    if client.get(RECONCILER_LEASE) == value.encode():
+        client.delete(RECONCILER_LEASE)
+
+
+def test_the_reconciler_resends_a_stalled_wave_even_while_other_jobs_keep_the_queue_busy(app, client, job_id, lease,
+                                                                                         monkeypatch):
     """Item 7 of issue 15: the watchdog waited while the shared train queue held anything,
     so another job's backlog kept a stalled job stalled forever. Now the backlog only adds
     the time the cluster needs to work through it."""
+    from bpt import reconcile
     from bpt.broker import clock
 
     queue = f"bpt.train-test-{job_id}"  # a private queue standing for the shared one
-    monkeypatch.setattr(watchdog, "TRAIN_QUEUE", queue)
+    monkeypatch.setattr(reconciler, "TRAIN_QUEUE", queue)
     client.rpush(queue, *[b"another job's task"] * 5)
     spec, store, _ = staged_job(client, job_id)
+    mine = lambda applied: [a for j, a in applied if j == job_id]  # noqa: E731
     try:
-        # Judged at a time when every worker's beat is old: the live rates (and so the limit)
-        # are the same at each of the times below.
+        # Judged at a time when every worker's beat is old: no live worker's rate counts, so
+        # the limit is the same at each of the times below.
         now = clock.now(client) + 1000
-        assert job_id not in watchdog.resend_stalled_waves(app, client, now)  # first look: notes the version
-        limit = watchdog.stall_limit(spec.subset_size, client, client.llen(queue), now)
+        assert all(isinstance(a, reconcile.Watch) for a in mine(reconciler.reconcile_pass(app, client, lease, 10, now=now)))
+        limit = reconcile.stall_limit(spec.subset_size, [], client.llen(queue))
         assert limit < float("inf")
-        assert job_id not in watchdog.resend_stalled_waves(app, client, now + limit - 1)
-        assert job_id in watchdog.resend_stalled_waves(app, client, now + limit + 1)
-        resent = [e for e in store.events() if e["event"] == "resent"]
-        assert resent and sorted(resent[-1]["subsets"]) == sorted(spec.waves(0)[0])
+        assert not mine(reconciler.reconcile_pass(app, client, lease, 10, now=now + limit - 1))
+        resent = [a for a in mine(reconciler.reconcile_pass(app, client, lease, 10, now=now + limit + 1))
+                  if isinstance(a, reconcile.Resend)]
+        assert resent == []  # nobody is alive at that time: nothing is resent to nobody
+        client.hset("bpt:worker:test-alive@nowhere", mapping={"heartbeat": now + limit + 2, "processes": 1})
+        client.sadd("bpt:workers", "test-alive@nowhere")
+        resent = [a for a in mine(reconciler.reconcile_pass(app, client, lease, 10, now=now + limit + 2))
+                  if isinstance(a, reconcile.Resend)]
+        assert len(resent) == 1
+        events = [e for e in store.events() if e["event"] == "resent"]
+        assert events and sorted(events[-1]["subsets"]) == sorted(spec.waves(0)[0])
+        assert not mine(reconciler.reconcile_pass(app, client, lease, 10, now=now + limit + 3))  # once
     finally:
-        client.delete(queue)
+        client.delete(queue, "bpt:worker:test-alive@nowhere")
+        client.srem("bpt:workers", "test-alive@nowhere")
 
 
-def test_a_job_whose_finisher_died_is_finished_by_a_takeover_on_a_real_worker(workers, app, client, job_id):
-    from bpt import lifecycle
+def test_a_job_whose_finisher_died_is_finished_by_a_takeover_on_a_real_worker(workers, app, client, job_id, lease):
+    from bpt import lifecycle, reconcile
     from bpt.broker import clock
 
     spec, store, _ = staged_job(client, job_id)
     assert store.claim_finish()  # ... and its holder died before evaluating
     now = clock.now(client)
-    assert not watchdog.take_over_finish(app, store, now)  # still within the patience
+    takeovers = lambda at: [a for j, a in reconciler.reconcile_pass(app, client, lease, 10, now=at)  # noqa: E731
+                            if j == job_id and isinstance(a, reconcile.Finish)]
+    assert not takeovers(now)  # still within the patience
     client.hset(store.keys.state, "since", now - lifecycle.FINISH_PATIENCE - 1)
-    assert watchdog.take_over_finish(app, store, now)
-    assert not watchdog.take_over_finish(app, store, now)  # one finish task per takeover
+    assert takeovers(now)
+    assert not takeovers(now)  # one finish task per takeover
     deadline = time.monotonic() + 60
     while store.status() != "done":
         assert time.monotonic() < deadline, store.state()
