@@ -1,6 +1,9 @@
 """The chaos soak (issue 15): one job trained undisturbed, then the same job again while
 workers are killed, Redis restarts (cleanly and with SIGKILL), a worker is frozen, one runs
-with its clock skewed, and another job is cancelled and resubmitted midway.
+with its clock skewed, and another job is cancelled and resubmitted midway. Both runs have
+10,000 finished jobs in the index. The chaos run also has the reconciler's cases (issue
+26): a sync-rule job, a queued job whose messages were lost, and a job whose finisher
+stopped for 90 s holding its claim.
 
     python -m benchmarks.chaos            # the full soak: a job of about 3 minutes undisturbed
     python -m benchmarks.chaos --short    # about 2 minutes in all (the version the tests run)
@@ -41,6 +44,8 @@ from .common import table, write_json
 WORKERS, PROCESSES = 4, 2
 SKEW = "+60s"
 VISIBILITY_TIMEOUT = 20  # a killed worker's unacknowledged task comes back after this
+FINISHED_JOBS = 10_000  # finished jobs put in the index first (a pass must not walk them)
+FINISHER_STOPPED_S = 90.0  # the stopped finisher comes back after this and must find its job taken over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +165,7 @@ def outcome(spec, store: JobStore, wall: float) -> dict:
             "version": state.get("version"), "accepted": state.get("accepted"), "rejected": state.get("rejected"),
             "duplicates": state.get("duplicates"), "lost": events.count("push-lost"),
             "resent": events.count("resent"), "reassigned": events.count("reassigned"),
-            "error": state.get("error")}
+            "workers_lost": events.count("worker-lost"), "error": state.get("error")}
 
 
 def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int = 0, log=print) -> dict:
@@ -182,10 +187,12 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             names = [fleet.start(skew if i == WORKERS - 1 else None) for i in range(WORKERS)]
             wait_ready(app, names)
             client = connect(server.url)
+            add_finished_jobs(client, FINISHED_JOBS)
             began = time.monotonic()
-            side = None
+            side = recovering = None
             if disturb:  # first, so that it trains a little before it is cancelled
                 side = submit_job(app, client, settings, "side", job_choices(5000, 40))
+                recovering = RecoveryCases(app, client, settings)
             spec, store = submit_job(app, client, settings, "soak", job_choices(plan.samples, plan.epochs))
             sampler.start()
             at = lambda share: began + share * (undisturbed_s or 60.0)  # noqa: E731
@@ -201,6 +208,8 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
                 except Exception:
                     pass  # Redis restarting
                 now = time.monotonic()
+                if recovering is not None and now - began >= FINISHER_STOPPED_S:
+                    recovering.finisher_returns(server.url)
                 if thawed is not None and now >= thawed:
                     fleet.signal(frozen, signal.SIGCONT)
                     disturbances.append({"t": round(now - began, 1), "what": f"SIGCONT {frozen}"})
@@ -231,6 +240,11 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
                 fleet.signal(frozen, signal.SIGCONT)
             client = connect(server.url)
             result = {"main": outcome(spec, JobStore(client, spec.job_id), wall), "disturbances": disturbances}
+            if recovering is not None:
+                while time.monotonic() - began < FINISHER_STOPPED_S:
+                    time.sleep(0.5)
+                recovering.finisher_returns(server.url)
+                result["recovery"] = recovering.outcomes(client, deadline)
             if isinstance(side, dict):
                 result["side"] = _side_outcome(client, side, deadline)
             elif side is not None:
@@ -245,6 +259,66 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             fleet.stop()
             app.close()
             shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def add_finished_jobs(client, count: int) -> None:
+    """`count` finished jobs in the index (their state only), as a long-lived cluster has."""
+    from bpt.broker.keys import JOBS_INDEX, JobKeys
+
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        pipe.zadd(JOBS_INDEX, {f"old-{i}": i})
+        pipe.hset(JobKeys(f"old-{i}").state, mapping={"status": "done", "since": i})
+    pipe.execute()
+
+
+class RecoveryCases:
+    """The reconciler's cases, started with the chaos run: a sync-rule job (its rounds must
+    each commit once), a queued job whose first messages were lost (it must be sent again),
+    and a job whose finisher stopped holding its claim (taken over after the patience; the
+    finisher coming back after FINISHER_STOPPED_S must not complete it a second time)."""
+
+    def __init__(self, app, client, settings):
+        import secrets
+
+        self.sync_spec, _ = submit_job(app, client, settings, "sync", JobChoices(
+            DatasetSpec("digits-aug", samples=4000), epochs=2, subset_size=256, rule="sync",
+            workers=WORKERS * PROCESSES, seed=0))
+        self.lost_spec = self._staged(client, "lost-messages", start=False)  # submitted, its messages lost
+        self.finisher_spec = self._staged(client, "finisher", start=True)
+        self.token = secrets.token_hex(8)
+        self.claimed = JobStore(client, "finisher").claim_finish(self.token)  # ... and the finisher stops
+        self.returned: dict | None = None
+
+    @staticmethod
+    def _staged(client, job_id: str, start: bool):
+        spec, data, weights = prepare(job_choices(2000, 1), job_id=job_id)
+        store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+        if start:
+            store.mark_running()
+        return spec
+
+    def finisher_returns(self, url: str) -> None:
+        """The stopped finisher wakes up: its renewal and its completion must be refused."""
+        if self.returned is not None:
+            return
+        store = JobStore(connect(url), "finisher")
+        self.returned = {"renewed": store.renew_claim(self.token),
+                         "completed": store.complete(test_accuracy=0.0, reason="a stale finisher")}
+
+    def outcomes(self, client, deadline: float) -> dict:
+        ids = ("sync", "lost-messages", "finisher")
+        while time.monotonic() < deadline and not all(JobStore(client, j).status() in FINISHED for j in ids):
+            time.sleep(0.2)
+        out = {}
+        for job_id, spec in zip(ids, (self.sync_spec, self.lost_spec, self.finisher_spec)):
+            store = JobStore(client, job_id)
+            events = [e["event"] for e in store.events()]
+            out[job_id] = {**outcome(spec, store, 0.0), "finished_events": events.count("finished"),
+                           "taken_over": events.count("finish-taken-over"),
+                           "rounds": sum(len(spec.waves(e)) for e in range(spec.epochs))}
+        out["finisher"].update(claimed=self.claimed, stale_finisher=self.returned)
+        return out
 
 
 def _disturb(what, server, fleet, app, client, settings, side, plan, rng, frozen):

@@ -296,3 +296,16 @@ def test_a_password_in_a_url_flag_is_a_one_line_warning_and_the_variable_is_not(
                         "set BPT_REDIS_URL instead"]
     quiet = bpt("jobs", env={"BPT_REDIS_URL": "redis://:secret@127.0.0.1:1/0"}, timeout=60)
     assert "carries a password" not in quiet.stderr
+
+
+def test_a_job_submitted_where_no_worker_listens_says_why_it_stays_queued():
+    """Issue 26: a job submitted with no live worker sat `queued` with no hint."""
+    from bpt.broker.redis_server import PrivateRedis
+
+    with PrivateRedis() as server:
+        submitted = bpt("train", "--redis-url", server.url, "--detach", "--epochs", "1", "--dataset", "digits")
+        assert submitted.returncode == 0, submitted.stderr
+        job = submitted.stdout.strip()
+        assert f"warning: job {job} is queued: no live worker is connected to this Redis" in submitted.stderr
+        status = bpt("status", job, "--redis-url", server.url)
+    assert status.returncode == 0 and "queued: no live worker is connected" in status.stdout, status.stdout

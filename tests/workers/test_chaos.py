@@ -23,6 +23,7 @@ def test_the_disturbed_job_completes_with_every_subset_applied_once(report):
     assert main["version"] == main["accepted"]
     kinds = [d["what"] for d in report["chaos"]["disturbances"]]
     assert kinds.count("kill -9") == chaos.SHORT.max_kills
+    assert main["workers_lost"] >= 1  # the reconciler reported the killed workers (issue 26)
     assert {"redis-restart", "redis-crash", "freeze", "cancel-resubmit"} <= set(kinds)
     if shutil.which("faketime"):
         assert report["chaos"]["skewed_worker"]
@@ -44,3 +45,18 @@ def test_redis_keys_and_memory_stay_flat(report):
     for field, slack in (("keys", 1.5), ("redis_mb", 1.5), ("workers_mb", 1.5)):
         fl = report["chaos"]["flat"][field]
         assert fl["last"] <= slack * fl["first"] + 10, (field, fl)
+
+
+def test_the_reconcilers_cases_end_done_with_nothing_applied_twice(report):
+    """Issue 26: a sync job's rounds commit once each; a queued job whose messages were lost
+    is sent again and trains; a job whose finisher stopped holding its claim is taken over
+    once, and the finisher coming back 90 s later can neither renew nor complete it. All with
+    10,000 finished jobs in the index."""
+    cases = report["chaos"]["recovery"]
+    sync, lost, finisher = cases["sync"], cases["lost-messages"], cases["finisher"]
+    assert sync["status"] == "done" and sync["version"] == sync["rounds"], sync
+    assert sync["outcomes"] == sync["subsets"]
+    assert lost["status"] == "done" and lost["resent"] >= 1 and lost["outcomes"] == lost["subsets"], lost
+    assert finisher["claimed"] and finisher["status"] == "done", finisher
+    assert finisher["taken_over"] == 1 and finisher["finished_events"] == 1
+    assert finisher["stale_finisher"] == {"renewed": False, "completed": False}
