@@ -13,12 +13,10 @@ import math
 import secrets
 import time
 
-from . import architecture, partition, plugins
+from . import partition, plugins
 from .errors import ConfigError
-from .inner import STRATEGIES
 from .merge import MergeRule
-from .models import REGISTRY
-from .training import TrainParams
+from .recipe import STRATEGIES, TrainParams
 
 DEFAULT_EPOCHS = 15
 DEFAULT_SUBSET_SIZE = 128
@@ -122,12 +120,14 @@ class JobSpec:
                 layers = json.loads(self.architecture)
             except ValueError as e:
                 raise ConfigError(f"the job's network description is not JSON: {e}") from e
+            from . import architecture  # torch: only where a spec names its layers
+
             architecture.parse(layers)
         elif plugins.is_reference(self.model):
             if not self.plugin:
                 raise ConfigError(f"plug-in model {self.model} needs its version in the job spec")
-        elif self.model not in REGISTRY:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(REGISTRY))}")
+        elif self.model not in _registry():
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(_registry()))}")
 
     def progress(self, epoch: int, version: int, wave: int = 0, start: int | None = None) -> float:
         """The job's global progress in [0, 1] for a task of `epoch` that pulled `version`:
@@ -226,3 +226,10 @@ class JobSpec:
 
 def _clamp(value: int, low: int, high: int) -> int:
     return min(high, max(low, value))
+
+
+def _registry():
+    """The built-in models' names (bpt.models imports torch: only when a spec is checked)."""
+    from .models import REGISTRY
+
+    return REGISTRY

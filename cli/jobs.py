@@ -26,8 +26,11 @@ def connect_for(settings, redis_url):
 
 
 def open_job(client, job_id) -> JobStore:
+    """The job's store, or UnknownJob with a clear message. Its spec is not parsed here:
+    checking it imports torch (the model registry), which read-only commands do without."""
     store = JobStore(client, job_id)
-    store.spec()  # raises UnknownJob with a clear message
+    if not store.exists():
+        raise UnknownJob(f"no job {job_id!r} on this Redis server (see `bpt jobs`)")
     return store
 
 
