@@ -299,6 +299,11 @@ class JobStore:
         delivery finds it applied first), so the keys stay as many as the tasks in flight."""
         self.client.delete(self.keys.deliveries(epoch, piece), self.keys.delivery_runners(epoch, piece))
 
+    def count_duplicate(self) -> None:
+        """A delivery of a piece already applied (a redelivery after its push landed): counted
+        with the duplicate pushes the push script refuses."""
+        self.client.hincrby(self.keys.state, "duplicates", 1)
+
     def claim_release(self, epoch: int, wave: int) -> bool:
         """True for exactly one caller: the one that releases the wave after (epoch, wave)."""
         return bool(self.client.set(self.keys.wave_released(epoch, wave), 1, nx=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +19,19 @@ class Keeper:
     while the block runs. A renewal that raises is logged and tried again next time: the
     holder's work goes on, and at worst what it holds expires as it would have without one."""
 
-    def __init__(self, renew, every: float):
+    def __init__(self, renew, every: float, at_most: float | None = None):
+        """at_most: stop renewing after this many seconds (a holder hung for that long
+        should lose what it holds, as if it had died)."""
         self.renew, self.every = renew, every
+        self.deadline = None if at_most is None else time.monotonic() + at_most
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="bpt-keeper")
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                log.warning("stopped renewing after the deadline: the holder is hung or far too slow")
+                return
             try:
                 self.renew()
             except Exception:

@@ -162,8 +162,9 @@ class JobKeys:
 
     def bookkeeping_patterns(self) -> list[str]:
         """The per-wave and per-task keys a finished job no longer needs (done sets, release
-        flags, sync rounds, delivery counts); its results and counters stay."""
-        return [f"{self.base}:{part}:*" for part in ("done", "released", "round", "deliveries")]
+        flags, sync rounds, delivery counts, the reconciler's notes); its results and counters stay."""
+        return [f"{self.base}:{part}:*" for part in ("done", "released", "round", "deliveries", "acted")] + [
+            f"{self.base}:reconciler*"]
 
 
 def glob_escape(text: str) -> str:

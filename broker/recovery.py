@@ -57,6 +57,13 @@ def hold_lease(client: redis.Redis, scripts: dict, holder: str, ttl: float) -> s
     return value.decode() if value else None
 
 
+def give_back_lease(client: redis.Redis, holder: str) -> None:
+    """Delete the lease if `holder` has it (a worker shutting down)."""
+    value = client.get(RECONCILER_LEASE)
+    if value and value.decode().split(":", 1)[-1] == holder:
+        client.delete(RECONCILER_LEASE)
+
+
 def lease_holder(client: redis.Redis) -> str | None:
     value = client.get(RECONCILER_LEASE)
     return value.decode() if value else None
@@ -112,12 +119,13 @@ def open_wave(client: redis.Redis, spec: JobSpec, epoch: int) -> tuple[tuple[int
 
 
 def fenced(client: redis.Redis, scripts: dict, lease: str, snap: reconcile.Snapshot, marker: str = "",
-           **fields) -> bool:
+           ttl: float = ACTED_TTL, **fields) -> bool:
     """Apply one action's Redis side if the caller still holds `lease`, the job's status and
     version are still the snapshot's, and (with a marker) no one applied it before;
-    fields go to the job's reconciler hash in the same step."""
+    fields go to the job's reconciler hash in the same step; ttl: how long the marker keeps
+    the action from being applied again."""
     keys = JobKeys(snap.job_id)
-    args = [lease, snap.status, str(snap.version), str(ACTED_TTL) if marker else ""]
+    args = [lease, snap.status, str(snap.version), str(max(1, int(ttl))) if marker else ""]
     for name, value in fields.items():
         args += [name, value]
     return bool(scripts["fenced"](keys=[RECONCILER_LEASE, keys.state, keys.weights,

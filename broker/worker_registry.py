@@ -20,6 +20,7 @@ EWMA = 0.5  # weight of the newest task
 # the index at the next read): dead workers are forgotten, and a round no longer deletes the
 # queues of every worker ever seen.
 WORKER_TTL = 600
+PIDS_MARGIN_S = 0.1  # a beat judges a delivery's process only if stamped this long after the delivery arrived
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +178,15 @@ def child_pids(pid: int) -> list[int]:
     """The pids of a process's children (Linux's /proc; [] elsewhere)."""
     out = []
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                out += [int(p) for p in f.read().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:  # that thread ended as we read
+            continue
     return sorted(set(out))
 
 
@@ -193,6 +198,6 @@ def delivery_alive(pid: int, worker: dict | None, arrived: float, now: float, ti
     worker that does not report its processes counts as not running it, as before."""
     if worker is None or not is_alive(worker, now, timeout) or worker.get("pids") is None:
         return False
-    if worker["heartbeat"] < arrived:
+    if worker["heartbeat"] < arrived + PIDS_MARGIN_S:  # its pids are read just before the beat is stamped
         return None
     return pid in worker["pids"]

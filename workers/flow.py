@@ -101,6 +101,9 @@ def release_after(app, store: JobStore, spec: JobSpec, epoch: int, wave: int) ->
     return True
 
 
+FINISH_RENEWALS_S = 600.0  # a finisher renews its claim this long at most: one hung longer is taken over
+
+
 def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: str | None = None,
                reason: str = "") -> bool:
     """Evaluate the final global weights on the test split and mark the job done, if this
@@ -124,7 +127,8 @@ def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: s
         return False
     if takeover:
         store.log("finish-taken-over", reason=takeover)
-    with Keeper(lambda: store.renew_claim(token), lifecycle.TAKEOVER["claim"] / 4):
+    patience = lifecycle.TAKEOVER["claim"]
+    with Keeper(lambda: store.renew_claim(token), patience / 4, at_most=FINISH_RENEWALS_S):
         return _evaluate_and_complete(store, weights, spec, model, source, reason)
 
 

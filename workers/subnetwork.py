@@ -119,8 +119,9 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts, shards=runtime.shards)
     # not the workers that declined this job's model: they train none of it (issue 26, finding 6)
     live = worker_registry.live_processes(runtime.client, runtime.settings.heartbeat_timeout, exclude=store.lacking())
-    if weights.is_applied(epoch, piece):  # a redelivery after our push landed: only move on
+    if weights.is_applied(epoch, piece):  # a redelivery after our push landed: counted, then only move on
         store.forget_deliveries(epoch, piece)
+        store.count_duplicate()
         if release:
             flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave), live)
         return {"duplicate": True}

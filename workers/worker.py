@@ -51,7 +51,8 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     while this worker holds the reconciler lease. name None: a free default."""
     app = make_app(settings)
     declare_dead_letters(app)
-    register_tasks(app, WorkerRuntime(settings, slowdown=slowdown))
+    runtime = WorkerRuntime(settings, slowdown=slowdown)
+    register_tasks(app, runtime)
     client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
     claimed, token = name is None, secrets.token_hex(8)
     name = default_name(client, settings, token) if claimed else full_name(name)
@@ -63,7 +64,8 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
     # Beat once before serving: a job divides each push by the live processes, and a worker
     # that trained before its first beat would make the cluster look smaller than it is.
     worker_registry.heartbeat(client, name, concurrency, about)
-    reconciler = ReconcilerThread(app, client, f"{name}/{token}", settings.heartbeat_timeout)
+    reconciler = ReconcilerThread(app, client, f"{name}/{token}", settings.heartbeat_timeout,
+                                  shards=lambda: runtime.shards)
     signals.worker_ready.connect(lambda **_: (beat.start(), reconciler.start()), weak=False)
     signals.worker_shutdown.connect(lambda **_: _sign_off(beat, reconciler, client, name, token if claimed else None),
                                     weak=False)
@@ -74,7 +76,7 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
 
 
 def _sign_off(beat: HeartbeatThread, reconciler: ReconcilerThread, client, name: str, token: str | None) -> None:
-    reconciler.stopped.set()
+    reconciler.stop()
     beat.stopped.set()
     if beat.is_alive():
         beat.join(timeout=2 * beat.interval)  # a beat in flight must not land after the sign-off
