@@ -3,7 +3,9 @@ workers are killed, Redis restarts (cleanly and with SIGKILL), a worker is froze
 with its clock skewed, and another job is cancelled and resubmitted midway. Both runs have
 10,000 finished jobs in the index. The chaos run also has the reconciler's cases (issue
 26): a sync-rule job, a queued job whose messages were lost, and a job whose finisher
-stopped for 90 s holding its claim.
+stopped for 90 s holding its claim. Where network namespaces can be made (root, iproute2),
+every worker runs in a host of its own (own address over veth, own host name) and one
+worker's link goes down for 60 s mid-job, then comes back (benchmarks/partition.py).
 
     python -m benchmarks.chaos            # the full soak: a job of about 3 minutes undisturbed
     python -m benchmarks.chaos --short    # about 2 minutes in all (the version the tests run)
@@ -20,6 +22,7 @@ benchmarks/results/chaos[-short].json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import random
@@ -40,6 +43,7 @@ from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.redis_server import PrivateRedis
 
 from .common import table, write_json
+from .partition import NetHosts
 
 WORKERS, PROCESSES = 4, 2
 SKEW = "+60s"
@@ -55,6 +59,7 @@ class Plan:
     kill_every: tuple[float, float]  # seconds between two kill -9 of a random worker
     max_kills: int
     frozen_seconds: float  # SIGSTOP of one worker for this long
+    partition_seconds: float = 60.0  # one worker's host cut off the network for this long
 
 
 FULL = Plan(samples=60_000, epochs=24, kill_every=(10.0, 20.0), max_kills=12, frozen_seconds=30.0)
@@ -65,18 +70,25 @@ class Fleet:
     """Worker processes started, killed and frozen one by one (launcher.LocalWorkers starts
     them all alike and only together)."""
 
-    def __init__(self, settings: Settings, log_dir: str):
-        self.settings, self.log_dir = settings, log_dir
+    def __init__(self, settings: Settings, log_dir: str, hosts=None, port: int = 0):
+        """hosts: a partition.NetHosts: each worker started runs in a host of its own (its
+        own address and host name), dialling Redis's `port` on our side of its link."""
+        self.settings, self.log_dir, self.hosts, self.port = settings, log_dir, hosts, port
         self.procs: dict[str, object] = {}
+        self.host_of: dict[str, int] = {}
         self.skewed: str | None = None
         self.started = 0
 
     def start(self, skew: str | None = None) -> str:
         self.started += 1
-        name = f"chaos-{self.started}@{socket.gethostname()}"
         from bpt.workers.launcher import worker_env
 
-        env = worker_env(self.settings)
+        settings, host = self.settings, None
+        if self.hosts is not None:
+            host = self.started - 1
+            settings = dataclasses.replace(settings, redis_url=f"redis://{self.hosts.gateway(host)}:{self.port}/0")
+        name = f"chaos-{self.started}@{socket.gethostname() if host is None else f'host-{host}'}"
+        env = worker_env(settings)
         argv = [sys.executable, "-m", "bpt.cli", "worker", "--name", name, "--concurrency", str(PROCESSES),
                 "--loglevel", "WARNING"]
         if skew:
@@ -87,6 +99,9 @@ class Fleet:
             # its job, and the chaos test's neighbour job ended 'failed' in 2 of 3 CI runs.
             argv = ["faketime", "-f", skew] + argv
             self.skewed = name
+        if host is not None:
+            argv = self.hosts.argv(host, f"host-{host}", argv)
+            self.host_of[name] = host
         self.procs[name] = processes.spawn(argv, os.path.join(self.log_dir, f"{name}.log"), env=env)
         return name
 
@@ -177,10 +192,15 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
     log_dir = tempfile.mkdtemp(prefix="bpt-chaos-")
     disturbances: list[dict] = []
     skew = SKEW if disturb and shutil.which("faketime") else None
-    with PrivateRedis(appendonly=True) as server:
+    hosts = None if NetHosts.unavailable() else NetHosts(WORKERS + plan.max_kills + 1).__enter__()
+    bind = ("--bind", " ".join(["127.0.0.1", *hosts.gateways()]), "--protected-mode", "no") if hosts else ()
+    with contextlib.ExitStack() as stack:
+        if hosts is not None:
+            stack.callback(hosts.close)
+        server = stack.enter_context(PrivateRedis(appendonly=True, extra=bind))
         settings = Settings(redis_url=server.url, workers=WORKERS * PROCESSES, visibility_timeout=VISIBILITY_TIMEOUT,
                             poll_seconds=0.1)
-        fleet = Fleet(settings, log_dir)
+        fleet = Fleet(settings, log_dir, hosts, server.port)
         app = make_app(settings)
         sampler = Sampler(server.url, fleet)
         try:
@@ -197,7 +217,9 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             sampler.start()
             at = lambda share: began + share * (undisturbed_s or 60.0)  # noqa: E731
             pending = sorted([(at(0.2), "redis-restart"), (at(0.3), "cancel-resubmit"), (at(0.4), "freeze"),
-                              (at(0.6), "redis-crash")]) if disturb else []
+                              (at(0.6), "redis-crash")] + ([(at(0.5), "partition")] if hosts else [])
+                             ) if disturb else []
+            cut, healed = None, None
             next_kill = began + rng.uniform(*plan.kill_every) if disturb else float("inf")
             kills, thawed, deadline = 0, None, began + 3 * (undisturbed_s or 600.0) + 180
             frozen = None
@@ -210,6 +232,10 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
                 now = time.monotonic()
                 if recovering is not None and now - began >= FINISHER_STOPPED_S:
                     recovering.finisher_returns(server.url)
+                if healed is not None and now >= healed:
+                    hosts.heal(fleet.host_of[cut])
+                    disturbances.append({"t": round(now - began, 1), "what": f"link up {cut}"})
+                    cut, healed = None, None
                 if thawed is not None and now >= thawed:
                     fleet.signal(frozen, signal.SIGCONT)
                     disturbances.append({"t": round(now - began, 1), "what": f"SIGCONT {frozen}"})
@@ -219,6 +245,8 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
                     detail = _disturb(what, server, fleet, app, client, settings, side, plan, rng, frozen)
                     if what == "freeze":
                         frozen, thawed = detail, now + plan.frozen_seconds
+                    if what == "partition":
+                        cut, healed = detail, now + plan.partition_seconds
                     if what == "cancel-resubmit":
                         side = detail
                     shown = ({k: v for k, v in detail.items() if k != "resubmitted"} if isinstance(detail, dict)
@@ -226,7 +254,7 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
                     disturbances.append({"t": round(now - began, 1), "what": what, "detail": str(shown)})
                     log(f"  {now - began:6.1f}s {what} {shown}")
                 if now >= next_kill and kills < plan.max_kills:
-                    victims = [n for n in fleet.procs if n not in (frozen, fleet.skewed)]
+                    victims = [n for n in fleet.procs if n not in (frozen, fleet.skewed, cut)]
                     victim = rng.choice(victims)
                     fleet.kill(victim)
                     born = fleet.start()
@@ -238,6 +266,11 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             wall = time.monotonic() - began
             if frozen is not None:
                 fleet.signal(frozen, signal.SIGCONT)
+            if cut is not None:  # the job ended first: the link comes back when due all the same
+                time.sleep(max(0.0, healed - time.monotonic()))
+                hosts.heal(fleet.host_of[cut])
+                disturbances.append({"t": round(time.monotonic() - began, 1), "what": f"link up {cut}",
+                                     "detail": "after the main job ended"})
             client = connect(server.url)
             result = {"main": outcome(spec, JobStore(client, spec.job_id), wall), "disturbances": disturbances}
             if recovering is not None:
@@ -253,6 +286,7 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             sampler.join(5)
             result["samples"] = sampler.samples
             result["skewed_worker"] = fleet.skewed
+            result["hosts"] = NetHosts.unavailable() or f"each worker in a network namespace of its own ({hosts.count})"
             return result
         finally:
             sampler.done.set()
@@ -331,6 +365,10 @@ def _disturb(what, server, fleet, app, client, settings, side, plan, rng, frozen
     if what == "freeze":
         victim = rng.choice([n for n in fleet.procs if n != fleet.skewed])
         fleet.signal(victim, signal.SIGSTOP)
+        return victim
+    if what == "partition":  # a worker's host cut off: it lives on, Redis cannot hear it
+        victim = rng.choice([n for n in fleet.procs if n not in (fleet.skewed, frozen)])
+        fleet.hosts.cut(fleet.host_of[victim])
         return victim
     if what == "cancel-resubmit":
         client = connect(server.url)  # a fresh one: Redis may have restarted under the old
