@@ -68,6 +68,7 @@ class Dataset:
 
 
 def load(spec: DatasetSpec) -> Dataset:
+    check_paths(spec)
     if spec.name == "digits":
         return digits(spec.seed)
     if spec.name == "digits-aug":
@@ -87,6 +88,28 @@ def load(spec: DatasetSpec) -> Dataset:
         raise ConfigError(f"unknown data set {spec.name!r}; choose one of {', '.join(BUILTIN)}, a path to an .npz "
                           "file, an image folder (one subfolder per class) or an array directory (x.npy, y.npy)")
     return from_npz(spec.name, spec.seed, spec.test)
+
+
+def check_paths(spec: DatasetSpec) -> None:
+    """One line for the likeliest typos in a path, before any loader meets them (they ended
+    in FileNotFoundError and NotADirectoryError tracebacks, or in "unknown data set")."""
+    builtin = spec.name in BUILTIN
+    if not builtin and _looks_like_path(spec.name) and not os.path.exists(spec.name):
+        raise DataError(f"data set path {spec.name!r} does not exist")
+    for flag, path in (("--val", spec.val), ("--test", spec.test)):
+        if not path:
+            continue
+        if builtin:
+            raise ConfigError(f"{flag} applies to a data set read from a path; {spec.name} has its own split")
+        if not os.path.exists(path):
+            raise DataError(f"{flag} {path!r} does not exist")
+        if os.path.isfile(path) and not path.endswith(".npz"):
+            raise DataError(f"{flag} {path!r} is a file but not an .npz: give an .npz file, an image folder "
+                            "(one subfolder per class) or an array directory (x.npy, y.npy)")
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or name.startswith((".", "~")) or name.endswith((".npz", ".npy"))
 
 
 def _split(x, y, seed, test_fraction=0.2, val_fraction=0.08, name="data", num_classes=None) -> Dataset:

@@ -44,6 +44,8 @@ def read_folder(folder: str, size: int, classes: list[str] | None = None) -> tup
     images, labels, modes = [], [], set()
     for label, name in enumerate(found):
         files = sorted(f for f in os.listdir(os.path.join(folder, name)) if f.lower().endswith(EXTENSIONS))
+        if not files and classes is None:  # counted as a class, it would never be seen in training
+            raise DataError(f"{os.path.join(folder, name)}: a class folder with no images ({', '.join(EXTENSIONS)})")
         for file in files:
             path = os.path.join(folder, name, file)
             try:

@@ -64,6 +64,14 @@ def bad_npz(tmp_path_factory):
     np.savez(d / "floaty.npz", x=np.zeros((40, 8, 8)), y=np.full(40, 1.5))
     full = (d / "labels.npz").read_bytes()
     (d / "truncated.npz").write_bytes(full[: len(full) // 2])
+    from PIL import Image
+
+    for folder, classes in (("imgs", "ab"), ("withempty", "ab")):
+        for c in classes:
+            (d / folder / c).mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(d / folder / c / f"{i}.png")
+    (d / "withempty" / "c").mkdir()  # a class folder with no images
     (d / "unknown.toml").write_text("epochs = 2\nlearning_rate = 0.1\n")
     (d / "broken.toml").write_text("epochs = = 2\n")
     return d
@@ -96,6 +104,14 @@ BAD_TRAIN = [
     (["--config", "{d}/broken.toml"], "is not valid TOML"),
     (["--config", "{d}/missing.toml"], "cannot read config file"),
     (["--redis-url", "http://127.0.0.1:6379"], "redis url must start with redis://"),
+    # issue 28: tracebacks on the likeliest typos, and what was accepted silently
+    (["--dataset", "{d}/imgs", "--test", "{d}/nosuchdir"], "--test '{d}/nosuchdir' does not exist"),
+    (["--dataset", "{d}/imgs", "--val", "{d}/nosuchdir"], "--val '{d}/nosuchdir' does not exist"),
+    (["--dataset", "{d}/imgs", "--val", "{d}/x.npy"], "--val '{d}/x.npy' does not exist"),
+    (["--dataset", "{d}/imgs", "--test", "{d}/unknown.toml"], "is a file but not an .npz"),
+    (["--dataset", "{d}/withempty"], "a class folder with no images"),
+    (["--dataset", "digits", "--val", "{d}/imgs"], "--val applies to a data set read from a path"),
+    (["--dataset", "{d}/nosuchdir"], "data set path '{d}/nosuchdir' does not exist"),
 ]
 
 
@@ -104,7 +120,7 @@ def test_bad_train_input_is_one_line_nonzero_and_writes_nothing(args, message, b
     before = bpt_keys(client)
     result = bpt("train", "--redis-url", redis_url, "--quiet", *[a.format(d=bad_npz) for a in args])
     assert result.returncode != 0
-    assert message in result.stderr, result.stderr
+    assert message.format(d=bad_npz) in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
     assert bpt_keys(client) == before
