@@ -43,6 +43,13 @@ def heartbeat(client: redis.Redis, name: str, processes: int = 1, about: dict | 
     pipe.execute()
 
 
+def start_fresh(client: redis.Redis, name: str) -> None:
+    """A worker process starting under a name an earlier one used: its task and sample counts
+    start from zero (a reused name inherited the dead worker's); its measured rate stays, as
+    the seed IDPA sizes its first tasks by."""
+    client.hdel(worker_key(name), "tasks", "samples")
+
+
 def is_alive(worker: dict, now: float, timeout: float) -> bool:
     """A worker is alive while its last beat is fresher than timeout and it has not signed off."""
     return not worker.get("stopped") and now - worker["heartbeat"] <= timeout

@@ -56,7 +56,12 @@ def logs(settings, job_id, redis_url, last, kinds, as_json):
     events = open_job(client, job_id).events()
     if kinds:
         events = [e for e in events if e["event"] in kinds]
-    for event in events[-last:]:
+    shown = events[-last:]
+    if len(events) > last and not kinds:  # the first event (submitted: what the job is) always shows
+        shown = events[:1] + shown[1:]
+        if not as_json:
+            click.echo(f"(showing the first event and the last {last - 1} of {len(events)}; --last N shows more)")
+    for event in shown:
         if as_json:
             click.echo(json.dumps(event))
             continue

@@ -68,7 +68,9 @@ def status(settings, job_id, redis_url, as_json, watch, interval):
 def status_lines(summary: dict) -> list[str]:
     spec = summary["spec"]
     acc = summary["test_accuracy"]
-    subsets = len(range(0, spec["n_train"], spec["subset_size"]))
+    from bpt import partition
+
+    subsets = len(partition.subsets(spec["n_train"], spec["subset_size"]))  # as the job cut them (a small tail joins the last)
     lines = [f"job {summary['job_id']}: {summary['status']}  model {spec['model']} on {spec['dataset']}  "
              f"rule {spec['rule']['kind']}",
              f"  epoch {int(summary.get('epoch') or 0) + 1}/{spec['epochs']}  version {summary['versions']}  "

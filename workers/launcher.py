@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+import shutil
 import tempfile
 import time
 
@@ -45,6 +46,8 @@ class LocalWorkers:
         self.concurrency = concurrency
         self.slowdowns = slowdowns or [1.0] * count
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="bpt-workers-")
+        self.own_log_dir = log_dir is None  # removed at stop, unless a worker failed (its log says why)
+        self.failed = False
         self.procs = []
         self.names = []
 
@@ -74,11 +77,13 @@ class LocalWorkers:
             while time.monotonic() < deadline:
                 dead = [n for n, p in zip(self.names, self.procs) if p.poll() is not None]
                 if dead:
+                    self.failed = True
                     raise BptError(f"worker {dead[0]} exited at start; see {self.log_dir}")
                 replies = app.control.ping(timeout=0.5)
                 seen = {name for reply in replies for name in reply}
                 if seen >= set(self.names):
                     return
+            self.failed = True
             raise BptError(f"workers did not come up within {timeout:.0f}s; see {self.log_dir}")
         finally:
             app.close()
@@ -98,6 +103,8 @@ class LocalWorkers:
         for proc in self.procs:
             processes.stop(proc, grace)
         self.procs = []
+        if self.own_log_dir and not self.failed:  # each embedded run left a /tmp/bpt-workers-XXXX behind
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalWorkers":
         return self.start()

@@ -63,6 +63,7 @@ def run_worker(settings: Settings, name: str | None, concurrency: int = 1, logle
                            name_ttl=NAME_TTL_FACTOR * settings.heartbeat_timeout if claimed else None, about=about)
     # Beat once before serving: a job divides each push by the live processes, and a worker
     # that trained before its first beat would make the cluster look smaller than it is.
+    worker_registry.start_fresh(client, name)
     worker_registry.heartbeat(client, name, concurrency, about)
     reconciler = ReconcilerThread(app, client, f"{name}/{token}", settings.heartbeat_timeout,
                                   shards=lambda: runtime.shards)

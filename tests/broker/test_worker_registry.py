@@ -86,3 +86,17 @@ def test_workers_that_declined_a_job_do_not_count_in_its_live_k(client, job_id):
     for name in ("t1", "t2", "d1", "d2"):
         worker_registry.forget(client, f"{name}@{host}")
     client.delete(store.keys.lacking)
+
+
+def test_a_worker_started_under_a_used_name_starts_its_counts_from_zero_and_keeps_its_rate(client):
+    """Issue 28: a reused worker name inherited the dead worker's task count."""
+
+    name = f"reused-{uuid.uuid4().hex[:6]}@host"
+    try:
+        worker_registry.record_task(client, name, samples=256, seconds=0.1)
+        worker_registry.start_fresh(client, name)
+        worker_registry.heartbeat(client, name)
+        entry = worker_registry.workers(client)[name]
+        assert entry["tasks"] == 0 and entry["samples"] == 0 and entry["rate"] > 0
+    finally:
+        worker_registry.forget(client, name)

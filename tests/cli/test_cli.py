@@ -206,12 +206,15 @@ def test_detached_job_then_status_and_wait(workers, redis_url, tmp_path):
 @pytest.mark.slow
 def test_embedded_run_writes_results_and_leaves_no_process(tmp_path):
     marker, servers = f"BPT_TEST_MARKER_{uuid.uuid4().hex}", redis_servers()
+    temp = tmp_path / "temp"
+    temp.mkdir()
     result = bpt("train", "--dataset", "digits", "--epochs", "2", "--workers", "2", "--out", str(tmp_path),
-                 "--quiet", "--json", env={marker: "1", "BPT_REDIS_URL": ""})
+                 "--quiet", "--json", env={marker: "1", "BPT_REDIS_URL": "", "TMPDIR": str(temp)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"] == "done"
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "metrics.json").exists()
     assert processes_with(marker) == [] and redis_servers() == servers
+    assert not list(temp.glob("bpt-workers-*"))  # issue 28: each embedded run left its workers' log folder
 
 
 @pytest.mark.slow
@@ -319,16 +322,22 @@ def test_a_job_submitted_where_no_worker_listens_says_why_it_stays_queued():
     from bpt.broker.redis_server import PrivateRedis
 
     with PrivateRedis() as server:
-        submitted = bpt("train", "--redis-url", server.url, "--detach", "--epochs", "1", "--dataset", "digits")
+        submitted = bpt("train", "--redis-url", server.url, "--detach", "--epochs", "1", "--dataset", "digits",
+                        "--subset-size", "640", "--workers", "4")  # 2 subsets (a short tail folds in): a warning
         assert submitted.returncode == 0, submitted.stderr
         job = submitted.stdout.strip()
         assert f"warning: job {job} is queued: no live worker is connected to this Redis" in submitted.stderr
         status = bpt("status", job, "--redis-url", server.url)
         torch_loaded = {command: imports_torch(command, job, "--redis-url", server.url)
                         for command in ("status", "jobs", "workers")}
+        logs = bpt("logs", job, "--last", "1", "--json", "--redis-url", server.url)
     assert status.returncode == 0 and "queued: no live worker is connected" in status.stdout, status.stdout
     # Issue 28: read-only commands import no torch (it took 2.4 s of their 3.6 s).
     assert torch_loaded == {"status": False, "jobs": False, "workers": False}
+    # Issue 28: status counted subsets as range(0, n, size) (a folded short tail made it one more
+    # than the job's), and `bpt logs` cut the submitted event off once a job had 50 events.
+    submitted = json.loads(logs.stdout.splitlines()[0])
+    assert submitted["event"] == "submitted" and f"x {submitted['subsets']} subsets" in status.stdout
 
 
 def imports_torch(command, job, *flags) -> bool:
