@@ -50,6 +50,7 @@ class JobChoices:
     augment: tuple[str, ...] = ()
     target_accuracy: float = 0.0
     top_k: int = 0
+    init_from: str | None = None  # a .safetensors of the model's layout to start from (fine-tuning)
 
 
 def default_alpha(rule: str, gamma: float) -> float:
@@ -78,6 +79,8 @@ def prepare(choices: JobChoices, job_id: str | None = None):
     model = models.build_model(model_name, data.input_shape, data.num_classes, seed=choices.seed,
                                architecture=architecture_json, plugin=plugin_version)
     _try_forward(model, model_name, data)
+    if choices.init_from:
+        training.load_numpy_state(model, initial_weights(choices.init_from, training.state_to_numpy(model), model_name))
     recipe = models.default_recipe(model_name)
     spec = JobSpec(
         job_id=job_id or new_job_id(),
@@ -110,6 +113,33 @@ def prepare(choices: JobChoices, job_id: str | None = None):
            {"data_mean": data.normalisation[0], "data_std": data.normalisation[1]} if data.normalisation else {}),
     )
     return spec, data, training.state_to_numpy(model)
+
+
+def initial_weights(path: str, layout: dict, model_name: str) -> dict:
+    """The weights of a .safetensors file to start from, checked against the model's layout:
+    the same tensor names, shapes and dtypes, or one line naming the first difference."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise DataError(f"--init-from {path!r} does not exist")
+    try:
+        from safetensors.numpy import load_file
+
+        weights = load_file(path)
+    except Exception as e:  # the library raises its own error types for a bad header
+        raise DataError(f"--init-from {path!r} is not a readable .safetensors file ({type(e).__name__})") from e
+    missing, extra = sorted(set(layout) - set(weights)), sorted(set(weights) - set(layout))
+    if missing or extra:
+        raise ConfigError(f"--init-from {path!r} does not fit model {model_name}: "
+                          + "; ".join(part for part in (missing and f"missing {', '.join(missing[:3])}",
+                                                        extra and f"unexpected {', '.join(extra[:3])}") if part))
+    for name, array in layout.items():
+        if weights[name].shape != array.shape:
+            raise ConfigError(f"--init-from {path!r} does not fit model {model_name}: {name} is "
+                              f"{tuple(weights[name].shape)} there, {tuple(array.shape)} in the model")
+        if not np.isfinite(weights[name]).all() and np.issubdtype(weights[name].dtype, np.floating):
+            raise DataError(f"--init-from {path!r}: {name} holds NaN or infinite values")
+    return {name: weights[name].astype(layout[name].dtype, copy=False) for name in layout}
 
 
 MODEL_FILES = (".toml", ".json", ".yaml", ".yml")
