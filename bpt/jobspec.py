@@ -72,6 +72,7 @@ class JobSpec:
     layout: str = ""  # models.layout of the model built at submit: workers must build the same
     target_accuracy: float = 0.0  # finish once the global model reaches this on the validation split; 0: off
     top_k: int = 0  # also report top-k accuracy in evaluations (k > 1); 0: off
+    patience: int = 0  # finish after this many evaluations without a better validation accuracy; 0: off
     data_path: str = ""  # an array directory the workers read (bpt.shared_data); "": data staged in Redis
     data_mean: tuple[float, ...] = ()  # its per-channel normalisation, measured at submit
     data_std: tuple[float, ...] = ()
@@ -103,6 +104,10 @@ class JobSpec:
             raise ConfigError("--target-accuracy needs an asynchronous rule: the sync rule evaluates only at the end")
         if self.inner == "tasks" and self.train.optimizer != "sgd":
             raise ConfigError(f"the tasks inner strategy implements SGD only, not {self.train.optimizer}; use --inner torch")
+        if self.patience and self.rule.synchronous:
+            raise ConfigError("--patience needs an asynchronous rule: the sync rule evaluates only at the end")
+        if not 0 <= self.patience <= 10_000:
+            raise ConfigError(f"patience must be 0 (off) to 10000 evaluations, got {self.patience}")
         if not 0 <= self.target_accuracy <= 1:
             raise ConfigError(f"target accuracy must be in [0, 1] (0: off), got {self.target_accuracy}")
         if self.top_k < 0 or self.top_k == 1 or self.top_k > self.num_classes:
@@ -206,6 +211,7 @@ class JobSpec:
         raw = json.loads(text)
         if not isinstance(raw, dict):
             raise ConfigError("a job spec must be a JSON object")
+        raw.setdefault("patience", 0)  # a spec from before early stopping
         expect = {f.name for f in dataclasses.fields(cls)}
         if set(raw) != expect:
             extra, missing = sorted(set(raw) - expect), sorted(expect - set(raw))

@@ -34,7 +34,9 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "spec": spec,
         "error": state.get("error"),
         "warning": state.get("warning"),
-        "reason": state.get("reason"),  # why a done job ended: all epochs, or its target accuracy
+        "reason": state.get("reason"),  # why a done job ended: all epochs, its target accuracy, its patience
+        "best_version": state.get("best_version"),  # the best validation accuracy's version (best.safetensors)
+        "best_val_accuracy": state.get("best_val"),
         **scaling(spec, workers, gradients or {}),
     }
 

@@ -51,6 +51,7 @@ class JobChoices:
     target_accuracy: float = 0.0
     top_k: int = 0
     init_from: str | None = None  # a .safetensors of the model's layout to start from (fine-tuning)
+    patience: int = 0  # evaluations without a better validation accuracy before the job finishes; 0: off
 
 
 def default_alpha(rule: str, gamma: float) -> float:
@@ -109,6 +110,7 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         layout=models.layout(model),
         target_accuracy=choices.target_accuracy,
         top_k=choices.top_k,
+        patience=choices.patience,
         **({"data_path": data.path, "data_mean": data.arrays.mean, "data_std": data.arrays.std} if data.shared else
            {"data_mean": data.normalisation[0], "data_std": data.normalisation[1]} if data.normalisation else {}),
     )

@@ -110,6 +110,10 @@ class JobKeys:
         return self._k(f"data:{name}")
 
     @property
+    def best_blob(self) -> str:  # string: the weights (safetensors) of the best-validation version so far
+        return self._k("best-blob")
+
+    @property
     def guard(self) -> str:  # hash: the accuracy guardrail's best, level, strikes, peak, recoveries
         return self._k("guard")
 

@@ -96,15 +96,21 @@ def model_file_bytes(store: JobStore, settings=None) -> tuple[bytes, int]:
     finally:
         if shards is not None:
             shards.close()
+    return codec.encode_weights(pulled.weights, metadata=model_metadata(spec, pulled.version)), pulled.version
+
+
+def model_metadata(spec, version: int, **extra) -> dict[str, str]:
+    """What `bpt predict` needs to rebuild a model file's network: its name, input shape,
+    class count, layers or plug-in version, and the normalisation."""
     meta = {"job_id": spec.job_id, "model": spec.model, "input_shape": json.dumps(list(spec.input_shape)),
-            "num_classes": str(spec.num_classes), "version": str(pulled.version)}
+            "num_classes": str(spec.num_classes), "version": str(version), **extra}
     if spec.architecture:
         meta["architecture"] = spec.architecture
     if spec.plugin:
         meta["plugin"] = spec.plugin
     if spec.data_mean:  # image folders and array directories: how `bpt predict` must normalise
         meta["normalisation"] = json.dumps({"mean": list(spec.data_mean), "std": list(spec.data_std)})
-    return codec.encode_weights(pulled.weights, metadata=meta), pulled.version
+    return meta
 
 
 def write_outputs(store: JobStore, out_dir: str, settings=None) -> dict:
@@ -114,6 +120,12 @@ def write_outputs(store: JobStore, out_dir: str, settings=None) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
         f.write(blob)
+    best = store.best_weights()
+    if best is not None:  # the best-validation version (chosen on validation, never on test)
+        best_blob, version, val = best
+        meta = model_metadata(store.spec(), version, val_accuracy=repr(val))
+        with open(os.path.join(out_dir, "best.safetensors"), "wb") as f:
+            f.write(codec.encode_weights(codec.decode_weights(best_blob), metadata=meta))
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
     state = store.state()

@@ -73,6 +73,10 @@ def load_config(ctx, param, path):
               help="Finish once the global model reaches this validation accuracy (0..1); the job ends done "
                    "with the reason.")
 @click.option("--top-k", type=int, default=0, help="Also report top-k test accuracy (k >= 2).")
+@click.option("--patience", type=click.IntRange(min=0), default=0,
+              help="Early stopping: finish once this many evaluations in a row (one an epoch by default) have "
+                   "not bettered the best validation accuracy. best.safetensors (the best-validation version) is "
+                   "written beside model.safetensors either way. 0: off.")
 @click.option("--init-from", "init_from", default=None, metavar="MODEL.safetensors",
               help="Start from these weights (a model bpt wrote, e.g. an earlier job's model.safetensors): "
                    "fine-tuning. Its layout must be the model's.")
@@ -132,7 +136,7 @@ def load_config(ctx, param, path):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
-          step_every, label_smoothing, augment, target_accuracy, top_k, init_from, epochs, batch_size, lr, lr_scaling, momentum, subset_size, rule, alpha, gamma, s_max,
+          step_every, label_smoothing, augment, target_accuracy, top_k, patience, init_from, epochs, batch_size, lr, lr_scaling, momentum, subset_size, rule, alpha, gamma, s_max,
           guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, broker_url, weights_url, redis_ca, redis_cert, redis_key, detach,
           out_dir, tensorboard_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
@@ -180,7 +184,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             workers=settings.workers, inner=inner, partition=partition, guardrail=guardrail,
             optimizer=optimizer, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
             step_every=step_every, label_smoothing=label_smoothing, augment=tuple(augment),
-            target_accuracy=target_accuracy, top_k=top_k, init_from=init_from,
+            target_accuracy=target_accuracy, top_k=top_k, patience=patience, init_from=init_from,
         )
         if tensorboard_dir:
             from .follow import tensorboard_writer_class

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 NAMES = ("push", "reject", "stage", "commit_round", "release_lease", "transition", "rate", "delete_orphan",
-         "lease", "fenced", "renew_claim", "renew_lease")
+         "lease", "fenced", "renew_claim", "renew_lease", "observe_val", "keep_best")
 
 
 def source(name: str) -> str:

@@ -370,3 +370,27 @@ def test_init_from_fine_tunes_from_an_earlier_jobs_model(tmp_path):
     before = json.loads(first.stdout.strip().splitlines()[-1])["test_accuracy"]
     after = json.loads(tuned.stdout.strip().splitlines()[-1])["test_accuracy"]
     assert after >= before - 0.02, (before, after)
+
+
+def test_patience_stops_a_stalled_job_and_best_safetensors_is_the_best_validation_version(tmp_path):
+    """Issue 28: --patience N finishes a job after N evaluations without a better validation
+    accuracy (here lr 1e-9: it cannot improve), and best.safetensors is the version with the
+    best validation accuracy (never chosen on test)."""
+    from safetensors import safe_open
+
+    stalled = bpt("train", "--dataset", "digits", "--epochs", "30", "--patience", "2", "--lr", "1e-9", "--quiet",
+                  "--json", "--out", str(tmp_path / "stalled"), env={"BPT_REDIS_URL": ""})
+    assert stalled.returncode in (0, 8), stalled.stderr  # 8: it ended near chance, as it must at lr 1e-9
+    summary = json.loads((tmp_path / "stalled" / "metrics.json").read_text())
+    assert "did not improve for 2 evaluations" in summary["reason"], summary["reason"]
+    assert len([e for e in summary["evaluations"] if not e.get("final")]) == 3  # the best, then 2 without better
+    assert summary["versions"] < 30 * summary["evaluations"][0]["version"]  # stopped long before 30 epochs
+    learning = bpt("train", "--dataset", "digits", "--epochs", "6", "--quiet", "--json", "--out",
+                   str(tmp_path / "learning"), env={"BPT_REDIS_URL": ""})
+    assert learning.returncode == 0, learning.stderr
+    evals = [e for e in json.loads((tmp_path / "learning" / "metrics.json").read_text())["evaluations"]
+             if not e.get("final")]
+    best = max(evals, key=lambda e: e["val_accuracy"])  # the first of equals: only a strictly better one replaces it
+    with safe_open(str(tmp_path / "learning" / "best.safetensors"), "np") as f:
+        meta = f.metadata()
+    assert int(meta["version"]) == best["version"] and float(meta["val_accuracy"]) == best["val_accuracy"]
