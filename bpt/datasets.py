@@ -103,13 +103,20 @@ def check_paths(spec: DatasetSpec) -> None:
             raise ConfigError(f"{flag} applies to a data set read from a path; {spec.name} has its own split")
         if not os.path.exists(path):
             raise DataError(f"{flag} {path!r} does not exist")
-        if os.path.isfile(path) and not path.endswith(".npz"):
-            raise DataError(f"{flag} {path!r} is a file but not an .npz: give an .npz file, an image folder "
-                            "(one subfolder per class) or an array directory (x.npy, y.npy)")
+        if os.path.isdir(spec.name):
+            from .shared_data import is_array_dir
+
+            if is_array_dir(spec.name):
+                raise ConfigError(f"{flag} does not apply to an array directory: it keeps its own split")
+            if not os.path.isdir(path):
+                raise DataError(f"{flag} {path!r} is a file; an image-folder data set takes a folder of the "
+                                "same classes")
+        elif os.path.isfile(path) and not path.lower().endswith(".npz"):
+            raise DataError(f"{flag} {path!r} is a file but not an .npz: an .npz data set takes an .npz")
 
 
 def _looks_like_path(name: str) -> bool:
-    return os.sep in name or name.startswith((".", "~")) or name.endswith((".npz", ".npy"))
+    return os.sep in name or name.startswith((".", "~")) or name.lower().endswith((".npz", ".npy"))
 
 
 def _split(x, y, seed, test_fraction=0.2, val_fraction=0.08, name="data", num_classes=None) -> Dataset:

@@ -33,7 +33,8 @@ def classes_of(folder: str) -> list[str]:
     return names
 
 
-def read_folder(folder: str, size: int, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_folder(folder: str, size: int, classes: list[str] | None = None, training: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(uint8 images (N, H, W, C), int64 labels, class names); every unreadable file is one
     DataError naming it."""
     from PIL import Image, UnidentifiedImageError
@@ -44,7 +45,7 @@ def read_folder(folder: str, size: int, classes: list[str] | None = None) -> tup
     images, labels, modes = [], [], set()
     for label, name in enumerate(found):
         files = sorted(f for f in os.listdir(os.path.join(folder, name)) if f.lower().endswith(EXTENSIONS))
-        if not files and classes is None:  # counted as a class, it would never be seen in training
+        if not files and training:  # counted as a class, it would never be seen in training
             raise DataError(f"{os.path.join(folder, name)}: a class folder with no images ({', '.join(EXTENSIONS)})")
         for file in files:
             path = os.path.join(folder, name, file)
@@ -79,7 +80,7 @@ def _fit(im, size: int):
 def load(folder: str, size: int | None = None, seed: int = 0, val: str | None = None,
          test: str | None = None) -> Dataset:
     size = size or DEFAULT_SIZE
-    x, y, classes = read_folder(folder, size)
+    x, y, classes = read_folder(folder, size, training=True)
     mean, std = _stats(x)
     prepare = lambda raw: normalise(raw, mean, std)  # noqa: E731
     name = os.path.basename(os.path.abspath(folder))

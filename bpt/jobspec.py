@@ -204,7 +204,10 @@ class JobSpec:
         return self.epochs * self.n_subsets
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if not fields["patience"]:  # off: a worker of the version before early stopping reads it too
+            del fields["patience"]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "JobSpec":

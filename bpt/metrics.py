@@ -35,8 +35,8 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
         "error": state.get("error"),
         "warning": state.get("warning"),
         "reason": state.get("reason"),  # why a done job ended: all epochs, its target accuracy, its patience
-        "best_version": state.get("best_version"),  # the best validation accuracy's version (best.safetensors)
-        "best_val_accuracy": state.get("best_val"),
+        "best_version": state.get("best_blob_version"),  # the best-validation version kept (best.safetensors)
+        "best_val_accuracy": state.get("best_blob_val"),
         **scaling(spec, workers, gradients or {}),
     }
 

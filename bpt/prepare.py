@@ -119,7 +119,8 @@ def prepare(choices: JobChoices, job_id: str | None = None):
 
 def initial_weights(path: str, layout: dict, model_name: str) -> dict:
     """The weights of a .safetensors file to start from, checked against the model's layout:
-    the same tensor names, shapes and dtypes, or one line naming the first difference."""
+    the same tensor names and shapes (values cast to the model's dtypes), or one line naming
+    the first difference."""
     import numpy as np
 
     if not os.path.isfile(path):

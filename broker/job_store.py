@@ -301,20 +301,22 @@ class JobStore:
         delivery finds it applied first), so the keys stay as many as the tasks in flight."""
         self.client.delete(self.keys.deliveries(epoch, piece), self.keys.delivery_runners(epoch, piece))
 
-    def observe_validation(self, accuracy: float, version: int, weights) -> tuple[bool, int]:
+    def observe_validation(self, accuracy: float, version: int, weights, keep: bool = True) -> tuple[bool, int]:
         """One validation accuracy of the global model (version, its weights as arrays): keeps
-        the best version's weights (best.safetensors) and counts evaluations since it, for
-        --patience. Returns (is it the best so far, evaluations since the best)."""
+        the best version's weights (best.safetensors; not with keep False: a job whose weights
+        are sharded elsewhere for their size) and counts evaluations since it, for --patience.
+        Returns (is it the best so far, evaluations since the best)."""
         improved, since = self._observe_val(keys=[self.keys.state], args=[repr(float(accuracy)), version])
-        if improved:
-            self._keep_best(keys=[self.keys.state, self.keys.best_blob], args=[version, codec.encode_weights(weights)])
+        if improved and keep:
+            self._keep_best(keys=[self.keys.state, self.keys.best_blob],
+                            args=[version, repr(float(accuracy)), codec.encode_weights(weights)])
         return bool(improved), int(since)
 
     def best_weights(self) -> tuple[bytes, int, float] | None:
         """(blob, version, validation accuracy) of the best-validation version, if any."""
         pipe = self.client.pipeline(transaction=True)
         pipe.get(self.keys.best_blob)
-        pipe.hmget(self.keys.state, "best_version", "best_val")
+        pipe.hmget(self.keys.state, "best_blob_version", "best_blob_val")
         blob, (version, val) = pipe.execute()
         return None if blob is None or version is None else (blob, int(version), float(val))
 

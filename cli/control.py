@@ -57,10 +57,10 @@ def logs(settings, job_id, redis_url, last, kinds, as_json):
     if kinds:
         events = [e for e in events if e["event"] in kinds]
     shown = events[-last:]
-    if len(events) > last and not kinds:  # the first event (submitted: what the job is) always shows
+    if len(events) > last >= 2 and not kinds and events[0]["event"] == "submitted":  # what the job is, always
         shown = events[:1] + shown[1:]
         if not as_json:
-            click.echo(f"(showing the first event and the last {last - 1} of {len(events)}; --last N shows more)")
+            click.echo(f"(showing the submitted event and the last {last - 1} of {len(events)}; --last N shows more)")
     for event in shown:
         if as_json:
             click.echo(json.dumps(event))

@@ -11,7 +11,7 @@ import signal
 import click
 
 from bpt import catalog, datasets, merge, noise_scale
-from bpt.errors import ConfigError
+from bpt.errors import BptError, ConfigError
 from bpt.broker.connection import connect
 from bpt.broker.redis_server import PrivateRedis
 
@@ -75,8 +75,9 @@ def load_config(ctx, param, path):
 @click.option("--top-k", type=int, default=0, help="Also report top-k test accuracy (k >= 2).")
 @click.option("--patience", type=click.IntRange(min=0), default=0,
               help="Early stopping: finish once this many evaluations in a row (one an epoch by default) have "
-                   "not bettered the best validation accuracy. best.safetensors (the best-validation version) is "
-                   "written beside model.safetensors either way. 0: off.")
+                   "not bettered the best validation accuracy. Asynchronous rules: best.safetensors, the "
+                   "best-validation version, is written beside model.safetensors whenever the job was evaluated "
+                   "on validation during training (with or without --patience). 0: off.")
 @click.option("--init-from", "init_from", default=None, metavar="MODEL.safetensors",
               help="Start from these weights (a model bpt wrote, e.g. an earlier job's model.safetensors): "
                    "fine-tuning. Its layout must be the model's.")
@@ -200,7 +201,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
                 click.echo(f"started a private Redis server; waiting for a local worker with {settings.workers} "
                            "training processes ...", err=True)
             local.wait_ready(LOCAL_START_SECONDS)
-            alive = lambda: local.alive() > 0  # noqa: E731
+            alive = lambda: local.alive() > 0 or _no_worker_left(local)  # noqa: E731
             if interrupted:  # a library swallowed the KeyboardInterrupt while the workers started
                 raise KeyboardInterrupt
         from bpt.workers.app import make_app
@@ -231,6 +232,12 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         finish(store, state, out_dir, as_json, tensorboard_dir, settings)
 
 
+def _no_worker_left(local) -> bool:
+    """Every local worker has exited: a one-line error naming where their logs are kept."""
+    local.failed = True
+    raise BptError(f"every local worker has exited; see their logs in {local.log_dir}")
+
+
 def _after_submit(store, spec, settings, client, local, alive, detach: bool, quiet: bool):
     """Warnings about the submitted job, then follow it (None with --detach)."""
     if local is None:  # a cluster: say so now if nobody there can take the job
@@ -239,6 +246,7 @@ def _after_submit(store, spec, settings, client, local, alive, detach: bool, qui
         hint = cluster_view(client, json.loads(spec.to_json()), "queued", [], settings.heartbeat_timeout)
         if hint["queued_reason"]:
             click.echo(f"warning: job {spec.job_id} is queued: {hint['queued_reason']}", err=True)
+            store.log("warning", reason=f"queued at submit: {hint['queued_reason']}")
     few = noise_scale.too_few_subsets(spec.n_subsets, spec.workers)
     if few:
         click.echo(f"warning: {few}", err=True)

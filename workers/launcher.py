@@ -99,6 +99,8 @@ class LocalWorkers:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop every worker: SIGTERM (a warm shutdown), SIGKILL after `grace` seconds."""
+        if any(proc.poll() is not None for proc in self.procs):  # one died before it was asked: keep its log
+            self.failed = True
         self.request_stop()  # ask all first, then wait: they shut down in parallel
         for proc in self.procs:
             processes.stop(proc, grace)

@@ -203,7 +203,8 @@ def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, tra
     store.add_eval(version, scores["loss"], scores["accuracy"], **extra)
     store.log("evaluated", version=version, test_loss=scores["loss"], test_accuracy=scores["accuracy"],
               **{k: v for k, v in extra.items() if k not in ("epoch", "samples")})
-    _, since_best = store.observe_validation(extra["val_accuracy"], version, pulled)  # best.safetensors
+    _, since_best = store.observe_validation(extra["val_accuracy"], version, pulled,  # best.safetensors
+                                             keep=weights.shards is None)
     if spec.target_accuracy and extra["val_accuracy"] >= spec.target_accuracy:
         reason = (f"validation accuracy {extra['val_accuracy']:.4f} reached the target {spec.target_accuracy:g} "
                   f"at version {version}")

@@ -59,3 +59,26 @@ def test_a_workers_skewed_clock_does_not_reach_the_jobs_timestamps(client, job_i
     assert abs(store.events()[-1]["time"] - redis_now) < 5
     assert abs(store.evals()[-1]["time"] - redis_now) < 5
     client.delete(store.keys.events, store.keys.evals)
+
+
+def test_the_best_validation_version_and_the_evaluations_since_it(client, job_id, prepared):
+    """Issue 28 (--patience, best.safetensors): only a strictly better accuracy is a new best,
+    its weights are kept with its own version, and a late evaluation of a version older than
+    the best changes nothing."""
+    from bpt.broker import codec
+
+    spec, data, weights = prepared
+    spec = type(spec)(**{**spec.__dict__, "job_id": job_id})
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    marked = lambda v: {k: np.full_like(a, v) for k, a in weights.items()}  # noqa: E731
+    try:
+        assert store.observe_validation(0.5, 10, marked(10)) == (True, 0)
+        assert store.observe_validation(0.5, 20, marked(20)) == (False, 1)  # equal is not better
+        assert store.observe_validation(0.9, 5, marked(5)) == (False, 1)  # late, older than the best: ignored
+        assert store.observe_validation(0.4, 30, marked(30)) == (False, 2)
+        blob, version, val = store.best_weights()
+        assert (version, val) == (10, 0.5) and all((a == 10).all() for a in codec.decode_weights(blob).values())
+        assert store.observe_validation(0.7, 40, marked(40)) == (True, 0)
+        assert store.best_weights()[1:] == (40, 0.7)
+    finally:
+        store.delete()

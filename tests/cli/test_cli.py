@@ -111,7 +111,8 @@ BAD_TRAIN = [
     (["--dataset", "{d}/imgs", "--test", "{d}/nosuchdir"], "--test '{d}/nosuchdir' does not exist"),
     (["--dataset", "{d}/imgs", "--val", "{d}/nosuchdir"], "--val '{d}/nosuchdir' does not exist"),
     (["--dataset", "{d}/imgs", "--val", "{d}/x.npy"], "--val '{d}/x.npy' does not exist"),
-    (["--dataset", "{d}/imgs", "--test", "{d}/unknown.toml"], "is a file but not an .npz"),
+    (["--dataset", "{d}/imgs", "--test", "{d}/unknown.toml"], "an image-folder data set takes a folder"),
+    (["--dataset", "{d}/shape.npz", "--test", "{d}/unknown.toml"], "is a file but not an .npz"),
     (["--dataset", "{d}/withempty"], "a class folder with no images"),
     (["--dataset", "digits", "--val", "{d}/imgs"], "--val applies to a data set read from a path"),
     (["--dataset", "{d}/nosuchdir"], "data set path '{d}/nosuchdir' does not exist"),
@@ -336,14 +337,16 @@ def test_a_job_submitted_where_no_worker_listens_says_why_it_stays_queued():
         status = bpt("status", job, "--redis-url", server.url)
         torch_loaded = {command: imports_torch(command, job, "--redis-url", server.url)
                         for command in ("status", "jobs", "workers")}
-        logs = bpt("logs", job, "--last", "1", "--json", "--redis-url", server.url)
+        logs = bpt("logs", job, "--last", "2", "--json", "--redis-url", server.url)  # of 3 events
     assert status.returncode == 0 and "queued: no live worker is connected" in status.stdout, status.stdout
     # Issue 28: read-only commands import no torch (it took 2.4 s of their 3.6 s).
     assert torch_loaded == {"status": False, "jobs": False, "workers": False}
     # Issue 28: status counted subsets as range(0, n, size) (a folded short tail made it one more
     # than the job's), and `bpt logs` cut the submitted event off once a job had 50 events.
-    submitted = json.loads(logs.stdout.splitlines()[0])
+    shown = [json.loads(line) for line in logs.stdout.splitlines()]
+    submitted = shown[0]
     assert submitted["event"] == "submitted" and f"x {submitted['subsets']} subsets" in status.stdout
+    assert len(shown) == 2 and shown[1]["event"] == "warning"  # and the latest
 
 
 def imports_torch(command, job, *flags) -> bool:
