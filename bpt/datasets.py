@@ -48,6 +48,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     normalisation: tuple = ()  # (mean, std) per channel, where the loader normalised (image folders)
+    class_names: tuple = ()  # image folders: the class folders' names, in label order
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -86,6 +86,7 @@ def load(folder: str, size: int | None = None, seed: int = 0, val: str | None = 
     name = os.path.basename(os.path.abspath(folder))
     data = _assemble(x, y, classes, prepare, name, size, seed, val, test)
     data.normalisation = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    data.class_names = tuple(classes)
     return data
 
 
@@ -105,6 +106,23 @@ def _assemble(x, y, classes, prepare, name, size, seed, val, test) -> Dataset:
                      None if x_val is None else prepare(x_val), y_val)
     data.num_classes = len(classes)
     return data
+
+
+def read_files(paths: list[str], size: int, channels: int) -> np.ndarray:
+    """Unlabelled images (a flat folder, one file, a glob) as uint8 (N, size, size, channels),
+    fitted as training images are; an unreadable file is one DataError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                out.append(np.asarray(_fit(im, size).convert("L" if channels == 1 else "RGB")))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from e
+    x = np.stack(out)
+    return x[..., None] if x.ndim == 3 else x
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -73,6 +73,7 @@ class JobSpec:
     target_accuracy: float = 0.0  # finish once the global model reaches this on the validation split; 0: off
     top_k: int = 0  # also report top-k accuracy in evaluations (k > 1); 0: off
     patience: int = 0  # finish after this many evaluations without a better validation accuracy; 0: off
+    class_names: tuple[str, ...] = ()  # image folders: the classes' names in label order (model metadata)
     data_path: str = ""  # an array directory the workers read (bpt.shared_data); "": data staged in Redis
     data_mean: tuple[float, ...] = ()  # its per-channel normalisation, measured at submit
     data_std: tuple[float, ...] = ()
@@ -106,6 +107,10 @@ class JobSpec:
             raise ConfigError(f"the tasks inner strategy implements SGD only, not {self.train.optimizer}; use --inner torch")
         if self.patience and self.rule.synchronous:
             raise ConfigError("--patience needs an asynchronous rule: the sync rule evaluates only at the end")
+        if not all(isinstance(n, str) for n in self.class_names):
+            raise ConfigError("class names must be strings")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ConfigError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if not 0 <= self.patience <= 10_000:
             raise ConfigError(f"patience must be 0 (off) to 10000 evaluations, got {self.patience}")
         if not 0 <= self.target_accuracy <= 1:
@@ -205,8 +210,9 @@ class JobSpec:
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
-        if not fields["patience"]:  # off: a worker of the version before early stopping reads it too
-            del fields["patience"]
+        for name in ("patience", "class_names"):  # unset: a worker of the version before them reads it too
+            if not fields[name]:
+                del fields[name]
         return json.dumps(fields, sort_keys=True)
 
     @classmethod
@@ -215,6 +221,7 @@ class JobSpec:
         if not isinstance(raw, dict):
             raise ConfigError("a job spec must be a JSON object")
         raw.setdefault("patience", 0)  # a spec from before early stopping
+        raw["class_names"] = tuple(raw.get("class_names", ()))  # ... or before class names
         expect = {f.name for f in dataclasses.fields(cls)}
         if set(raw) != expect:
             extra, missing = sorted(set(raw) - expect), sorted(expect - set(raw))

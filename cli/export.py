@@ -64,16 +64,24 @@ def load_model_file(path: str):
     return model.eval(), meta
 
 
-def _read_image_folder(folder: str, shape: tuple, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """An image folder, sized and normalised as the model's training data was."""
+def _read_image_folder(folder: str, shape: tuple, meta: dict, names: list[str] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """An image folder, sized and normalised as the model's training data was; labelled by
+    its class folders' names when the model knows them (a folder of some of the classes was
+    scored by position: 0.283 where the same model scored 0.811 on all three), by position
+    otherwise."""
     from bpt import image_folder
 
-    x, y, _ = image_folder.read_folder(folder, int(shape[1]))
-    stats = json.loads(meta.get("normalisation", '{"mean": [0], "std": [1]}'))
-    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    x, y, found = image_folder.read_folder(folder, int(shape[1]))
+    if names is not None:
+        unknown = [n for n in found if n not in names]
+        if unknown:
+            raise DataError(f"{folder}: class folder(s) {', '.join(unknown)} are not among the model's classes "
+                            f"({', '.join(names)})")
+        y = np.asarray([names.index(found[label]) for label in y], np.int64)
     if x.shape[3] != shape[0]:
         raise DataError(f"{folder}: images have {x.shape[3]} channels, model {meta['model']} takes {shape[0]}")
-    return image_folder.normalise(x, mean, std), y
+    return _prepared(x, meta), y
 
 
 def _export_onnx(blob: bytes, path: str) -> None:
@@ -97,42 +105,105 @@ def _export_onnx(blob: bytes, path: str) -> None:
 @click.command()
 @click.argument("model_path", type=click.Path(dir_okay=False))
 @click.option("--npz", "--images", "npz_path", required=True,
-              help="Images: an .npz with array x (and labels y, to score them), an .npy of images, or an "
-                   "image folder (one subfolder per class, scored against the folder names' classes).")
-@click.option("--out", "out_path", default=None, help="Write the predicted classes here (.npy).")
+              help="Images: an .npz with array x (and labels y, to score them), an .npy of images, an image "
+                   "folder (one subfolder per class, scored by class name), a flat folder of images, one image "
+                   "file, or a quoted glob such as 'shots/*.png' (the last three unlabelled).")
+@click.option("--out", "out_path", default=None,
+              help="Write the predictions here: a .csv (path, class, probability, top 3) or an .npy of classes.")
 @click.option("--json", "as_json", is_flag=True, help="Print predictions (and accuracy) as JSON.")
 def predict(model_path, npz_path, out_path, as_json):
-    """Classify the images of an .npz or .npy file, or of an image folder, with a model written
-    by bpt train, wait or export. Arrays may be (N,H,W), (N,C,H,W) or channels-last (N,H,W,C),
-    any count of images; a model trained on an image folder or an array directory normalises
-    them as its training data was (uint8 arrays are scaled to [0, 1] first)."""
+    """Classify images with a model written by bpt train, wait or export: arrays in an .npz or
+    .npy file, an image folder, a flat folder, one image or a glob. Arrays may be (N,H,W),
+    (N,C,H,W) or channels-last (N,H,W,C), any count of images; a model trained on an image
+    folder or an array directory normalises them as its training data was (uint8 arrays are
+    scaled to [0, 1] first). A model trained on an image folder knows its classes' names: a
+    labelled folder is scored by name (it may hold only some of the classes), and the CSV
+    names the classes."""
     import torch
 
     model, meta = load_model_file(model_path)
     expected = tuple(json.loads(meta["input_shape"]))
-    if os.path.isdir(npz_path):
-        x, y = _read_image_folder(npz_path, expected, meta)
-        labelled = True
-    else:
-        x, y = datasets.read_arrays(npz_path, role="test")  # .npz (x, optional y; Keras's: its test split) or .npy
-        labelled, raw_uint8 = y is not None, x.dtype == np.uint8
-        x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), npz_path, min_samples=1)
-        if "normalisation" in meta:  # trained on an image folder or an array directory: prepare alike
-            stats = json.loads(meta["normalisation"])
-            x = ((x / 255.0 if raw_uint8 else x) - np.asarray(stats["mean"], np.float32)[:, None, None]) \
-                / np.asarray(stats["std"], np.float32)[:, None, None]
-            x = x.astype(np.float32)
+    names = json.loads(meta["classes"]) if "classes" in meta else None
+    x, y, paths = _read_inputs(npz_path, expected, meta, names)
+    labelled = y is not None
     if x.shape[1:] != expected:
         raise DataError(f"{npz_path}: images have shape {x.shape[1:]}, model {meta['model']} takes {expected}")
     with torch.no_grad():
-        classes = torch.cat([model(torch.from_numpy(x[i:i + 1024])).argmax(1) for i in range(0, len(x), 1024)]).numpy()
+        probs = torch.cat([torch.softmax(model(torch.from_numpy(x[i:i + 1024])), 1)
+                           for i in range(0, len(x), 1024)]).numpy()
+    classes = probs.argmax(1)
     accuracy = float((classes == y).mean()) if labelled else None
-    if out_path:
+    if out_path and out_path.lower().endswith(".csv"):
+        _write_csv(out_path, paths, probs, names)
+    elif out_path:
         np.save(out_path, classes, allow_pickle=False)
     if as_json:
-        click.echo(json.dumps({"predictions": classes.tolist(), "accuracy": accuracy}))
+        click.echo(json.dumps({"predictions": classes.tolist(), "accuracy": accuracy,
+                               **({"class_names": [names[c] for c in classes]} if names else {})}))
     else:
         counts = np.bincount(classes, minlength=int(meta["num_classes"]))
         click.echo(f"{len(classes)} images; predicted class counts {counts.tolist()}"
+                   + (f" ({', '.join(names)})" if names else "")
                    + (f"; accuracy {accuracy:.4f}" if accuracy is not None else "")
                    + (f"; wrote {out_path}" if out_path else ""))
+
+
+def _read_inputs(source: str, shape: tuple, meta: dict, names: list[str] | None):
+    """(images ready for the model, labels or None, a name for each image: its path, or its
+    index in an array file)."""
+    import glob
+
+    from bpt import image_folder
+
+    if any(ch in source for ch in "*?["):
+        files = sorted(glob.glob(source))
+        if not files:
+            raise DataError(f"{source}: no file matches")
+        return _prepared(image_folder.read_files(files, int(shape[1]), shape[0]), meta), None, files
+    if os.path.isdir(source):
+        subfolders = [e for e in os.scandir(source) if e.is_dir() and not e.name.startswith(".")]
+        if not subfolders:  # a flat folder of unlabelled images
+            files = sorted(os.path.join(source, f) for f in os.listdir(source)
+                           if f.lower().endswith(image_folder.EXTENSIONS))
+            if not files:
+                raise DataError(f"{source}: no images ({', '.join(image_folder.EXTENSIONS)}) and no class folders")
+            return _prepared(image_folder.read_files(files, int(shape[1]), shape[0]), meta), None, files
+        x, y = _read_image_folder(source, shape, meta, names)
+        files = [os.path.join(source, c, f) for c in image_folder.classes_of(source)  # read_folder's order
+                 for f in sorted(os.listdir(os.path.join(source, c))) if f.lower().endswith(image_folder.EXTENSIONS)]
+        return x, y, files if len(files) == len(x) else [str(i) for i in range(len(x))]
+    if source.lower().endswith(image_folder.EXTENSIONS):
+        if not os.path.isfile(source):
+            raise DataError(f"{source}: no such image")
+        return _prepared(image_folder.read_files([source], int(shape[1]), shape[0]), meta), None, [source]
+    x, y = datasets.read_arrays(source, role="test")  # .npz (x, optional y; Keras's: its test split) or .npy
+    labelled, raw_uint8 = y is not None, x.dtype == np.uint8
+    x, y = datasets.check_arrays(x, y if labelled else np.zeros(len(x), np.int64), source, min_samples=1)
+    if "normalisation" in meta:  # trained on an image folder or an array directory: prepare alike
+        stats = json.loads(meta["normalisation"])
+        x = ((x / 255.0 if raw_uint8 else x) - np.asarray(stats["mean"], np.float32)[:, None, None]) \
+            / np.asarray(stats["std"], np.float32)[:, None, None]
+        x = x.astype(np.float32)
+    return x, y if labelled else None, [str(i) for i in range(len(x))]
+
+
+def _prepared(x: np.ndarray, meta: dict) -> np.ndarray:
+    """uint8 (N, H, W, C) images normalised as the model's training images were."""
+    from bpt import image_folder
+
+    stats = json.loads(meta.get("normalisation", '{"mean": [0], "std": [1]}'))
+    return image_folder.normalise(x, np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32))
+
+
+def _write_csv(path: str, rows: list[str], probs: np.ndarray, names: list[str] | None) -> None:
+    import csv
+
+    label = (lambda c: names[c]) if names else str  # noqa: E731
+    k = min(3, probs.shape[1])
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "class", "probability", f"top{k}"])
+        for row, p in zip(rows, probs):
+            top = np.argsort(-p)[:k]
+            writer.writerow([row, label(int(top[0])), f"{p[top[0]]:.6f}",
+                             ";".join(f"{label(int(c))}:{p[c]:.4f}" for c in top)])

@@ -108,6 +108,8 @@ def model_metadata(spec, version: int, **extra) -> dict[str, str]:
         meta["architecture"] = spec.architecture
     if spec.plugin:
         meta["plugin"] = spec.plugin
+    if spec.class_names:  # `bpt predict` scores a folder by these names, and writes them in its CSV
+        meta["classes"] = json.dumps(list(spec.class_names))
     if spec.data_mean:  # image folders and array directories: how `bpt predict` must normalise
         meta["normalisation"] = json.dumps({"mean": list(spec.data_mean), "std": list(spec.data_std)})
     return meta

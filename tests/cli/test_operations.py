@@ -1,6 +1,7 @@
 """Job control as an operator uses it: pause/resume, logs, report, export, predict."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -157,3 +158,50 @@ def test_the_prometheus_exporter_serves_a_jobs_versions_pushes_and_staleness(fin
     for name in workers.names:
         assert by("bpt_worker_alive", worker=name) == [1.0]
     assert by("bpt_queue_depth", queue="bpt.train")
+
+
+def test_predict_knows_class_names_and_takes_flat_folders_single_images_and_globs(tmp_path):
+    """Issue 28: the model file keeps its classes' names; a labelled folder of only some of
+    the classes is scored by name (by position it scored 0.283 where the model scored
+    0.811), an unknown class folder is one line, and a flat folder, one image or a glob
+    gives a CSV of paths, class names, probabilities and the top 3."""
+    import csv
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    levels = {"bright": (200, 255), "dark": (0, 50), "mid": (100, 150)}  # sorted names: bright, dark, mid
+
+    def write(folder, name, count):
+        os.makedirs(folder, exist_ok=True)
+        for i in range(count):
+            low, high = levels[name]
+            Image.fromarray(rng.integers(low, high, (16, 16), dtype=np.uint8)).save(f"{folder}/{name}-{i}.png")
+
+    for name in levels:
+        write(tmp_path / "train" / name, name, 40)
+        if name != "bright":  # a folder of two of the three classes
+            write(tmp_path / "some" / name, name, 10)
+        write(tmp_path / "flat", name, 4)
+    (tmp_path / "unknown" / "mid").mkdir(parents=True)
+    write(tmp_path / "unknown" / "mid", "mid", 5)
+    write(tmp_path / "unknown" / "purple", "dark", 5)
+    trained = bpt("train", "--dataset", str(tmp_path / "train"), "--epochs", "8", "--quiet", "--out",
+                  str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr
+    model = str(tmp_path / "run" / "model.safetensors")
+    some = bpt("predict", model, "--images", str(tmp_path / "some"), "--json")
+    assert some.returncode == 0, some.stderr
+    assert json.loads(some.stdout)["accuracy"] >= 0.9  # dark and mid, scored as dark and mid
+    unknown = bpt("predict", model, "--images", str(tmp_path / "unknown"))
+    assert unknown.returncode != 0 and "purple are not among the model's classes" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    for source, count in ((tmp_path / "flat", 12), (tmp_path / "flat" / "dark-0.png", 1),
+                          (str(tmp_path / "flat" / "mid-*.png"), 4)):
+        out = tmp_path / "predictions.csv"
+        done = bpt("predict", model, "--images", str(source), "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        rows = list(csv.DictReader(open(out)))
+        assert len(rows) == count and set(rows[0]) == {"path", "class", "probability", "top3"}
+        right = [r for r in rows if os.path.basename(r["path"]).startswith(r["class"] + "-")]
+        assert len(right) >= 0.9 * count, rows
