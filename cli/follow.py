@@ -20,10 +20,12 @@ from bpt.broker.weight_shards import open_shards
 from bpt.broker.weight_store import WeightStore
 
 
-def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None) -> dict:
+def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None, board: "LiveBoard | None" = None
+           ) -> dict:
     """Wait for the job to end, with a progress bar; returns its final state.
 
-    alive: optional callable returning False when the local workers have all died."""
+    alive: optional callable returning False when the local workers have all died; board:
+    a LiveBoard, given each new evaluation as it comes (and the last ones at the end)."""
     spec = store.spec()
     bar = tqdm(total=spec.total_tasks, unit="subset", disable=not show, dynamic_ncols=True,
                desc=f"job {spec.job_id}", leave=True)
@@ -41,6 +43,8 @@ def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None) 
             bar.set_postfix(epoch=f"{int(state.get('epoch', 0)) + 1}/{spec.epochs}", v=int(version or 0),
                             loss=f"{last.get('loss', float('nan')):.3f}", acc=f"{last.get('accuracy', float('nan')):.3f}",
                             sps=f"{samples / elapsed:.0f}" if elapsed > 0 else "-", refresh=False)
+            if board is not None:
+                board.update(store, spec)
             lost = state.get("lost_workers", "")
             if lost != shown_lost:
                 for name in set(lost.split()) - set(shown_lost.split()):
@@ -148,33 +152,52 @@ def tensorboard_writer_class():
     return SummaryWriter
 
 
-def write_tensorboard(summary: dict, log_dir: str) -> str:
-    """TensorBoard event files of the job's evaluations, one run per job under log_dir:
-    test accuracy, loss, top-k and validation accuracy against samples trained (the step)."""
-    writer = tensorboard_writer_class()(log_dir=os.path.join(log_dir, str(summary["job_id"])))
-    try:
-        for e in summary["evaluations"]:
+class LiveBoard:
+    """TensorBoard event files of a job's evaluations, written as they happen by whichever
+    process follows the job (`bpt train` attached, `bpt wait --tensorboard`), one run per job
+    under log_dir: test accuracy, loss, top-k, validation accuracy, the pushing task's train
+    loss and the learning rate of the schedule at that point, against samples trained (the
+    step). They used to be written once, at the end."""
+
+    def __init__(self, log_dir: str, job_id: str):
+        self.path = os.path.join(log_dir, job_id)
+        self.writer = tensorboard_writer_class()(log_dir=self.path)
+        self.seen = 0
+
+    def update(self, store: JobStore, spec=None) -> int:
+        """Write the evaluations added since the last update; returns how many."""
+        new = [json.loads(e) for e in store.client.lrange(store.keys.evals, self.seen, -1)]
+        for e in new:
             step = int(e.get("samples", e["version"]))
-            writer.add_scalar("test/accuracy", e["accuracy"], step, walltime=e.get("time"))
-            writer.add_scalar("test/loss", e["loss"], step, walltime=e.get("time"))
-            writer.add_scalar("version", e["version"], step, walltime=e.get("time"))
+            self.writer.add_scalar("test/accuracy", e["accuracy"], step, walltime=e.get("time"))
+            self.writer.add_scalar("test/loss", e["loss"], step, walltime=e.get("time"))
+            self.writer.add_scalar("version", e["version"], step, walltime=e.get("time"))
             for key, tag in (("top_k_accuracy", "test/top_k_accuracy"), ("val_accuracy", "val/accuracy"),
                              ("train_loss", "train/loss")):
                 if key in e:
-                    writer.add_scalar(tag, e[key], step, walltime=e.get("time"))
-    finally:
-        writer.close()
-    return os.path.join(log_dir, str(summary["job_id"]))
+                    self.writer.add_scalar(tag, e[key], step, walltime=e.get("time"))
+            if spec is not None and "epoch" in e:  # the schedule's rate there, for the submitted worker count
+                self.writer.add_scalar("train/lr", spec.lr_at(int(e["epoch"]), int(e["version"]), live=spec.workers),
+                                       step, walltime=e.get("time"))
+        self.seen += len(new)
+        if new:
+            self.writer.flush()
+        return len(new)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
-def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboard: str | None = None,
+def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboard=None,
            settings=None) -> None:
     """Write outputs and report, or raise JobFailed for a failed or cancelled job."""
     if state.get("status") != "done":
         raise JobFailed(f"job {store.job_id} {state.get('status')}: {state.get('error', 'no reason recorded')}")
     summary = write_outputs(store, out_dir, settings)
-    if tensorboard:
-        write_tensorboard(summary, tensorboard)
+    if tensorboard:  # the final evaluation too (a LiveBoard wrote the others as they came)
+        board = LiveBoard(tensorboard, store.job_id) if isinstance(tensorboard, str) else tensorboard
+        board.update(store, store.spec())
+        board.close()
     if as_json:
         click.echo(json.dumps({k: v for k, v in summary.items() if k not in ("evaluations", "spec")}))
     else:

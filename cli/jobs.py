@@ -103,13 +103,21 @@ def status_lines(summary: dict) -> list[str]:
 @click.option("--out", "out_dir", default=None, help="Where to write the results (default ./bpt-runs/JOB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON line.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--tensorboard", "tensorboard_dir", default=None,
+              help="Write TensorBoard event files of the evaluations to DIR/JOB as they happen (needs the "
+                   "tensorboard package), from the job's start on.")
 @click.pass_obj
-def wait(settings, job_id, redis_url, out_dir, as_json, quiet):
+def wait(settings, job_id, redis_url, out_dir, as_json, quiet, tensorboard_dir):
     """Follow a job with a progress bar until it ends, then write its model and metrics."""
     settings, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
-    state = follow(store, settings.poll_seconds, show=not quiet)
-    finish(store, state, out_dir or os.path.join(settings.out_dir, job_id), as_json, settings=settings)
+    board = None
+    if tensorboard_dir:
+        from .follow import LiveBoard
+
+        board = LiveBoard(tensorboard_dir, job_id)
+    state = follow(store, settings.poll_seconds, show=not quiet, board=board)
+    finish(store, state, out_dir or os.path.join(settings.out_dir, job_id), as_json, board, settings=settings)
 
 
 @click.command()

@@ -132,7 +132,8 @@ def load_config(ctx, param, path):
 @click.option("--detach", is_flag=True, help="Print the job id and return (needs --redis-url).")
 @click.option("--out", "out_dir", default=None, help="Where to write model.safetensors, metrics.json and metrics.csv (default ./bpt-runs/JOB).")
 @click.option("--tensorboard", "tensorboard_dir", default=None,
-              help="Also write TensorBoard event files of the evaluations to DIR/JOB (needs the tensorboard package).")
+              help="Also write TensorBoard event files of the evaluations to DIR/JOB as they happen (needs the "
+                   "tensorboard package); with --detach, `bpt wait JOB --tensorboard DIR` writes them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON line.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -152,6 +153,9 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
                                  device=device)  # validates them
     if detach and settings.redis_url is None:
         raise ConfigError("--detach needs --redis-url: the embedded Redis server stops when bpt train returns")
+    if detach and tensorboard_dir:
+        raise ConfigError("--tensorboard is written by the process that follows the job: with --detach, run "
+                          "`bpt wait JOB --tensorboard DIR`")
     for name, value in (("batch size", batch_size), ("samples", samples), ("image size", image_size),
                         ("channels", channels), ("classes", classes)):
         if value is not None and value < 1:
@@ -218,8 +222,13 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         if local is not None and settings.weights_url:  # the private Redis goes: so must the job's shards
             stack.callback(_delete_shards, settings, spec.job_id, local)
         store = submit(app, client, settings, spec, data, weights)
+        board = None
+        if tensorboard_dir and not detach:
+            from .follow import LiveBoard
+
+            board = LiveBoard(tensorboard_dir, spec.job_id)
         try:
-            state = _after_submit(store, spec, settings, client, local, alive, detach, quiet)
+            state = _after_submit(store, spec, settings, client, local, alive, detach, quiet, board)
         except KeyboardInterrupt:
             if local is None:  # a cluster's job outlives this command: say what became of it
                 click.echo(f"\ninterrupted; job {spec.job_id} was submitted and goes on on the cluster: "
@@ -229,7 +238,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             return
         if local is not None:
             local.request_stop()  # the job has ended: the workers shut down while the results are written
-        finish(store, state, out_dir, as_json, tensorboard_dir, settings)
+        finish(store, state, out_dir, as_json, board, settings)
 
 
 def _no_worker_left(local) -> bool:
@@ -238,7 +247,7 @@ def _no_worker_left(local) -> bool:
     raise BptError(f"every local worker has exited; see their logs in {local.log_dir}")
 
 
-def _after_submit(store, spec, settings, client, local, alive, detach: bool, quiet: bool):
+def _after_submit(store, spec, settings, client, local, alive, detach: bool, quiet: bool, board=None):
     """Warnings about the submitted job, then follow it (None with --detach)."""
     if local is None:  # a cluster: say so now if nobody there can take the job
         from .follow import cluster_view
@@ -259,7 +268,7 @@ def _after_submit(store, spec, settings, client, local, alive, detach: bool, qui
                    f"{spec.n_subsets} subsets, rule {spec.rule.kind}", err=True)
     from .follow import follow
 
-    return follow(store, settings.poll_seconds, show=not quiet, alive=alive)
+    return follow(store, settings.poll_seconds, show=not quiet, alive=alive, board=board)
 
 
 def _delete_shards(settings, job_id: str, local) -> None:

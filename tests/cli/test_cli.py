@@ -397,3 +397,36 @@ def test_patience_stops_a_stalled_job_and_best_safetensors_is_the_best_validatio
     with safe_open(str(tmp_path / "learning" / "best.safetensors"), "np") as f:
         meta = f.metadata()
     assert int(meta["version"]) == best["version"] and float(meta["val_accuracy"]) == best["val_accuracy"]
+
+
+def test_bpt_wait_writes_tensorboard_while_a_detached_job_runs(workers, redis_url, client, tmp_path):
+    """Issue 28: `--tensorboard DIR --detach` was accepted and wrote nothing, and attached runs
+    wrote the event file only at the end. `bpt wait --tensorboard` writes each evaluation as it
+    comes, with validation accuracy and the learning rate; --detach with --tensorboard is refused."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    refused = bpt("train", "--redis-url", redis_url, "--detach", "--tensorboard", str(tmp_path / "tb"))
+    assert refused.returncode == 2 and "bpt wait JOB --tensorboard DIR" in refused.stderr
+    submitted = bpt("train", "--redis-url", redis_url, "--detach", "--epochs", "40", "--workers", "2",
+                    "--dataset", "digits")
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    waiting = subprocess.Popen(BPT + ["wait", job, "--redis-url", redis_url, "--quiet", "--out", str(tmp_path / "out"),
+                                      "--tensorboard", str(tmp_path / "tb")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    state_key, seen_mid_job = f"bpt:job:{{{job}}}:state", []
+    deadline = time.monotonic() + 120
+    while client.hget(state_key, "status") != b"done":
+        assert time.monotonic() < deadline and waiting.poll() is None, waiting.stderr.read() if waiting.poll() else ""
+        if (tmp_path / "tb" / job).exists():
+            events = EventAccumulator(str(tmp_path / "tb" / job))
+            events.Reload()
+            if "test/accuracy" in events.Tags()["scalars"]:
+                seen_mid_job.append(len(events.Scalars("test/accuracy")))
+        time.sleep(0.3)
+    assert waiting.wait(timeout=120) == 0, waiting.stderr.read()
+    assert len(set(seen_mid_job)) >= 2, seen_mid_job  # the file grew while the job ran
+    events = EventAccumulator(str(tmp_path / "tb" / job))
+    events.Reload()
+    assert len(events.Scalars("test/accuracy")) == 41  # 40 epochs and the final evaluation
+    assert len(events.Scalars("val/accuracy")) == 40 and len(events.Scalars("train/lr")) == 40
