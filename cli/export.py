@@ -21,7 +21,9 @@ from .jobs import connect_for, open_job, redis_url_option
 @redis_url_option
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write an ONNX model here (needs the onnx package: pip install 'bpt[onnx]').")
+              help="Also write an ONNX model here (needs the onnx package: pip install 'bpt[onnx]'): raw pixel "
+                   "values in (0-255, for a model trained on images), probabilities out, class names and "
+                   "normalisation in its metadata_props.")
 @click.pass_obj
 def export(settings, job_id, redis_url, out_path, onnx_path):
     """Write a job's current global weights, with the model name and input shape in the metadata."""
@@ -85,12 +87,18 @@ def _read_image_folder(folder: str, shape: tuple, meta: dict, names: list[str] |
 
 
 def _export_onnx(blob: bytes, path: str) -> None:
+    """The model as ONNX, with what `bpt predict` does before it inside the graph: a model
+    trained on an image folder or an array directory takes raw pixel values (float32, NCHW,
+    0-255) and scales and normalises them itself; every model ends in a softmax (output
+    `probabilities`). metadata_props carry the class names, mean, std, input shape and
+    model, so that the file is usable on its own. Without the preprocessing, predictions on
+    raw images agreed with `bpt predict` 32% of the time."""
     import tempfile
 
     import torch
 
     try:
-        import onnx  # noqa: F401 - torch's exporter needs it
+        import onnx
     except ImportError:
         raise ConfigError("ONNX export needs the onnx package: pip install 'bpt[onnx]'") from None
     with tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
@@ -98,8 +106,43 @@ def _export_onnx(blob: bytes, path: str) -> None:
         tmp.flush()
         model, meta = load_model_file(tmp.name)
     shape = tuple(json.loads(meta["input_shape"]))
-    torch.onnx.export(model, (torch.zeros(1, *shape),), path, dynamo=False, input_names=["images"],
-                      output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    stats = json.loads(meta["normalisation"]) if "normalisation" in meta else None
+    wrapped = _with_preprocessing(model, stats).eval()
+    torch.onnx.export(wrapped, (torch.zeros(1, *shape),), path, dynamo=False, input_names=["images"],
+                      output_names=["probabilities"], dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}})
+    graph = onnx.load(path)
+    props = {"model": meta["model"], "input_shape": meta["input_shape"], "num_classes": meta["num_classes"],
+             "input": ("float32 NCHW raw pixel values 0-255 (scaled and normalised inside the graph)" if stats
+                       else "float32 NCHW, as the model was trained on"),
+             "output": "probabilities (softmax) per class"}
+    if stats:
+        props.update(mean=json.dumps(stats["mean"]), std=json.dumps(stats["std"]))
+    if "classes" in meta:
+        props["classes"] = meta["classes"]
+    onnx.helper.set_model_props(graph, props)
+    onnx.save(graph, path)
+
+
+def _with_preprocessing(model, stats):
+    """model, preceded by bpt predict's scaling and normalisation (stats: the model file's
+    normalisation, or None for a model that takes its inputs as they are) and followed by a
+    softmax."""
+    import torch
+    from torch import nn
+
+    class WithPreprocessing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.raw = model, stats is not None
+            self.register_buffer("mean", torch.tensor(stats["mean"] if stats else [0.0]).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(stats["std"] if stats else [1.0]).view(1, -1, 1, 1))
+
+        def forward(self, x):
+            if self.raw:
+                x = (x / 255.0 - self.mean) / self.std
+            return torch.softmax(self.model(x), dim=1)
+
+    return WithPreprocessing()
 
 
 @click.command()
