@@ -111,7 +111,7 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         target_accuracy=choices.target_accuracy,
         top_k=choices.top_k,
         patience=choices.patience,
-        class_names=tuple(data.class_names),
+        class_names=tuple(getattr(data, "class_names", ())),  # image folders' (array directories have none)
         **({"data_path": data.path, "data_mean": data.arrays.mean, "data_std": data.arrays.std} if data.shared else
            {"data_mean": data.normalisation[0], "data_std": data.normalisation[1]} if data.normalisation else {}),
     )

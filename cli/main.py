@@ -39,8 +39,8 @@ COMMANDS = {
                                    "marked), per-worker throughput, and a summary."),
     "export": ("export", "export", "Write a job's current global weights, with the model name and input shape in the "
                                    "metadata."),
-    "predict": ("export", "predict", "Classify the images of an .npz or .npy file, or of an image folder, with a model "
-                                     "written by bpt train, wait or export."),
+    "predict": ("export", "predict", "Classify images with a model written by bpt train, wait or export: arrays "
+                "in an .npz or .npy file, an image folder, a flat folder, one image or a glob."),
     "gc": ("jobs", "gc", "Free Redis memory that ended jobs left behind (staged data, wave bookkeeping, orphan keys)."),
     "workers": ("jobs", "workers", "List the workers that have trained or beaten their heartbeat on this Redis server."),
     "exporter": ("exporter", "exporter", "Serve Prometheus metrics (versions, pushes by outcome, staleness, worker "
