@@ -180,18 +180,6 @@ def test_a_paused_job_whose_last_subset_lands_is_finished_and_cannot_be_resumed(
     assert not store.move("resume").ok and not store.move("pause").ok and store.status() == "done"
 
 
-@pytest.fixture
-def lease(client):
-    """The reconciler lease, held by this test (the session's workers wait meanwhile)."""
-    from bpt.broker.keys import RECONCILER_LEASE
-
-    value = "999999:test"
-    client.set(RECONCILER_LEASE, value, px=120_000)
-    yield value
-    if client.get(RECONCILER_LEASE) == value.encode():
-        client.delete(RECONCILER_LEASE)
-
-
 def test_the_reconciler_resends_a_stalled_wave_even_while_other_jobs_keep_the_queue_busy(app, client, job_id, lease,
                                                                                          monkeypatch):
     """Item 7 of issue 15: the watchdog waited while the shared train queue held anything,

@@ -14,7 +14,7 @@ from bpt.datasets import DatasetSpec
 from bpt.prepare import JobChoices, prepare
 from bpt.broker import clock, recovery, scripts as lua, worker_registry
 from bpt.broker.job_store import JobStore
-from bpt.broker.keys import JOBS_INDEX, OPEN_JOBS, OPEN_JOBS_BUILT, RECONCILER_LEASE, JobKeys
+from bpt.broker.keys import JOBS_INDEX, OPEN_JOBS, OPEN_JOBS_BUILT, JobKeys
 from bpt.broker.weight_store import WeightStore
 from bpt.settings import Settings
 from bpt.broker.connection import connect
@@ -33,16 +33,6 @@ def cleanup(client):
         STAGED.pop().delete()
     client.delete(worker_registry.worker_key(FAKE))
     client.srem("bpt:workers", FAKE)
-
-
-@pytest.fixture
-def lease(client):
-    """The reconciler lease, held by this test (the session's workers' reconcilers wait)."""
-    value = "999999:test"
-    client.set(RECONCILER_LEASE, value, px=120_000)
-    yield value
-    if client.get(RECONCILER_LEASE) == value.encode():
-        client.delete(RECONCILER_LEASE)
 
 
 def staged_job(client, job_id, running=True, **choices):
