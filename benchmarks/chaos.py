@@ -34,22 +34,20 @@ import tempfile
 import threading
 import time
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
 from bpt.settings import Settings
 from bpt.broker import processes
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.redis_server import PrivateRedis
 
+from .chaos_jobs import (FINISHER_STOPPED_S, PROCESSES, WORKERS, RecoveryCases, add_finished_jobs, job_choices,
+                         outcome, submit_job)
 from .common import table, write_json
 from .partition import NetHosts
 
-WORKERS, PROCESSES = 4, 2
 SKEW = "+60s"
 VISIBILITY_TIMEOUT = 20  # a killed worker's unacknowledged task comes back after this
 FINISHED_JOBS = 10_000  # finished jobs put in the index first (a pass must not walk them)
-FINISHER_STOPPED_S = 90.0  # the stopped finisher comes back after this and must find its job taken over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,30 +155,6 @@ class Sampler(threading.Thread):
                                      "workers_mb": self.fleet.rss_mb()})
             except Exception:  # Redis restarting: skip this sample
                 client = None
-
-
-def job_choices(samples: int, epochs: int) -> JobChoices:
-    return JobChoices(DatasetSpec("digits-aug", samples=samples), epochs=epochs, subset_size=256,
-                      workers=WORKERS * PROCESSES, seed=0)
-
-
-def submit_job(app, client, settings, job_id: str, choices: JobChoices) -> tuple:
-    from bpt.workers.submit import submit
-
-    spec, data, weights = prepare(choices, job_id=job_id)
-    return spec, submit(app, client, settings, spec, data, weights)
-
-
-def outcome(spec, store: JobStore, wall: float) -> dict:
-    state = store.state()
-    applied = store.client.hlen(store.keys.applied)
-    events = [e["event"] for e in store.events()]
-    return {"job": spec.job_id, "status": state["status"], "wall_s": round(wall, 1),
-            "test_accuracy": state.get("test_accuracy"), "outcomes": applied, "subsets": spec.total_tasks,
-            "version": state.get("version"), "accepted": state.get("accepted"), "rejected": state.get("rejected"),
-            "duplicates": state.get("duplicates"), "lost": events.count("push-lost"),
-            "resent": events.count("resent"), "reassigned": events.count("reassigned"),
-            "workers_lost": events.count("worker-lost"), "error": state.get("error")}
 
 
 def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int = 0, log=print) -> dict:
@@ -293,66 +267,6 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             fleet.stop()
             app.close()
             shutil.rmtree(log_dir, ignore_errors=True)
-
-
-def add_finished_jobs(client, count: int) -> None:
-    """`count` finished jobs in the index (their state only), as a long-lived cluster has."""
-    from bpt.broker.keys import JOBS_INDEX, JobKeys
-
-    pipe = client.pipeline(transaction=False)
-    for i in range(count):
-        pipe.zadd(JOBS_INDEX, {f"old-{i}": i})
-        pipe.hset(JobKeys(f"old-{i}").state, mapping={"status": "done", "since": i})
-    pipe.execute()
-
-
-class RecoveryCases:
-    """The reconciler's cases, started with the chaos run: a sync-rule job (its rounds must
-    each commit once), a queued job whose first messages were lost (it must be sent again),
-    and a job whose finisher stopped holding its claim (taken over after the patience; the
-    finisher coming back after FINISHER_STOPPED_S must not complete it a second time)."""
-
-    def __init__(self, app, client, settings):
-        import secrets
-
-        self.sync_spec, _ = submit_job(app, client, settings, "sync", JobChoices(
-            DatasetSpec("digits-aug", samples=4000), epochs=2, subset_size=256, rule="sync",
-            workers=WORKERS * PROCESSES, seed=0))
-        self.lost_spec = self._staged(client, "lost-messages", start=False)  # submitted, its messages lost
-        self.finisher_spec = self._staged(client, "finisher", start=True)
-        self.token = secrets.token_hex(8)
-        self.claimed = JobStore(client, "finisher").claim_finish(self.token)  # ... and the finisher stops
-        self.returned: dict | None = None
-
-    @staticmethod
-    def _staged(client, job_id: str, start: bool):
-        spec, data, weights = prepare(job_choices(2000, 1), job_id=job_id)
-        store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
-        if start:
-            store.mark_running()
-        return spec
-
-    def finisher_returns(self, url: str) -> None:
-        """The stopped finisher wakes up: its renewal and its completion must be refused."""
-        if self.returned is not None:
-            return
-        store = JobStore(connect(url), "finisher")
-        self.returned = {"renewed": store.renew_claim(self.token),
-                         "completed": store.complete(test_accuracy=0.0, reason="a stale finisher")}
-
-    def outcomes(self, client, deadline: float) -> dict:
-        ids = ("sync", "lost-messages", "finisher")
-        while time.monotonic() < deadline and not all(JobStore(client, j).status() in FINISHED for j in ids):
-            time.sleep(0.2)
-        out = {}
-        for job_id, spec in zip(ids, (self.sync_spec, self.lost_spec, self.finisher_spec)):
-            store = JobStore(client, job_id)
-            events = [e["event"] for e in store.events()]
-            out[job_id] = {**outcome(spec, store, 0.0), "finished_events": events.count("finished"),
-                           "taken_over": events.count("finish-taken-over"),
-                           "rounds": sum(len(spec.waves(e)) for e in range(spec.epochs))}
-        out["finisher"].update(claimed=self.claimed, stale_finisher=self.returned)
-        return out
 
 
 def _disturb(what, server, fleet, app, client, settings, side, plan, rng, frozen):
