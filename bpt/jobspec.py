@@ -77,6 +77,7 @@ class JobSpec:
     data_path: str = ""  # an array directory the workers read (bpt.shared_data); "": data staged in Redis
     data_mean: tuple[float, ...] = ()  # its per-channel normalisation, measured at submit
     data_std: tuple[float, ...] = ()
+    data_source: str = ""  # JSON of the DatasetSpec it was loaded from (absolute paths): what --resume reloads
 
     def __post_init__(self):
         for name in ("epochs", "subset_size", "workers", "n_train", "num_classes"):
@@ -210,7 +211,7 @@ class JobSpec:
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
-        for name in ("patience", "class_names"):  # unset: a worker of the version before them reads it too
+        for name in ("patience", "class_names", "data_source"):  # unset: a worker of the version before them reads it too
             if not fields[name]:
                 del fields[name]
         return json.dumps(fields, sort_keys=True)
@@ -222,6 +223,7 @@ class JobSpec:
             raise ConfigError("a job spec must be a JSON object")
         raw.setdefault("patience", 0)  # a spec from before early stopping
         raw["class_names"] = tuple(raw.get("class_names", ()))  # ... or before class names
+        raw.setdefault("data_source", "")  # ... or before --resume
         expect = {f.name for f in dataclasses.fields(cls)}
         if set(raw) != expect:
             extra, missing = sorted(set(raw) - expect), sorted(expect - set(raw))

@@ -8,6 +8,7 @@ one compare-and-set in Redis (broker/scripts/transition.lua), built from `allowe
        +--pause--> paused --+                       is silent for FINISH_PATIENCE)
     cancel: queued, running, paused, finishing -> cancelled
     fail:   queued, running, paused, finishing -> failed
+    restart: failed, cancelled -> queued   (`bpt train --resume JOB`; done is final)
 
 Why `finishing`: two tasks completing a job's last two waves at once both saw "not
 finished" and both ran the final evaluation; the claim lets exactly one through. A finisher
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 QUEUED, RUNNING, PAUSED, FINISHING = "queued", "running", "paused", "finishing"
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, PAUSED, FINISHING, DONE, FAILED, CANCELLED)
-ENDED = (DONE, FAILED, CANCELLED)  # terminal: nothing leaves them
+ENDED = (DONE, FAILED, CANCELLED)  # ended: only `restart` leaves them (failed, cancelled: bpt.resume)
 OPEN = (QUEUED, RUNNING, PAUSED)  # tasks of the job train (paused: they wait)
 ACCEPTS_PUSHES = (RUNNING, PAUSED)  # a paused job's in-flight subsets still merge
 FINISH_PATIENCE = 60.0  # seconds a finisher may hold its claim before another may take over
@@ -39,6 +40,7 @@ MOVES: dict[str, tuple[tuple[str, ...], str]] = {
     "complete": ((FINISHING,), DONE),
     "cancel": ((QUEUED, RUNNING, PAUSED, FINISHING), CANCELLED),
     "fail": ((QUEUED, RUNNING, PAUSED, FINISHING), FAILED),
+    "restart": ((FAILED, CANCELLED), QUEUED),  # resumed from its last version (bpt.resume)
 }
 # A move that may also start from its own target state once that state is this old: a
 # finisher that died is replaced (see FINISH_PATIENCE).

@@ -5,6 +5,7 @@ wrong with a job is found here, before anything touches Redis."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import torch
@@ -111,11 +112,41 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         target_accuracy=choices.target_accuracy,
         top_k=choices.top_k,
         patience=choices.patience,
-        class_names=tuple(getattr(data, "class_names", ())),  # image folders' (array directories have none)
+        class_names=tuple(getattr(data, "class_names", ())),
+        data_source=data_source_json(choices.dataset),  # image folders' (array directories have none)
         **({"data_path": data.path, "data_mean": data.arrays.mean, "data_std": data.arrays.std} if data.shared else
            {"data_mean": data.normalisation[0], "data_std": data.normalisation[1]} if data.normalisation else {}),
     )
     return spec, data, training.state_to_numpy(model)
+
+
+def data_source_json(dataset) -> str:
+    """The DatasetSpec as JSON with absolute paths: `bpt train --resume` reloads the same data
+    from it, from whichever directory it is run."""
+    fields = dataclasses.asdict(dataset)
+    for name in ("name", "val", "test"):
+        value = fields[name]
+        if value and (name != "name" or dataset.is_file):
+            fields[name] = os.path.abspath(value)
+    return json.dumps(fields, sort_keys=True)
+
+
+def reload_data(spec):
+    """The data set a job was submitted with, loaded again from its data_source, checked to
+    be the same shape; one-line DataError otherwise."""
+    import json
+
+    if not spec.data_source:
+        raise DataError(f"job {spec.job_id} was submitted before bpt recorded where its data comes from; "
+                        "it cannot be resumed (start again, or --init-from its last model)")
+    source = datasets.DatasetSpec(**json.loads(spec.data_source))
+    data = datasets.load(source)
+    if (data.n_train, tuple(data.input_shape), data.num_classes) != (spec.n_train, tuple(spec.input_shape),
+                                                                     spec.num_classes):
+        raise DataError(f"the data at {source.name} is no longer the job's: {data.n_train} samples of "
+                        f"{tuple(data.input_shape)} in {data.num_classes} classes, the job had {spec.n_train} of "
+                        f"{tuple(spec.input_shape)} in {spec.num_classes}")
+    return data
 
 
 def initial_weights(path: str, layout: dict, model_name: str) -> dict:

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import redis
 
-from bpt import guardrail, lifecycle, sharding
+from bpt import guardrail, lifecycle, resume, sharding
 from bpt.datasets import Dataset
 from bpt.errors import ConfigError, DataError, UnknownJob
 from bpt.jobspec import JobSpec
@@ -367,7 +367,9 @@ def _escape(pattern: str) -> str:
 
 
 def collect_garbage(client: redis.Redis, delete_finished: bool = False, shards=None) -> dict:
-    """Free what ended jobs left behind: staged data and wave bookkeeping of finished jobs,
+    """Free what ended jobs left behind: staged data of ended jobs and the wave bookkeeping of
+    done ones (failed and cancelled jobs keep theirs, and their weights, for `bpt train
+    --resume` until they are deleted),
     every key of a job missing from the index, and (optionally) finished jobs entirely, with
     their weight shards on `shards` (--weights-url)."""
     indexed = set(list_jobs(client))
@@ -386,7 +388,8 @@ def collect_garbage(client: redis.Redis, delete_finished: bool = False, shards=N
             report["jobs_deleted"] += 1
         else:
             store.drop_staged_data()
-            store.drop_bookkeeping()
+            if store.status() not in resume.RESUMABLE:  # a failed or cancelled job keeps what --resume needs
+                store.drop_bookkeeping()
             report["finished_jobs_cleaned"] += 1
     return report
 

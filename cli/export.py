@@ -17,16 +17,31 @@ from .jobs import connect_for, open_job, redis_url_option
 
 
 @click.command()
-@click.argument("job_id")
+@click.argument("job_id", metavar="JOB_ID|MODEL.safetensors")
 @redis_url_option
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="The .safetensors file to write (a job's current weights).")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
               help="Also write an ONNX model here (needs the onnx package: pip install 'bpt[onnx]'): raw pixel "
                    "values in (0-255, for a model trained on images), probabilities out, class names and "
                    "normalisation in its metadata_props.")
 @click.pass_obj
 def export(settings, job_id, redis_url, out_path, onnx_path):
-    """Write a job's current global weights, with the model name and input shape in the metadata."""
+    """Write a job's current global weights, with the model name and input shape in the
+    metadata; or turn a model file bpt wrote (model.safetensors, best.safetensors) into ONNX."""
+    if job_id.endswith(".safetensors") or os.path.isfile(job_id):
+        if not onnx_path:
+            raise ConfigError(f"{job_id} is already a model file: give --onnx FILE to convert it")
+        try:
+            with open(job_id, "rb") as f:
+                blob = f.read()
+        except OSError as e:
+            raise DataError(f"cannot read model file {job_id}: {e.strerror}") from e
+        _export_onnx(blob, onnx_path)
+        click.echo(f"wrote {onnx_path} (from {job_id})")
+        return
+    if not out_path:
+        raise ConfigError("--out FILE is required: where to write the job's weights")
     _, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
     blob, version = model_file_bytes(store, settings)

@@ -20,12 +20,13 @@ from bpt.broker.weight_shards import open_shards
 from bpt.broker.weight_store import WeightStore
 
 
-def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None, board: "LiveBoard | None" = None
-           ) -> dict:
+def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None, board: "LiveBoard | None" = None,
+           checkpoints: "Checkpointer | None" = None) -> dict:
     """Wait for the job to end, with a progress bar; returns its final state.
 
     alive: optional callable returning False when the local workers have all died; board:
-    a LiveBoard, given each new evaluation as it comes (and the last ones at the end)."""
+    a LiveBoard, given each new evaluation as it comes (and the last ones at the end);
+    checkpoints: a Checkpointer, asked at every poll whether one is due."""
     spec = store.spec()
     bar = tqdm(total=spec.total_tasks, unit="subset", disable=not show, dynamic_ncols=True,
                desc=f"job {spec.job_id}", leave=True)
@@ -45,6 +46,8 @@ def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None, 
                             sps=f"{samples / elapsed:.0f}" if elapsed > 0 else "-", refresh=False)
             if board is not None:
                 board.update(store, spec)
+            if checkpoints is not None:
+                checkpoints.maybe(bar.write)
             lost = state.get("lost_workers", "")
             if lost != shown_lost:
                 for name in set(lost.split()) - set(shown_lost.split()):
@@ -58,6 +61,48 @@ def follow(store: JobStore, poll_seconds: float, show: bool = True, alive=None, 
             time.sleep(poll_seconds)
     finally:
         bar.close()
+
+
+class Checkpointer:
+    """Writes DIR/checkpoint.safetensors (broker.checkpoint: the job's weights and progress,
+    what `bpt train --resume DIR` continues from) every `every` seconds while a job is
+    followed, and when asked (Ctrl-C). A write that fails is a warning: the job goes on."""
+
+    FILE = "checkpoint.safetensors"
+
+    def __init__(self, store: JobStore, out_dir: str, every: float, settings=None):
+        self.store, self.every, self.settings = store, every, settings
+        self.path = os.path.join(out_dir, self.FILE)
+        self.last = time.monotonic()
+        self.written_version = None
+
+    def maybe(self, say=None) -> None:
+        if self.every and time.monotonic() - self.last >= self.every:
+            self.write(say)
+
+    def write(self, say=None) -> str | None:
+        from bpt.broker import checkpoint
+
+        self.last = time.monotonic()
+        shards = open_shards(self.settings.weights_url, self.settings.connect_timeout, self.settings.socket_timeout) \
+            if self.settings is not None and self.settings.weights_url else None
+        try:
+            ckpt = checkpoint.read(self.store, shards)
+            checkpoint.write_file(ckpt, self.path)
+            self.written_version = ckpt.version
+            return self.path
+        except Exception as e:  # a checkpoint is a convenience: never the end of the job
+            (say or (lambda m: click.echo(m, err=True)))(f"warning: no checkpoint written: {e}")
+            return None
+        finally:
+            if shards is not None:
+                shards.close()
+
+    def discard(self) -> None:
+        """The job is done: its model supersedes any checkpoint."""
+        for path in (self.path, self.path + ".partial"):
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def result_metrics(store: JobStore) -> dict:
@@ -189,11 +234,15 @@ class LiveBoard:
 
 
 def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboard=None,
-           settings=None) -> None:
-    """Write outputs and report, or raise JobFailed for a failed or cancelled job."""
+           settings=None, resume_with: str | None = None) -> None:
+    """Write outputs and report, or raise JobFailed for a failed or cancelled job (saying
+    `bpt train --resume RESUME_WITH` continues it; default: the job id on this server)."""
     if state.get("status") != "done":
-        raise JobFailed(f"job {store.job_id} {state.get('status')}: {state.get('error', 'no reason recorded')}")
+        hint = f"; `bpt train --resume {resume_with or store.job_id}` continues it" \
+            if state.get("status") in ("failed", "cancelled") else ""
+        raise JobFailed(f"job {store.job_id} {state.get('status')}: {state.get('error', 'no reason recorded')}{hint}")
     summary = write_outputs(store, out_dir, settings)
+    Checkpointer(store, out_dir, 0).discard()
     if tensorboard:  # the final evaluation too (a LiveBoard wrote the others as they came)
         board = LiveBoard(tensorboard, store.job_id) if isinstance(tensorboard, str) else tensorboard
         board.update(store, store.spec())

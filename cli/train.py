@@ -81,6 +81,14 @@ def load_config(ctx, param, path):
 @click.option("--init-from", "init_from", default=None, metavar="MODEL.safetensors",
               help="Start from these weights (a model bpt wrote, e.g. an earlier job's model.safetensors): "
                    "fine-tuning. Its layout must be the model's.")
+@click.option("--resume", "resume_from", default=None, metavar="JOB|DIR|CHECKPOINT",
+              help="Continue a job from where it stopped, at its version, epoch and lr schedule: a failed or "
+                   "cancelled JOB on --redis-url, or a checkpoint (DIR/checkpoint.safetensors, written while a "
+                   "job is followed and on Ctrl-C). The job keeps its id and its own settings: options that "
+                   "define a job are not read; its data is loaded again from where it was.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="MINUTES",
+              help="While the job is followed, write OUT/checkpoint.safetensors this often (and on Ctrl-C); 0: "
+                   "only on Ctrl-C.")
 @click.option("--epochs", "-e", type=int, default=None, help="Passes over the training data (default: 20 for digits, else 5).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=None,
@@ -138,7 +146,7 @@ def load_config(ctx, param, path):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
-          step_every, label_smoothing, augment, target_accuracy, top_k, patience, init_from, epochs, batch_size, lr, lr_scaling, momentum, subset_size, rule, alpha, gamma, s_max,
+          step_every, label_smoothing, augment, target_accuracy, top_k, patience, init_from, resume_from, checkpoint_every, epochs, batch_size, lr, lr_scaling, momentum, subset_size, rule, alpha, gamma, s_max,
           guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, broker_url, weights_url, redis_ca, redis_cert, redis_key, detach,
           out_dir, tensorboard_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
@@ -160,6 +168,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
                         ("channels", channels), ("classes", classes)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value}")
+    resume_file = _resume_file(resume_from, settings) if resume_from else None
     interrupted = _catch_ctrl_c()
     with contextlib.ExitStack() as stack:
         alive = local = None
@@ -195,7 +204,17 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             from .follow import tensorboard_writer_class
 
             tensorboard_writer_class()
-        spec, data, weights = prepare(choices)  # every check on the job happens before anything is submitted
+        if resume_from:
+            from bpt.resume import partition_refusal
+
+            spec, weights = _resume_spec(resume_from, resume_file, settings), None
+            if partition_refusal(spec.partition, spec.job_id):
+                raise ConfigError(partition_refusal(spec.partition, spec.job_id))
+            data = _reload(spec)
+        else:
+            spec, data, weights = prepare(choices)  # every check on the job happens before anything is submitted
+        if out_dir is None and resume_file is not None:  # where its checkpoint is: the model goes beside it
+            out_dir = resume_from if os.path.isdir(resume_from) else os.path.dirname(os.path.abspath(resume_from))
         out_dir = out_dir or os.path.join(settings.out_dir, spec.job_id)
         if local is not None:
             from bpt.devices import resolve
@@ -212,7 +231,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         from bpt.workers.submit import submit
 
         client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
-        if alive is None and not workers_given:  # an existing cluster: size sync rounds by what is live
+        if alive is None and not workers_given and not resume_from:  # a cluster: size sync rounds by what is live
             from bpt.broker.worker_registry import live_processes
 
             live = live_processes(client, settings.heartbeat_timeout, floor=0)  # 0: workers not up yet
@@ -221,24 +240,40 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
         stack.callback(app.close)
         if local is not None and settings.weights_url:  # the private Redis goes: so must the job's shards
             stack.callback(_delete_shards, settings, spec.job_id, local)
-        store = submit(app, client, settings, spec, data, weights)
+        if resume_from:
+            store = _resume(app, client, settings, spec, resume_file, data, quiet)
+        else:
+            store = submit(app, client, settings, spec, data, weights)
         board = None
         if tensorboard_dir and not detach:
             from .follow import LiveBoard
 
             board = LiveBoard(tensorboard_dir, spec.job_id)
+        from .follow import Checkpointer
+
+        checkpoints = None if detach else Checkpointer(store, out_dir, checkpoint_every * 60, settings)
         try:
-            state = _after_submit(store, spec, settings, client, local, alive, detach, quiet, board)
+            state = _after_submit(store, spec, settings, client, local, alive, detach, quiet, board, checkpoints)
         except KeyboardInterrupt:
+            path = checkpoints.write() if checkpoints is not None else None
+            saved = f"checkpoint of version {checkpoints.written_version} written to {path}" if path else \
+                "no checkpoint written"
             if local is None:  # a cluster's job outlives this command: say what became of it
                 click.echo(f"\ninterrupted; job {spec.job_id} was submitted and goes on on the cluster: "
-                           f"`bpt wait {spec.job_id}` reattaches, `bpt cancel {spec.job_id}` stops it", err=True)
+                           f"`bpt wait {spec.job_id}` reattaches, `bpt cancel {spec.job_id}` stops it ({saved})",
+                           err=True)
+            else:
+                click.echo(f"\ninterrupted; {saved}" + (f": `bpt train --resume {out_dir}` continues job "
+                                                          f"{spec.job_id}" if path else ""), err=True)
             raise
         if state is None:
             return
+        resume_with = None
+        if local is not None and state.get("status") in ("failed", "cancelled"):  # its Redis goes: keep where it was
+            resume_with = out_dir if checkpoints.write() else None
         if local is not None:
             local.request_stop()  # the job has ended: the workers shut down while the results are written
-        finish(store, state, out_dir, as_json, board, settings)
+        finish(store, state, out_dir, as_json, board, settings, resume_with=resume_with)
 
 
 def _no_worker_left(local) -> bool:
@@ -247,7 +282,78 @@ def _no_worker_left(local) -> bool:
     raise BptError(f"every local worker has exited; see their logs in {local.log_dir}")
 
 
-def _after_submit(store, spec, settings, client, local, alive, detach: bool, quiet: bool, board=None):
+def _resume_file(source: str, settings):
+    """The checkpoint to resume from when `source` is a file or a run directory (None: a job
+    id on --redis-url); one-line error when it is neither."""
+    from bpt.broker import checkpoint
+
+    if os.path.exists(source):
+        return checkpoint.read_file(source)
+    if settings.redis_url is None:
+        raise ConfigError(f"--resume {source!r}: no such checkpoint file or run directory (a job id needs --redis-url, "
+                          "where the job is)")
+    return None
+
+
+def _resume_spec(source: str, resume_file, settings):
+    if resume_file is not None:
+        return resume_file.spec
+    from bpt.broker.job_store import JobStore
+
+    client = connect(settings.redis_url, settings.connect_timeout, settings.socket_timeout)
+    store = JobStore(client, source)
+    if not store.exists():
+        raise ConfigError(f"--resume {source!r}: no such job on this Redis server, and no such checkpoint file")
+    from bpt.resume import resume_refusal
+
+    refusal = resume_refusal(store.status(), source)
+    if refusal:
+        raise ConfigError(refusal)
+    return store.spec()
+
+
+def _reload(spec):
+    from bpt.prepare import reload_data
+
+    return reload_data(spec)
+
+
+def _resume(app, client, settings, spec, resume_file, data, quiet: bool):
+    """Put the job back (in place, or from the checkpoint on a server without it) and send
+    what its released waves still lack."""
+    from bpt.broker import checkpoint
+    from bpt.broker.job_store import JobStore
+    from bpt.workers import flow
+
+    store = JobStore(client, spec.job_id)
+    limit = settings.max_staged_mb * 2**20
+    if store.exists():
+        plan = checkpoint.restart(store, data, limit)
+        source = "its last version on this server"
+    else:
+        shards = None
+        if settings.weights_url:
+            from bpt.broker.weight_shards import open_shards
+
+            shards = open_shards(settings.weights_url, settings.connect_timeout, settings.socket_timeout,
+                                 settings.weights_shards or None)
+        try:
+            plan = checkpoint.restore(client, resume_file, data, limit, shards)
+        finally:
+            if shards is not None:
+                shards.close()
+        source = "the checkpoint"
+    version = store.client.hget(store.keys.weights, "version").decode()
+    sent = flow.send_resumed(app, store, spec, plan)
+    store.log("resumed", version=int(version), subsets_sent=sent, source=source)
+    if not quiet:
+        click.echo(f"resuming job {spec.job_id} from {source}: version {version}, epoch {plan.send[0][0] + 1 if plan.send else spec.epochs}"
+                   f"/{spec.epochs}, {sent} subsets to send again", err=True)
+    return store
+
+
+def _after_submit(store, spec, settings, client, local, alive, detach: bool, quiet: bool, board=None,
+                  checkpoints=None):
     """Warnings about the submitted job, then follow it (None with --detach)."""
     if local is None:  # a cluster: say so now if nobody there can take the job
         from .follow import cluster_view
@@ -268,7 +374,7 @@ def _after_submit(store, spec, settings, client, local, alive, detach: bool, qui
                    f"{spec.n_subsets} subsets, rule {spec.rule.kind}", err=True)
     from .follow import follow
 
-    return follow(store, settings.poll_seconds, show=not quiet, alive=alive, board=board)
+    return follow(store, settings.poll_seconds, show=not quiet, alive=alive, board=board, checkpoints=checkpoints)
 
 
 def _delete_shards(settings, job_id: str, local) -> None:

@@ -43,6 +43,27 @@ def release_wave(app, spec: JobSpec, epoch: int, wave: int) -> int:
     return len(subsets)
 
 
+def send_resumed(app, store: JobStore, spec: JobSpec, plan) -> int:
+    """Send what a resumed job (bpt.resume.Plan) has left of its released waves; a job with
+    nothing left gets a finish task. Returns the subsets sent."""
+    from .app import CONTROL_QUEUE, FINISH_TASK
+
+    if plan.send:
+        store.set_fields(epoch=plan.send[0][0])
+    elif plan.finished:
+        store.mark_running()  # a finish task finishes only a job that accepts pushes
+        app.send_task(FINISH_TASK, kwargs={"job_id": spec.job_id, "reason": "resumed with every wave trained"},
+                      queue=CONTROL_QUEUE)
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for epoch, wave, subsets in plan.send:
+            for subset in subsets:
+                app.send_task(TRAIN_TASK, kwargs=task_kwargs(spec.job_id, epoch, wave, subset), queue=TRAIN_QUEUE,
+                              producer=producer)
+                sent += 1
+    return sent
+
+
 def task_kwargs(job_id: str, epoch: int, wave: int, subset: int) -> dict:
     """Named arguments, so that Flower shows what each task trains and can filter by job."""
     return {"job_id": job_id, "epoch": epoch, "wave": wave, "subset": subset}

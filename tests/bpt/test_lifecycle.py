@@ -17,6 +17,8 @@ LEGAL = {
     ("finishing", "complete"): "done",
     **{(s, "cancel"): "cancelled" for s in ("queued", "running", "paused", "finishing")},
     **{(s, "fail"): "failed" for s in ("queued", "running", "paused", "finishing")},
+    ("failed", "restart"): "queued",  # bpt train --resume (issue 28)
+    ("cancelled", "restart"): "queued",
 }
 
 
@@ -29,9 +31,10 @@ def test_every_state_and_move_pair_is_legal_exactly_as_the_table_says(state, mov
             lc.apply(state, move)
 
 
-def test_nothing_leaves_an_ended_job():
+def test_nothing_but_a_restart_leaves_an_ended_job_and_nothing_leaves_a_done_one():
     for state, move in itertools.product(lc.ENDED, lc.MOVES):
-        assert not lc.is_legal(state, move, since=0, now=10**9)
+        legal = move == "restart" and state != "done"
+        assert lc.is_legal(state, move, since=0, now=10**9) == legal
 
 
 def test_a_finishing_claim_is_taken_over_only_once_its_holder_is_silent_long_enough():
