@@ -53,6 +53,7 @@ class JobChoices:
     top_k: int = 0
     init_from: str | None = None  # a .safetensors of the model's layout to start from (fine-tuning)
     patience: int = 0  # evaluations without a better validation accuracy before the job finishes; 0: off
+    class_names: tuple[str, ...] = ()  # --class-names: the classes' names in label order (arrays have none)
 
 
 def default_alpha(rule: str, gamma: float) -> float:
@@ -112,12 +113,26 @@ def prepare(choices: JobChoices, job_id: str | None = None):
         target_accuracy=choices.target_accuracy,
         top_k=choices.top_k,
         patience=choices.patience,
-        class_names=tuple(getattr(data, "class_names", ())),
+        class_names=class_names_for(choices.class_names, tuple(getattr(data, "class_names", ())), data.num_classes),
         data_source=data_source_json(choices.dataset),  # image folders' (array directories have none)
         **({"data_path": data.path, "data_mean": data.arrays.mean, "data_std": data.arrays.std} if data.shared else
            {"data_mean": data.normalisation[0], "data_std": data.normalisation[1]} if data.normalisation else {}),
     )
     return spec, data, training.state_to_numpy(model)
+
+
+def class_names_for(given: tuple[str, ...], found: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
+    """The names the model file keeps: --class-names (for arrays, which have none), else an
+    image folder's class folders; given names must match their count and a folder's names."""
+    if not given:
+        return found
+    if len(given) != num_classes:
+        raise ConfigError(f"--class-names gives {len(given)} names for {num_classes} classes")
+    if len(set(given)) != len(given) or not all(n.strip() for n in given):
+        raise ConfigError("--class-names must be distinct, non-empty names")
+    if found and tuple(given) != found:
+        raise ConfigError(f"--class-names {','.join(given)} differ from the image folder's classes {','.join(found)}")
+    return tuple(given)
 
 
 def data_source_json(dataset) -> str:

@@ -106,9 +106,14 @@ def status_lines(summary: dict) -> list[str]:
 @click.option("--tensorboard", "tensorboard_dir", default=None,
               help="Write TensorBoard event files of the evaluations to DIR/JOB as they happen (needs the "
                    "tensorboard package), from the job's start on.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=5.0, show_default=True, metavar="MINUTES",
+              help="Write OUT/checkpoint.safetensors this often while waiting (and on Ctrl-C): `bpt train "
+                   "--resume OUT` continues the job from it, on this server or another; 0: only on Ctrl-C.")
 @click.pass_obj
-def wait(settings, job_id, redis_url, out_dir, as_json, quiet, tensorboard_dir):
+def wait(settings, job_id, redis_url, out_dir, as_json, quiet, tensorboard_dir, checkpoint_every):
     """Follow a job with a progress bar until it ends, then write its model and metrics."""
+    from .follow import Checkpointer
+
     settings, client = connect_for(settings, redis_url)
     store = open_job(client, job_id)
     board = None
@@ -116,8 +121,16 @@ def wait(settings, job_id, redis_url, out_dir, as_json, quiet, tensorboard_dir):
         from .follow import LiveBoard
 
         board = LiveBoard(tensorboard_dir, job_id)
-    state = follow(store, settings.poll_seconds, show=not quiet, board=board)
-    finish(store, state, out_dir or os.path.join(settings.out_dir, job_id), as_json, board, settings=settings)
+    out_dir = out_dir or os.path.join(settings.out_dir, job_id)
+    checkpoints = Checkpointer(store, out_dir, checkpoint_every * 60, settings)
+    try:
+        state = follow(store, settings.poll_seconds, show=not quiet, board=board, checkpoints=checkpoints)
+    except KeyboardInterrupt:
+        path = checkpoints.write()
+        click.echo(f"\nstopped waiting; job {job_id} goes on" + (
+            f" (checkpoint of version {checkpoints.written_version} written to {path})" if path else ""), err=True)
+        raise
+    finish(store, state, out_dir, as_json, board, settings=settings)
 
 
 @click.command()

@@ -121,6 +121,9 @@ def load_config(ctx, param, path):
               help="synthetic: image side length (default 28); image folder: resize and centre-crop to this (default 32).")
 @click.option("--channels", type=int, default=1, show_default=True, help="synthetic: image channels.")
 @click.option("--classes", type=int, default=10, show_default=True, help="synthetic: classes.")
+@click.option("--class-names", default=None, metavar="A,B,...",
+              help="The classes' names in label order, for data without them (.npz, arrays): kept in the model "
+                   "file, so that `bpt predict` writes names and scores labelled folders by name.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", "-w", type=int, default=None,
               help="Local training processes (embedded: one worker with this many; default one per core). With --redis-url the job "
@@ -147,7 +150,7 @@ def load_config(ctx, param, path):
 @click.pass_obj
 def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay, lr_schedule, warmup_epochs,
           step_every, label_smoothing, augment, target_accuracy, top_k, patience, init_from, resume_from, checkpoint_every, epochs, batch_size, lr, lr_scaling, momentum, subset_size, rule, alpha, gamma, s_max,
-          guardrail, partition, eval_every, samples, image_size, channels, classes, seed, workers, threads, device, inner, redis_url, broker_url, weights_url, redis_ca, redis_cert, redis_key, detach,
+          guardrail, partition, eval_every, samples, image_size, channels, classes, class_names, seed, workers, threads, device, inner, redis_url, broker_url, weights_url, redis_ca, redis_cert, redis_key, detach,
           out_dir, tensorboard_dir, as_json, quiet):
     """Train a model on a data set across Celery workers, merging their pushes asynchronously.
 
@@ -199,6 +202,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             optimizer=optimizer, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
             step_every=step_every, label_smoothing=label_smoothing, augment=tuple(augment),
             target_accuracy=target_accuracy, top_k=top_k, patience=patience, init_from=init_from,
+            class_names=tuple(n.strip() for n in class_names.split(",")) if class_names else (),
         )
         if tensorboard_dir:
             from .follow import tensorboard_writer_class

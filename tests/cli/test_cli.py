@@ -119,6 +119,9 @@ BAD_TRAIN = [
     (["--init-from", "{d}/missing.safetensors"], "--init-from '{d}/missing.safetensors' does not exist"),
     (["--init-from", "{d}/unknown.toml"], "is not a readable .safetensors file"),
     (["--init-from", "{d}/other.safetensors"], "does not fit model digits-cnn: missing"),
+    (["--class-names", "a,b,c"], "--class-names gives 3 names for 10 classes"),
+    (["--resume", "{d}/nosuchdir"], "no such job on this Redis server, and no such checkpoint file"),
+    (["--resume", "{d}/unknown.toml"], "is not a bpt checkpoint"),
 ]
 
 

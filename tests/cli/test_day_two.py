@@ -155,3 +155,16 @@ def test_a_cancelled_job_on_a_cluster_resumes_in_place_and_trains_every_subset_o
     assert [e["version"] for e in events if e["event"] == "resumed"] == [stopped_at]
     again = bpt("train", "--redis-url", redis_url, "--resume", job)
     assert again.returncode == 2 and "is done" in again.stderr and "--init-from" in again.stderr
+
+
+def test_class_names_for_arrays_go_into_the_model_file(tmp_path):
+    """--class-names gives an .npz's classes names, kept in the model file like an image
+    folder's (bpt predict writes them)."""
+    from safetensors import safe_open
+
+    names = "zero,one,two,three,four,five,six,seven,eight,nine"
+    done = bpt("train", "--dataset", "digits", "--epochs", "1", "--class-names", names, "--quiet", "--out",
+               str(tmp_path / "run"), env=EMBEDDED)
+    assert done.returncode == 0, done.stderr
+    with safe_open(str(tmp_path / "run" / "model.safetensors"), "np") as f:
+        assert json.loads(f.metadata()["classes"]) == names.split(",")
