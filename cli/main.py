@@ -38,7 +38,7 @@ COMMANDS = {
     "report": ("report", "report", "Plot test accuracy and loss against samples trained and version (rule events "
                                    "marked), per-worker throughput, and a summary."),
     "export": ("export", "export", "Write a job's current global weights, with the model name and input shape in the "
-                                   "metadata."),
+               "metadata; or turn a model file bpt wrote (model.safetensors, best.safetensors) into ONNX."),
     "predict": ("export", "predict", "Classify images with a model written by bpt train, wait or export: arrays "
                 "in an .npz or .npy file, an image folder, a flat folder, one image or a glob."),
     "gc": ("jobs", "gc", "Free Redis memory that ended jobs left behind (staged data, wave bookkeeping, orphan keys)."),
