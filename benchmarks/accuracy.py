@@ -14,9 +14,11 @@ import time
 
 import torch
 
-from bpt import inner, models, training
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.train import inner
+from bpt.model import registry as models
+from bpt.train import training
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 
 from .common import local_cluster, run_bpt_job, table, write_json
 

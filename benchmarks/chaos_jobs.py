@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED, JobStore
 

@@ -37,7 +37,7 @@ def _open(url: str, job_id: str, weights_url: str | None):
 
 def _pusher(url: str, job_id: str, index: int, mb: float, seconds: float, train_ms: float, live: int, out,
             barrier, weights_url: str | None = None, tensors: int = 1) -> None:
-    from bpt.merge import MergeRule
+    from bpt.train.merge import MergeRule
 
     store = _open(url, job_id, weights_url)
     delta = model(mb, tensors, 1e-3)

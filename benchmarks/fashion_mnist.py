@@ -18,8 +18,8 @@ import sys
 
 import torch
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 
 from .accuracy import plain_pytorch
 from .common import local_cluster, run_bpt_job, table, write_json

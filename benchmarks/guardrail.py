@@ -17,9 +17,9 @@ import tempfile
 
 import numpy as np
 
-from bpt import image_folder
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data import image_folder
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.job_store import JobStore
 
 from .common import local_cluster, run_bpt_job, table, write_json

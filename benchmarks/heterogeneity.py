@@ -22,8 +22,8 @@ import math
 import random
 import statistics
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 
 from .common import local_cluster, run_bpt_job, table, write_json
 from .simulation import decision_time

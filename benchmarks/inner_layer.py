@@ -30,7 +30,9 @@ def serve(strategy: str, threads: int) -> None:
     """Child process: for each request line (model, batch, seconds) print samples/s."""
     import torch
 
-    from bpt import inner, models, training
+    from bpt.train import inner
+    from bpt.model import registry as models
+    from bpt.train import training
 
     steppers = {}
     for line in sys.stdin:

@@ -5,7 +5,7 @@ workers), for subset sizes 256 to 8192, side by side in one run.
     python -m benchmarks.overhead [--samples 32768] [--sizes 256 512 1024 2048 4096 8192]
 
 digits-aug at 28x28 with LeNet-5, 2 workers, 1 epoch, AGWU. The default subset size
-(bpt.prepare.default_subset_size) is picked from this table.
+(bpt.data.prepare.default_subset_size) is picked from this table.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 import statistics
 import time
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.job_store import FINISHED
 from bpt.workers.submit import submit
 

@@ -1,6 +1,6 @@
 """A user's own CNN on their own images: a declarative network (examples/models/small-cnn16.json)
 on a folder of 3,000 16x16 RGB PNGs of a rule a linear model cannot learn
-(bpt.image_folder.glyphs), against logistic regression and one PyTorch process on the same
+(bpt.data.image_folder.glyphs), against logistic regression and one PyTorch process on the same
 split, and bpt at 2 workers with several recipes, side by side in one run.
 
     python -m benchmarks.own_data [--workers 2] [--seed 0]
@@ -15,9 +15,9 @@ import dataclasses
 import tempfile
 import time
 
-from bpt import image_folder
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data import image_folder
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 
 from .accuracy import plain_pytorch
 from .common import local_cluster, run_bpt_job, table, write_json

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 
 from .accuracy import plain_pytorch
 from .common import local_cluster, run_bpt_job, table, write_json

@@ -10,7 +10,7 @@ Candidates (`gain` is the server's step after a 30,000-sample warm-up, rising fr
 - gain sqrt(K): W += q sqrt(K) D / K;
 - gain K: W += q D (plain asynchronous steps), with the workers' momentum 0.9 or 0;
 - FedBuff: the mean of every K pushes applied at server lr 2;
-- local SGD rounds at outer lr 2 and 4 (bpt.baselines.local_sgd), and DDP's recipe beside.
+- local SGD rounds at outer lr 2 and 4 (bpt.plan.baselines.local_sgd), and DDP's recipe beside.
 Prints one JSON line per run (samples and virtual seconds to target, best and final accuracy).
 """
 
@@ -23,7 +23,12 @@ import time
 
 import torch
 
-from bpt import baselines, datasets, emulator, merge, models, training
+from bpt.plan import baselines
+from bpt.data import datasets
+from bpt.plan import emulator
+from bpt.train import merge
+from bpt.model import registry as models
+from bpt.train import training
 
 from .time_to_accuracy import DATA, cluster_for, load_costs
 

@@ -1,6 +1,6 @@
 """Statistical efficiency as the cluster grows: samples trained (all workers together) until
 the test accuracy first reaches a target, per merge rule, for K = 1 to 64 emulated workers
-(bpt.emulator: the workers' own training code and the store's merge code, on a virtual
+(bpt.plan.emulator: the workers' own training code and the store's merge code, on a virtual
 clock), beside one process (K = 1) and DDP's equivalent (one process, batch 32 K, the best
 of a few scaled learning rates).
 
@@ -18,9 +18,13 @@ import time
 
 import torch
 
-from bpt import datasets, emulator, inner, models, training
-from bpt.merge import MergeRule
-from bpt.prepare import JobChoices, prepare
+from bpt.data import datasets
+from bpt.plan import emulator
+from bpt.train import inner
+from bpt.model import registry as models
+from bpt.train import training
+from bpt.train.merge import MergeRule
+from bpt.data.prepare import JobChoices, prepare
 
 from .common import RESULTS, table, write_json
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from bpt.idpa import IDPA, NodeView, Ranges
-from bpt.simulator import SimConfig, simulate
+from bpt.plan.idpa import IDPA, NodeView, Ranges
+from bpt.plan.simulator import SimConfig, simulate
 
 from .common import table, write_json
 

@@ -19,8 +19,8 @@ import json
 import os
 import statistics
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.job_store import JobStore
 from bpt.broker.redis_server import PrivateRedis
 

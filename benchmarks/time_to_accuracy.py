@@ -6,11 +6,11 @@ momentum 0.9 and a constant lr after any warm-up, for every system:
 - `one process`: the best-tuned single process (K = 1 of DDP's code: no warm-up);
 - `ddp`: torchrun DDP's recipe, batch 32 K, lr = base x K (linear scaling), linear warm-up
   over the first 30,000 samples; each step waits for the slowest replica, plus a ring
-  all-reduce of the gradients at 10 Gb/s (bpt.baselines.Ring);
+  all-reduce of the gradients at 10 Gb/s (bpt.plan.baselines.Ring);
 - `local-sgd`: synchronous rounds, each worker trains one subset from the same weights, the
-  deltas averaged by an all-reduce (bpt.baselines.local_sgd);
+  deltas averaged by an all-reduce (bpt.plan.baselines.local_sgd);
 - `bpt normalized@1024`: the same with subsets of 1,024 samples instead of 256;
-- `bpt RULE`: bpt's asynchronous workers (bpt.emulator: the workers' training code and the
+- `bpt RULE`: bpt's asynchronous workers (bpt.plan.emulator: the workers' training code and the
   store's merge function), each task paying the per-task costs measured on real workers here,
   and the store merging one push at a time at its measured merge time (utilisation reported).
 
@@ -20,7 +20,7 @@ reaches the target on validation soonest in virtual time (or, if none does, ends
 The reported runs then score the test split every EVAL_EVERY samples for each reported seed,
 on all 10,000 images whenever a 2,000-image screen is within 3 points of the target (every
 reported crossing is on all 10,000; accuracies far below it, and so a final accuracy that
-never came near the target, are the screen's: bpt.evaluation), and stop at the target or the
+never came near the target, are the screen's: bpt.train.evaluation), and stop at the target or the
 epoch budget. bpt and local SGD get the same 30,000-sample linear lr warm-up as DDP.
 
     python -m benchmarks.time_to_accuracy [--workers 1 4 16 64] [--clusters equal slow] [--seeds 0 1 2]
@@ -44,8 +44,12 @@ import time
 
 import torch
 
-from bpt import baselines, datasets, emulator, models, training
-from bpt.merge import MergeRule
+from bpt.plan import baselines
+from bpt.data import datasets
+from bpt.plan import emulator
+from bpt.model import registry as models
+from bpt.train import training
+from bpt.train.merge import MergeRule
 
 from .common import table, write_json
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from bpt.merge import MergeRule
+from bpt.train.merge import MergeRule
 from bpt.broker import bulk, codec
 from bpt.broker.connection import connect
 from bpt.broker.redis_server import PrivateRedis

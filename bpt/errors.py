@@ -45,7 +45,7 @@ class CorruptBlob(BptError):
 
 
 class DidNotLearn(BptError):
-    """Raised when a job finished with a test accuracy no better than chance (bpt.learning):
+    """Raised when a job finished with a test accuracy no better than chance (bpt.train.learning):
     its outputs are written, but it is not reported as a success."""
 
     exit_code = 8

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Mapping
 
-from .errors import ConfigError
+from bpt.errors import ConfigError
 
 DEFAULT_THREADS = 1
 DEFAULT_OUT_DIR = "bpt-runs"
@@ -67,7 +67,7 @@ class Settings:
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
-    device: str = "auto"  # a worker's device: auto (CUDA when there is one), cpu, cuda, cuda:N (bpt.devices)
+    device: str = "auto"  # a worker's device: auto (CUDA when there is one), cpu, cuda, cuda:N (bpt.model.devices)
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; or fp32, bf16
 
     ENV_PREFIX = "BPT_"
@@ -94,7 +94,7 @@ class Settings:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.inner is not None and self.inner not in ("auto", "torch", "tasks"):
             raise ConfigError(f"inner must be auto, torch or tasks, got {self.inner!r}")
-        from .device_names import PRECISIONS, check
+        from bpt.model.device_names import PRECISIONS, check
 
         check(self.device)
         if self.precision not in PRECISIONS:

@@ -8,7 +8,7 @@ spec, the version, the job's counters, its `applied` record (which subset of whi
 an outcome: written by the push script with the version it installs, so read in the same
 transaction as the weights the two always agree), the committed sync rounds, evaluations,
 the last events and the statistics `bpt status` shows. What to send again is derived from
-it by bpt.resume.plan.
+it by bpt.job.resume.plan.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import os
 import numpy as np
 import redis
 
-from bpt import lifecycle, resume, sharding
+from bpt.job import lifecycle
+from bpt.job import resume
+from bpt.plan import sharding
 from bpt.errors import DataError
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 
 from . import codec, recovery
 from .job_store import ARRAYS, JobStore
@@ -216,16 +218,9 @@ def restart(store: JobStore, data, max_staged_bytes: int) -> resume.Plan:
     applied = [f.decode() for f in store.client.hkeys(store.keys.applied)]
     shape = lifecycle.Shape(spec)
     released = {tuple(int(p) for p in k.decode().rsplit(":", 2)[1:])
-                for k in store.client.scan_iter(match=_pattern(store, "released"), count=1000)}
+                for k in store.client.scan_iter(match=store.keys.released_pattern(), count=1000)}
     committed = {tuple(int(p) for p in k.decode().rsplit(":", 3)[1:3])
-                 for k in store.client.scan_iter(match=_pattern(store, "round") + ":committed", count=1000)}
+                 for k in store.client.scan_iter(match=store.keys.committed_pattern(), count=1000)}
     if not spec.rule.synchronous:
         committed = set()
     return resume.plan(shape, spec.rule.synchronous, applied, released, committed)
-
-
-def _pattern(store: JobStore, part: str) -> str:
-    from .keys import glob_escape
-
-    return f"{glob_escape(store.keys.base)}:{part}:*"
-

@@ -13,10 +13,13 @@ import logging
 import numpy as np
 import redis
 
-from bpt import guardrail, lifecycle, resume, sharding
-from bpt.datasets import Dataset
+from bpt.train import guardrail
+from bpt.job import lifecycle
+from bpt.job import resume
+from bpt.plan import sharding
+from bpt.data.datasets import Dataset
 from bpt.errors import ConfigError, DataError, UnknownJob
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 
 from . import clock, codec, recovery, scripts
 from .keys import JOBS_INDEX, OPEN_JOBS, JobKeys, glob_escape
@@ -131,7 +134,7 @@ class JobStore:
         return stats
 
     # -- writing -----------------------------------------------------------------------
-    # -- the job's life (bpt.lifecycle), each move one compare-and-set --------------------
+    # -- the job's life (bpt.job.lifecycle), each move one compare-and-set --------------------
     def move(self, move: str, stamp: str = "", **fields) -> Moved:
         """Apply one move of the state machine if the job's status allows it, atomically
         (transition.lua); stamp names a field set to Redis's time of the move. A refused
@@ -242,7 +245,7 @@ class JobStore:
         pipe.ltrim(self.keys.events, -MAX_EVENTS, -1)
         pipe.execute()
 
-    # -- the accuracy guardrail (bpt.guardrail) -------------------------------------------
+    # -- the accuracy guardrail (bpt.train.guardrail) -------------------------------------------
     def guard_level(self) -> int:
         return int(self.client.hget(self.keys.guard, "level") or 0)
 

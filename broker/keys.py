@@ -103,7 +103,7 @@ class JobKeys:
         return self._k("workers")
 
     @property
-    def gradients(self) -> str:  # hash: summed gradient statistics of accepted pushes (bpt.noise_scale)
+    def gradients(self) -> str:  # hash: summed gradient statistics of accepted pushes (bpt.train.noise_scale)
         return self._k("grads")
 
     def data(self, name: str) -> str:  # string: a staged array (.npy bytes)
@@ -163,6 +163,12 @@ class JobKeys:
 
     def pattern(self) -> str:
         return f"{self.base}:*"
+
+    def released_pattern(self) -> str:  # SCAN pattern of every wave_released flag (job id glob-escaped)
+        return f"{glob_escape(self.base)}:released:*"
+
+    def committed_pattern(self) -> str:  # SCAN pattern of every sync round_committed flag
+        return f"{glob_escape(self.base)}:round:*:committed"
 
     def bookkeeping_patterns(self) -> list[str]:
         """The per-wave and per-task keys a finished job no longer needs (done sets, release

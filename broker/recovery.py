@@ -1,7 +1,7 @@
 """What the reconciler reads and writes in Redis: the index of open jobs, its lease with a
 fencing token, one snapshot of an open job, and the fenced application of an action.
 
-The decisions are bpt.reconcile (pure); the loop that applies them is
+The decisions are bpt.job.reconcile (pure); the loop that applies them is
 workers/reconciler.py. Walking only the open jobs is what keeps a pass cheap: it used to
 scan every job ever indexed from the heartbeat thread, two round trips each, and with 8,000
 finished jobs one beat outlasted the liveness timeout (issue 26, finding 4)."""
@@ -12,9 +12,10 @@ import json
 
 import redis
 
-from bpt import lifecycle, reconcile
+from bpt.job import lifecycle
+from bpt.job import reconcile
 from bpt.errors import ConfigError
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 
 from .keys import JOBS_INDEX, OPEN_JOBS, OPEN_JOBS_BUILT, RECONCILER_FENCE, RECONCILER_LEASE, JobKeys
 

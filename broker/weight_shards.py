@@ -1,12 +1,12 @@
 """The bytes of a job's weights, sharded over a Redis Cluster (`--weights-url`).
 
 One Redis moves about 1 GB/s here and caps a string at 512 MiB; a cluster's primaries move
-theirs in parallel. Each version's tensors are split into shards (bpt.sharding.plan), each
+theirs in parallel. Each version's tensors are split into shards (bpt.plan.sharding.plan), each
 uploaded under its own hash tag, chosen so that the shards land on different primaries, and
 under a key of its own upload (a token): a shard key is written once and never changed.
 
 The job's control Redis keeps, where a single-Redis job keeps its blob, a small manifest
-(bpt.sharding): every shard's key and checksum. A push uploads its shards first, then
+(bpt.plan.sharding): every shard's key and checksum. A push uploads its shards first, then
 installs the manifest with the very compare-and-set script a single blob uses (push.lua or
 commit_round.lua: version check, exactly-once record, RENAME), so a version exists only
 once all its shards do, and a pull that reads a manifest reads shards nobody rewrites: it
@@ -32,7 +32,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from bpt import sharding
+from bpt.plan import sharding
 from bpt.errors import ConnectionFailed, CorruptBlob
 
 from . import bulk, codec

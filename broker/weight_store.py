@@ -31,7 +31,9 @@ import numpy as np
 import redis
 from redis.exceptions import RedisClusterException
 
-from bpt import lifecycle, merge, sharding
+from bpt.job import lifecycle
+from bpt.train import merge
+from bpt.plan import sharding
 from bpt.errors import ConfigError, ConnectionFailed, CorruptBlob
 
 from . import bulk, codec, scripts

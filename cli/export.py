@@ -8,7 +8,9 @@ import os
 import click
 import numpy as np
 
-from bpt import datasets, models, training
+from bpt.data import datasets
+from bpt.model import registry as models
+from bpt.train import training
 from bpt.errors import ConfigError, CorruptBlob, DataError
 from bpt.broker import codec
 
@@ -87,7 +89,7 @@ def _read_image_folder(folder: str, shape: tuple, meta: dict, names: list[str] |
     its class folders' names when the model knows them (a folder of some of the classes was
     scored by position: 0.283 where the same model scored 0.811 on all three), by position
     otherwise."""
-    from bpt import image_folder
+    from bpt.data import image_folder
 
     x, y, found = image_folder.read_folder(folder, int(shape[1]))
     if names is not None:
@@ -211,7 +213,7 @@ def _read_inputs(source: str, shape: tuple, meta: dict, names: list[str] | None)
     index in an array file)."""
     import glob
 
-    from bpt import image_folder
+    from bpt.data import image_folder
 
     if any(ch in source for ch in "*?["):
         files = sorted(glob.glob(source))
@@ -247,7 +249,7 @@ def _read_inputs(source: str, shape: tuple, meta: dict, names: list[str] | None)
 
 def _prepared(x: np.ndarray, meta: dict) -> np.ndarray:
     """uint8 (N, H, W, C) images normalised as the model's training images were."""
-    from bpt import image_folder
+    from bpt.data import image_folder
 
     stats = json.loads(meta.get("normalisation", '{"mean": [0], "std": [1]}'))
     return image_folder.normalise(x, np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32))

@@ -11,7 +11,8 @@ import time
 import click
 from tqdm import tqdm
 
-from bpt import learning, metrics
+from bpt.train import learning
+from bpt.job import metrics
 from bpt.settings import DEFAULT_HEARTBEAT_TIMEOUT
 from bpt.errors import BptError, ConfigError, DidNotLearn, JobFailed
 from bpt.broker import clock, codec
@@ -121,7 +122,7 @@ def cluster_view(client, spec: dict, status: str, trained_by: list[str],
                  timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> dict:
     """What the cluster means for the job now: its workers that are no longer alive (marked
     lost in `bpt status`), and why a queued job is still queued."""
-    from bpt import reconcile
+    from bpt.job import reconcile
     from bpt.broker import worker_registry
 
     now = clock.now(client)

@@ -68,7 +68,7 @@ def status(settings, job_id, redis_url, as_json, watch, interval):
 def status_lines(summary: dict) -> list[str]:
     spec = summary["spec"]
     acc = summary["test_accuracy"]
-    from bpt import partition
+    from bpt.plan import partition
 
     subsets = len(partition.subsets(spec["n_train"], spec["subset_size"]))  # as the job cut them (a small tail joins the last)
     lines = [f"job {summary['job_id']}: {summary['status']}  model {spec['model']} on {spec['dataset']}  "

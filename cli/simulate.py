@@ -8,7 +8,7 @@ import json
 import click
 
 from bpt.errors import ConfigError
-from bpt.simulator import SimConfig, simulate as run_simulation
+from bpt.plan.simulator import SimConfig, simulate as run_simulation
 
 
 def _fraction(text: str) -> float:

@@ -10,7 +10,10 @@ import signal
 
 import click
 
-from bpt import catalog, datasets, merge, noise_scale
+from bpt.model import catalog
+from bpt.data import datasets
+from bpt.train import merge
+from bpt.train import noise_scale
 from bpt.errors import BptError, ConfigError
 from bpt.broker.connection import connect
 from bpt.broker.redis_server import PrivateRedis
@@ -190,7 +193,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             # Redis) matters, on success, bad input or Ctrl-C alike.
             stack.callback(local.stop, ENDED_GRACE_SECONDS)
             local.spawn()
-        from bpt.prepare import JobChoices, prepare
+        from bpt.data.prepare import JobChoices, prepare
 
         from .follow import finish
 
@@ -209,7 +212,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
 
             tensorboard_writer_class()
         if resume_from:
-            from bpt.resume import partition_refusal
+            from bpt.job.resume import partition_refusal
 
             spec, weights = _resume_spec(resume_from, resume_file, settings), None
             if partition_refusal(spec.partition, spec.job_id):
@@ -221,7 +224,7 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             out_dir = resume_from if os.path.isdir(resume_from) else os.path.dirname(os.path.abspath(resume_from))
         out_dir = out_dir or os.path.join(settings.out_dir, spec.job_id)
         if local is not None:
-            from bpt.devices import resolve
+            from bpt.model.devices import resolve
 
             resolve(settings.device)  # the local workers' device exists here
             if not quiet:
@@ -308,7 +311,7 @@ def _resume_spec(source: str, resume_file, settings):
     store = JobStore(client, source)
     if not store.exists():
         raise ConfigError(f"--resume {source!r}: no such job on this Redis server, and no such checkpoint file")
-    from bpt.resume import resume_refusal
+    from bpt.job.resume import resume_refusal
 
     refusal = resume_refusal(store.status(), source)
     if refusal:
@@ -317,7 +320,7 @@ def _resume_spec(source: str, resume_file, settings):
 
 
 def _reload(spec):
-    from bpt.prepare import reload_data
+    from bpt.data.prepare import reload_data
 
     return reload_data(spec)
 

@@ -47,7 +47,7 @@ def worker(settings, redis_url, broker_url, weights_url, redis_ca, redis_cert, r
                                  redis_cert=redis_cert, redis_key=redis_key, threads=threads, inner=inner, device=device, precision=precision)
     if settings.redis_url is None:
         raise ConfigError("bpt worker needs --redis-url or BPT_REDIS_URL")
-    from bpt.devices import resolve
+    from bpt.model.devices import resolve
 
     resolve(settings.device)  # cuda on a machine without it: a clear error now, not at the first task
     connect(settings.redis_url, settings.connect_timeout).close()  # fail fast with a clear message

@@ -11,7 +11,7 @@ atomically, and the task whose push makes a count reach a threshold moves the jo
   A wave is released ahead only once the wave before the current one is complete, so at most
   two are unfinished at a time; and the job finishes when its last two waves are complete.
 
-The decision is bpt.lifecycle.after_push (pure). Several tasks can reach a threshold at
+The decision is bpt.job.lifecycle.after_push (pure). Several tasks can reach a threshold at
 once (and a sync round's completing task can be redelivered), so one claims each release
 with SET NX; a crash between claim and send leaves the wave to the watchdog, which sends the
 unfinished subsets of a stalled job again (a subset already applied in that epoch is a
@@ -23,9 +23,12 @@ from __future__ import annotations
 import time
 import uuid
 
-from bpt import learning, lifecycle, models, training
+from bpt.train import learning
+from bpt.job import lifecycle
+from bpt.model import registry as models
+from bpt.train import training
 from bpt.errors import ModelUnavailable
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 from bpt.broker import recovery
 from bpt.broker.job_store import JobStore
 from bpt.broker.keeper import Keeper
@@ -44,7 +47,7 @@ def release_wave(app, spec: JobSpec, epoch: int, wave: int) -> int:
 
 
 def send_resumed(app, store: JobStore, spec: JobSpec, plan) -> int:
-    """Send what a resumed job (bpt.resume.Plan) has left of its released waves; a job with
+    """Send what a resumed job (bpt.job.resume.Plan) has left of its released waves; a job with
     nothing left gets a finish task. Returns the subsets sent."""
     from .app import CONTROL_QUEUE, FINISH_TASK
 
@@ -70,7 +73,7 @@ def task_kwargs(job_id: str, epoch: int, wave: int, subset: int) -> dict:
 
 
 def shape(spec: JobSpec) -> lifecycle.Shape:
-    """The waves of every epoch: what bpt.lifecycle plans on."""
+    """The waves of every epoch: what bpt.job.lifecycle plans on."""
     return lifecycle.Shape(spec)
 
 
@@ -83,7 +86,7 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
     """Called after each subset's push (done: the wave's finished subsets; live: the training
     processes in the cluster now, spec.workers if unknown); moves the job on.
 
-    What to do is bpt.lifecycle.after_push, a pure function of a snapshot of the waves' done
+    What to do is bpt.job.lifecycle.after_push, a pure function of a snapshot of the waves' done
     counts; each action it returns is claimed atomically here (a release with SET NX, the
     job's end with the `claim` move), so tasks acting on the same snapshot at once do it once.
     A redelivered copy of a sync round's completing task (its process died) commits again

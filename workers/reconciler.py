@@ -3,7 +3,7 @@ message, a dead task or a dead finisher left undone (the Kubernetes controller p
 
 Every worker runs a ReconcilerThread; the one whose lease (broker/recovery.py) is current
 reconciles, the others wait to take over. A pass reads a snapshot of each open job, asks
-bpt.reconcile.decide what it needs, and applies each action through fenced.lua first: an
+bpt.job.reconcile.decide what it needs, and applies each action through fenced.lua first: an
 action applies only while this worker still holds the lease it read with, the job's status
 and version are what the snapshot saw, and no one applied the same action before. Then it
 sends the Celery messages the action needs. A worker whose lease expired under it (a pause,
@@ -20,7 +20,8 @@ import threading
 
 import redis
 
-from bpt import lifecycle, reconcile
+from bpt.job import lifecycle
+from bpt.job import reconcile
 from bpt.broker import clock, recovery, scripts as lua, worker_registry
 from bpt.broker.job_store import JobStore
 from bpt.broker.keys import RECONCILER_SEEN

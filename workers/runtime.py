@@ -14,10 +14,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from bpt import devices, inner, models
+from bpt.model import devices
+from bpt.train import inner
+from bpt.model import registry as models
 from bpt.errors import DataError, ModelUnavailable
-from bpt.jobspec import JobSpec
-from bpt.shared_data import SharedArrays
+from bpt.job.jobspec import JobSpec
+from bpt.data.shared_data import SharedArrays
 from bpt.settings import Settings
 from bpt.broker import scripts
 from bpt.broker.connection import connect
@@ -94,7 +96,7 @@ class StagedData:
 
 def data_source(store: JobStore, spec: JobSpec):
     """Where this job's samples come from: Redis, or an array directory read here
-    (bpt.shared_data). A worker that cannot see the directory declines the job's tasks."""
+    (bpt.data.shared_data). A worker that cannot see the directory declines the job's tasks."""
     if not spec.data_path:
         return StagedData(store)
     if not os.path.isdir(spec.data_path):

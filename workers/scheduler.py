@@ -15,7 +15,7 @@ import uuid
 
 import redis
 
-from bpt.idpa import IDPA, NodeView, Ranges, build_policy, overdue
+from bpt.plan.idpa import IDPA, NodeView, Ranges, build_policy, overdue
 from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import FINISHED, JobStore
 from bpt.broker.weight_store import WeightStore

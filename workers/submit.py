@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bpt.datasets import Dataset
-from bpt.jobspec import JobSpec
+from bpt.data.datasets import Dataset
+from bpt.job.jobspec import JobSpec
 from bpt.settings import Settings
 from bpt.broker.job_store import JobStore
 from bpt.broker.weight_shards import open_shards

@@ -9,7 +9,10 @@ import contextlib
 import os
 import time
 
-from bpt import guardrail, lifecycle, merge, training
+from bpt.train import guardrail
+from bpt.job import lifecycle
+from bpt.train import merge
+from bpt.train import training
 from bpt.errors import InvalidTask
 from bpt.broker import clock, worker_registry
 from bpt.broker.job_store import JobStore
@@ -163,7 +166,7 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     seconds = time.perf_counter() - began
     store.forget_deliveries(epoch, piece)
     stats = meter.result()
-    if stats is not None and result.status == "accepted":  # for the job's gradient noise scale (bpt.noise_scale)
+    if stats is not None and result.status == "accepted":  # for the job's gradient noise scale (bpt.train.noise_scale)
         store.add_gradient_stats(stats)
     store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device),
                       result.staleness if result.status == "accepted" else None)
@@ -219,7 +222,7 @@ def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, tra
 def _watch_accuracy(store, spec, cache, version: int, weights, live: int) -> None:
     """The guardrail: score the new global weights on the guard's validation slice (the tasks
     score on its first part); halve alpha when accuracy fell by more than noise explains, give
-    a halving back when it recovered (bpt.guardrail). Every check is a `guard-check` event; a
+    a halving back when it recovered (bpt.train.guardrail). Every check is a `guard-check` event; a
     change of level is a `guardrail` event."""
     training.load_numpy_state(cache.eval_model, weights)
     _, val_accuracy = training.evaluate(cache.eval_model, cache.x_guard, cache.y_guard)

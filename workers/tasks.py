@@ -11,7 +11,7 @@ import redis
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
-from bpt import lifecycle
+from bpt.job import lifecycle
 from bpt.errors import InvalidTask, ModelUnavailable
 from bpt.broker import worker_registry
 from bpt.broker.job_store import JobStore

@@ -8,7 +8,8 @@ import socket
 
 import json
 
-from bpt import devices, plugins
+from bpt.model import devices
+from bpt.model import plugins
 from bpt.settings import Settings
 
 from celery import signals

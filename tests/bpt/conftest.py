@@ -3,7 +3,10 @@ on it with the recipe those tests were written for."""
 
 import pytest
 
-from bpt import datasets, emulator, models, training
+from bpt.data import datasets
+from bpt.plan import emulator
+from bpt.model import registry as models
+from bpt.train import training
 
 
 @pytest.fixture(scope="module")

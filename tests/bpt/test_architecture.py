@@ -1,4 +1,4 @@
-"""Declarative networks (bpt.architecture): the allow-list, typed arguments, shape errors
+"""Declarative networks (bpt.model.architecture): the allow-list, typed arguments, shape errors
 that name the layer, and the shipped examples."""
 
 import json
@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from bpt import architecture, models
+from bpt.model import architecture
+from bpt.model import registry as models
 from bpt.errors import ConfigError
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 
 EXAMPLES = {"examples/models/lenet5.toml": ((1, 28, 28), 61_706),
             "examples/models/resnet20.toml": ((3, 32, 32), 272_474),  # He et al.: 0.27 M

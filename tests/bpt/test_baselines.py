@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from bpt import baselines, emulator
-from bpt.merge import MergeRule
+from bpt.plan import baselines
+from bpt.plan import emulator
+from bpt.train.merge import MergeRule
 
 
 def test_ddp_takes_k_times_fewer_steps_each_waiting_for_the_slowest_replica_plus_the_ring(digits, job):

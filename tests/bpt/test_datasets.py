@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bpt import datasets
+from bpt.data import datasets
 from bpt.errors import ConfigError, DataError
 
 
@@ -86,7 +86,7 @@ def test_an_npy_is_images_only_and_training_says_it_needs_labels(tmp_path):
 def test_digits_read_from_sklearns_file_are_exactly_load_digits():
     from sklearn.datasets import load_digits
 
-    from bpt.datasets import digits_arrays
+    from bpt.data.datasets import digits_arrays
 
     images, target = digits_arrays()
     raw = load_digits()
@@ -125,7 +125,7 @@ def test_float_npz_is_left_as_given(tmp_path):
 
 
 def test_the_normalisation_travels_in_the_spec_for_predict_and_export(tmp_path):
-    from bpt.prepare import JobChoices, prepare
+    from bpt.data.prepare import JobChoices, prepare
 
     path = tmp_path / "keras.npz"
     _keras_npz(path, np.random.default_rng(2), n_train=80, n_test=20)
@@ -163,8 +163,8 @@ def test_predict_reads_a_keras_files_test_split(tmp_path):
 def test_an_old_spec_without_lr_scaling_trains_as_submitted():
     import json
 
-    from bpt.jobspec import JobSpec
-    from bpt.prepare import JobChoices, prepare
+    from bpt.job.jobspec import JobSpec
+    from bpt.data.prepare import JobChoices, prepare
 
     spec, _, _ = prepare(JobChoices(datasets.DatasetSpec("digits"), epochs=1))
     raw = json.loads(spec.to_json())

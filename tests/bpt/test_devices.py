@@ -1,9 +1,12 @@
-"""Device choice (bpt.devices): auto falls back to the CPU, an absent GPU is an error."""
+"""Device choice (bpt.model.devices): auto falls back to the CPU, an absent GPU is an error."""
 
 import pytest
 import torch
 
-from bpt import devices, inner, models, training
+from bpt.model import devices
+from bpt.train import inner
+from bpt.model import registry as models
+from bpt.train import training
 from bpt.errors import ConfigError
 from bpt.settings import Settings
 

@@ -3,15 +3,20 @@
 import numpy as np
 import pytest
 
-from bpt import emulator, inner, merge, models, partition, training
-from bpt.merge import MergeRule
+from bpt.plan import emulator
+from bpt.train import inner
+from bpt.train import merge
+from bpt.model import registry as models
+from bpt.plan import partition
+from bpt.train import training
+from bpt.train.merge import MergeRule
 
 
 def test_one_worker_with_full_steps_is_one_plain_process(digits, job):
     """K = 1 under plain async with alpha 1 applies every delta whole: the global weights must
     be what one process gets training the same subsets in the same order with the same seeds,
     at the job's lr schedule by samples trained (the default: cosine)."""
-    from bpt.schedule import lr_factor
+    from bpt.train.schedule import lr_factor
 
     data, initial = digits
     spec = job(data, epochs=2, rule=MergeRule("async"))

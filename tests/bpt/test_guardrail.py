@@ -1,6 +1,7 @@
-from bpt import guardrail, merge
-from bpt.guardrail import GuardState
-from bpt.merge import MergeRule
+from bpt.train import guardrail
+from bpt.train import merge
+from bpt.train.guardrail import GuardState
+from bpt.train.merge import MergeRule
 
 BIG = 10_000  # a slice so large that the noise bound is below the margin: the margin decides
 

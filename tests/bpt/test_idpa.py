@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from bpt.idpa import IDPA, NodeView, Ranges, StaticSplit, WorkQueue
+from bpt.plan.idpa import IDPA, NodeView, Ranges, StaticSplit, WorkQueue
 
 
 def covered(assignments):
@@ -68,7 +68,7 @@ def test_idpa_refills_a_node_in_one_piece_once_half_its_work_is_done():
 def test_a_range_held_by_a_worker_never_measured_moves_too():
     """Finding 4 of issue 15: a live worker that never completed a task has no rate, and its
     range was never moved: the epoch waited forever."""
-    from bpt.idpa import MIN_OVERDUE, UNMEASURED_OVERDUE, overdue
+    from bpt.plan.idpa import MIN_OVERDUE, UNMEASURED_OVERDUE, overdue
 
     assert overdue(5.0, 256, rate=1000.0, slowest=1000.0) is None
     assert "predicted" in overdue(MIN_OVERDUE + 1, 256, rate=1000.0, slowest=1000.0)

@@ -1,4 +1,4 @@
-"""Image folders (bpt.image_folder) and array directories read by the workers (bpt.shared_data)."""
+"""Image folders (bpt.data.image_folder) and array directories read by the workers (bpt.data.shared_data)."""
 
 import os
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bpt import datasets, image_folder, shared_data
+from bpt.data import datasets
+from bpt.data import image_folder
+from bpt.data import shared_data
 from bpt.errors import DataError
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bpt import inner, models, training
+from bpt.train import inner
+from bpt.model import registry as models
+from bpt.train import training
 from bpt.errors import ConfigError
 
 TOLERANCE = 1e-5  # float32 sums in another order: observed differences are ~1e-7

@@ -1,4 +1,4 @@
-from bpt import learning
+from bpt.train import learning
 
 
 def test_near_chance_is_within_five_points_of_one_over_classes():

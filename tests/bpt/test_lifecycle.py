@@ -1,10 +1,10 @@
-"""The job's state machine (bpt.lifecycle), exhaustively, without Redis."""
+"""The job's state machine (bpt.job.lifecycle), exhaustively, without Redis."""
 
 import itertools
 
 import pytest
 
-from bpt import lifecycle as lc
+from bpt.job import lifecycle as lc
 
 # Every legal (state, move) -> state, written out by hand: the table the code must match.
 LEGAL = {

@@ -3,10 +3,10 @@ merge K deltas as one step (issue 23)."""
 
 import pytest
 
-from bpt import models
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
-from bpt.schedule import lr_scale
+from bpt.model import registry as models
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
+from bpt.train.schedule import lr_scale
 
 
 def test_sqrt_scaling_applies_to_the_averaging_rules_only():

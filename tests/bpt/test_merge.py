@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bpt import merge
+from bpt.train import merge
 from bpt.errors import ConfigError
 
 
@@ -67,7 +67,7 @@ def test_invalid_rules_are_refused(kwargs):
 
 
 def test_default_alpha_makes_a_group_of_same_version_pushes_one_step():
-    from bpt.prepare import default_alpha
+    from bpt.data.prepare import default_alpha
     assert default_alpha("agwu", 0.5) == 0.5
     assert default_alpha("agwu", 1.0) == 1.0  # no decay: nothing to normalise
     assert default_alpha("async", 0.5) == default_alpha("sync", 0.5) == 1.0

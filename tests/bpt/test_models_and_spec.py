@@ -3,9 +3,9 @@ import dataclasses
 import pytest
 import torch
 
-from bpt import models
+from bpt.model import registry as models
 from bpt.errors import ConfigError
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 
 
 @pytest.mark.parametrize("name,shape", [("digits-cnn", (1, 8, 8)), ("lenet5", (1, 28, 28)), ("resnet-small", (3, 32, 32))])
@@ -97,8 +97,9 @@ def test_a_spec_over_the_limits_is_refused_when_a_worker_loads_it_too(change, me
 
 
 def test_the_catalog_names_every_built_in_model_and_no_other():
-    """bpt.catalog lets `bpt train --help` list the models without importing torch."""
-    from bpt import catalog, models
+    """bpt.model.catalog lets `bpt train --help` list the models without importing torch."""
+    from bpt.model import catalog
+    from bpt.model import registry as models
 
     assert sorted(catalog.BUILTIN_MODELS) == sorted(models.REGISTRY)
 
@@ -110,7 +111,7 @@ def test_a_spec_has_upper_bounds_and_refuses_a_billion_subsets_without_building_
     import json
     import time
 
-    from bpt import jobspec
+    from bpt.job import jobspec
     from bpt.errors import ConfigError
 
     base = json.loads(spec().to_json())
@@ -125,7 +126,7 @@ def test_a_spec_has_upper_bounds_and_refuses_a_billion_subsets_without_building_
 
 
 def test_a_push_reads_the_waves_of_a_few_epochs_not_of_all():
-    from bpt import lifecycle
+    from bpt.job import lifecycle
     from bpt.workers import flow
 
     job = spec(epochs=10_000)

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from bpt import datasets, inner, metrics, models, noise_scale, training
-from bpt.noise_scale import GradStats
+from bpt.data import datasets
+from bpt.train import inner
+from bpt.job import metrics
+from bpt.model import registry as models
+from bpt.train import noise_scale
+from bpt.train import training
+from bpt.train.noise_scale import GradStats
 
 
 def test_the_two_batch_estimator_recovers_a_known_noise_scale():

@@ -1,6 +1,6 @@
 import pytest
 
-from bpt import partition
+from bpt.plan import partition
 
 
 @pytest.mark.parametrize("n,size", [(1294, 128), (1000, 100), (10, 3), (5, 100), (1001, 100)])

@@ -1,5 +1,5 @@
 """The training recipe: optimizers, schedules over the job's progress, label smoothing,
-augmentation, top-k (bpt.training, bpt.schedule, bpt.jobspec)."""
+augmentation, top-k (bpt.train.training, bpt.train.schedule, bpt.job.jobspec)."""
 
 import dataclasses
 
@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from bpt import inner, models, schedule, training
+from bpt.train import inner
+from bpt.model import registry as models
+from bpt.train import schedule
+from bpt.train import training
 from bpt.errors import ConfigError
-from bpt.jobspec import JobSpec
-from bpt.training import TrainParams
+from bpt.job.jobspec import JobSpec
+from bpt.train.training import TrainParams
 
 
 def test_cosine_falls_from_the_rate_to_zero_after_the_warm_up():

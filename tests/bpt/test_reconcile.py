@@ -1,7 +1,8 @@
-"""The reconciler's decisions (bpt/reconcile.py), without Redis: one rule a test."""
+"""The reconciler's decisions (bpt/job/reconcile.py), without Redis: one rule a test."""
 
-from bpt import lifecycle, reconcile
-from bpt.reconcile import CommitRound, Fail, Finish, Release, Resend, Revive, Snapshot, Watch, decide
+from bpt.job import lifecycle
+from bpt.job import reconcile
+from bpt.job.reconcile import CommitRound, Fail, Finish, Release, Resend, Revive, Snapshot, Watch, decide
 
 
 def snap(**kw) -> Snapshot:

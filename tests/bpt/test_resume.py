@@ -1,6 +1,6 @@
-"""Where a resumed job picks up (bpt.resume), without Redis."""
+"""Where a resumed job picks up (bpt.job.resume), without Redis."""
 
-from bpt import resume
+from bpt.job import resume
 
 ASYNC = [[[0, 1, 2, 3]], [[2, 0, 3, 1]], [[1, 3, 0, 2]]]  # 3 epochs, one wave each
 SYNC = [[[0, 1], [2, 3]], [[3, 1], [0, 2]]]  # 2 epochs, rounds of two

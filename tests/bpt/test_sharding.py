@@ -2,7 +2,7 @@
 
 import pytest
 
-from bpt import sharding
+from bpt.plan import sharding
 from bpt.errors import ConfigError
 
 

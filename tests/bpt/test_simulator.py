@@ -1,6 +1,6 @@
 import pytest
 
-from bpt.simulator import SimConfig, ideal_bound, simulate
+from bpt.plan.simulator import SimConfig, ideal_bound, simulate
 
 
 def test_ideal_bound_without_and_with_failures_and_joins():
@@ -50,7 +50,7 @@ def test_the_simulator_runs_the_schedulers_configuration():
     size, as the scheduler task's rounds build them (issue 16)."""
     import inspect
 
-    from bpt import simulator
+    from bpt.plan import simulator
     from bpt.workers import scheduler
 
     assert "build_policy(" in inspect.getsource(simulator.simulate)

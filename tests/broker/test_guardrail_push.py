@@ -4,8 +4,8 @@ calls guardrail.rule_in_force), merged by the real weight store."""
 
 import numpy as np
 
-from bpt import guardrail
-from bpt.merge import MergeRule
+from bpt.train import guardrail
+from bpt.train.merge import MergeRule
 from bpt.broker.job_store import JobStore
 from bpt.broker.weight_store import WeightStore
 

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from bpt import lifecycle as lc
-from bpt.merge import MergeRule
+from bpt.job import lifecycle as lc
+from bpt.train.merge import MergeRule
 from bpt.broker import clock
 from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore

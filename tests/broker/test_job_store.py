@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from bpt.datasets import DatasetSpec
+from bpt.data.datasets import DatasetSpec
 from bpt.errors import DataError, UnknownJob
-from bpt.prepare import JobChoices, prepare
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.job_store import JobStore, list_jobs
 
 

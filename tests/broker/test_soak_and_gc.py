@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from bpt.datasets import DatasetSpec
-from bpt.merge import MergeRule
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.train.merge import MergeRule
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore, collect_garbage, list_jobs
 from bpt.broker.weight_store import WeightStore
@@ -70,12 +70,20 @@ def test_gc_frees_staged_data_of_finished_jobs_and_orphans(client, job_id):
     assert client.exists(store.keys.data("x_train"))  # a running job keeps its data
     assert not client.exists(orphan)
     assert store.cancel()
+    done_spec, done_data, done_weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id + "-done")
+    done = JobStore.create(client, done_spec, done_data, done_weights, max_staged_bytes=2**30)
+    client.set(done.keys.wave_done(0, 0), 1)
+    done.mark_running()
+    assert done.claim_finish() and done.complete(test_accuracy=0.9)
     report = collect_garbage(client)
-    assert report["finished_jobs_cleaned"] >= 1
-    assert not client.exists(store.keys.data("x_train")) and not client.exists(store.keys.wave_done(0, 0))
+    assert report["finished_jobs_cleaned"] >= 2
+    assert not client.exists(store.keys.data("x_train")) and not client.exists(done.keys.data("x_train"))
+    assert not client.exists(done.keys.wave_done(0, 0))  # a done job's bookkeeping goes
+    assert client.exists(store.keys.wave_done(0, 0))  # issue 28: a cancelled job keeps what --resume needs
     assert store.state()["status"] == "cancelled"  # results stay
     collect_garbage(client, delete_finished=True)
     assert job_id not in list_jobs(client) and not client.exists(store.keys.state)
+    assert job_id + "-done" not in list_jobs(client)
 
 
 def test_gc_keeps_a_job_submitted_after_it_read_the_index(client, job_id, monkeypatch):

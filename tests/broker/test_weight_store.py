@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from bpt.merge import MergeRule
+from bpt.train.merge import MergeRule
 from bpt.broker.connection import connect
 from bpt.broker.weight_shards import open_shards
 from bpt.broker.weight_store import WeightStore
@@ -248,7 +248,7 @@ def test_a_sharded_pull_that_finds_a_shard_retired_reads_the_newer_version(redis
     and fetching them must read the newer manifest and come back whole; under 4 pullers
     racing 300 pushes no pull is torn; and what is left on the cluster is exactly the
     current version's shards."""
-    from bpt import sharding
+    from bpt.plan import sharding
     from bpt.broker import weight_shards
 
     monkeypatch.setattr(weight_shards, "RETIRED_SECONDS", 0.0)

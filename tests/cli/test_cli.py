@@ -151,8 +151,8 @@ def test_unknown_job_id_is_a_clear_error(command, redis_url):
 
 
 def test_garbage_where_weights_should_be_is_a_clear_error(client, redis_url, job_id):
-    from bpt.prepare import JobChoices, prepare
-    from bpt.datasets import DatasetSpec
+    from bpt.data.prepare import JobChoices, prepare
+    from bpt.data.datasets import DatasetSpec
     from bpt.broker.job_store import JobStore
 
     spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id)

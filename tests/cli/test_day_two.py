@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +144,7 @@ def test_a_cancelled_job_on_a_cluster_resumes_in_place_and_trains_every_subset_o
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     spec = json.loads(client.get(f"bpt:job:{{{job}}}:spec"))
-    from bpt import partition
+    from bpt.plan import partition
 
     n_subsets = len(partition.subsets(spec["n_train"], spec["subset_size"]))
     assert summary["status"] == "done" and summary["test_accuracy"] >= 0.95

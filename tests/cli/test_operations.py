@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from bpt import datasets, partition
+from bpt.data import datasets
+from bpt.plan import partition
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.job_store import FINISHED, JobStore
 from bpt.settings import Settings
 from bpt.broker.connection import connect

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bpt.jobspec import JobSpec
+from bpt.job.jobspec import JobSpec
 from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore
 from bpt.workers import flow, reconciler
@@ -76,8 +76,8 @@ def test_small_epochs_are_released_ahead_by_a_quarter_at_most(app, client, job_i
 # -- finding 1 of issue 15: races at a job's end ---------------------------------------------
 import threading  # noqa: E402
 
-from bpt.datasets import DatasetSpec  # noqa: E402
-from bpt.prepare import JobChoices, prepare  # noqa: E402
+from bpt.data.datasets import DatasetSpec  # noqa: E402
+from bpt.data.prepare import JobChoices, prepare  # noqa: E402
 from bpt.broker.weight_store import WeightStore  # noqa: E402
 
 
@@ -185,7 +185,7 @@ def test_the_reconciler_resends_a_stalled_wave_even_while_other_jobs_keep_the_qu
     """Item 7 of issue 15: the watchdog waited while the shared train queue held anything,
     so another job's backlog kept a stalled job stalled forever. Now the backlog only adds
     the time the cluster needs to work through it."""
-    from bpt import reconcile
+    from bpt.job import reconcile
     from bpt.broker import clock
 
     queue = f"bpt.train-test-{job_id}"  # a private queue standing for the shared one
@@ -218,7 +218,8 @@ def test_the_reconciler_resends_a_stalled_wave_even_while_other_jobs_keep_the_qu
 
 
 def test_a_job_whose_finisher_died_is_finished_by_a_takeover_on_a_real_worker(workers, app, client, job_id, lease):
-    from bpt import lifecycle, reconcile
+    from bpt.job import lifecycle
+    from bpt.job import reconcile
     from bpt.broker import clock
 
     spec, store, _ = staged_job(client, job_id)

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from bpt import image_folder
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data import image_folder
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.settings import Settings
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED

@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from bpt import lifecycle, reconcile
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.job import lifecycle
+from bpt.job import reconcile
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.broker import clock, recovery, scripts as lua, worker_registry
 from bpt.broker.job_store import JobStore
 from bpt.broker.keys import JOBS_INDEX, OPEN_JOBS, OPEN_JOBS_BUILT, JobKeys
@@ -164,7 +165,7 @@ def _race(app, client, job_id, monkeypatch):
 def test_a_final_evaluation_longer_than_the_patience_runs_once(client, job_id, monkeypatch):
     """Finding 12: the finisher could not extend its claim, so an evaluation over 60 s was
     taken over and ran twice. Now it renews its claim while it evaluates."""
-    from bpt import training
+    from bpt.train import training
 
     spec, store, weights = staged_job(client, job_id)
     monkeypatch.setitem(lifecycle.TAKEOVER, "claim", 1.0)  # the patience, 60 s in production

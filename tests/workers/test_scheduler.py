@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.settings import Settings
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED
@@ -90,7 +90,7 @@ def test_a_round_moves_a_range_held_by_a_live_worker_that_never_completed_a_task
     """Finding 4 of issue 15, through the scheduler's round on a real Redis."""
     import uuid
 
-    from bpt.idpa import UNMEASURED_OVERDUE
+    from bpt.plan.idpa import UNMEASURED_OVERDUE
     from bpt.broker import clock, worker_registry
     from bpt.broker.job_store import JobStore
     from bpt.workers import scheduler

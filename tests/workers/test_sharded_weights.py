@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.settings import Settings
-from bpt import sharding
+from bpt.plan import sharding
 from bpt.errors import ConfigError
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED

@@ -5,8 +5,8 @@ import subprocess
 import sys
 import time
 
-from bpt.datasets import DatasetSpec
-from bpt.prepare import JobChoices, prepare
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
 from bpt.settings import Settings
 from bpt.broker import worker_registry
 from bpt.broker.connection import connect
