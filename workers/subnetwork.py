@@ -6,11 +6,12 @@ releases the next) or an index range handed out by the scheduler task (idpa, sta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 
 from bpt.train import guardrail
-from bpt.job import lifecycle
+from bpt.job import lifecycle, task
 from bpt.train import merge
 from bpt.train import training
 from bpt.errors import InvalidTask
@@ -117,6 +118,7 @@ LOST_RETRIES = 3  # trainings of one subset whose pulled version the store lost 
 
 def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release: bool,
            lost: int = 0) -> dict:
+    """Pull, train, push, decide (bpt.job.task.after_push), apply: one task, top to bottom."""
     entered = time.perf_counter()
     spec = cache.spec
     weights = WeightStore(runtime.client, store.job_id, runtime.scripts, shards=runtime.shards)
@@ -132,6 +134,50 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     if not release:
         _ask_for_work(app, runtime, store)  # queue our next range while this one trains
 
+    trained = _pull_and_train(runtime, store, weights, cache, epoch, wave, start, end, live)
+    result = _push(store, weights, spec, trained, epoch, wave, piece, live)
+    if result.status == "closed":  # cancelled, failed or finished while this trained: nothing merged
+        store.forget_deliveries(epoch, piece)
+        store.log("push-closed", worker=worker, epoch=epoch, piece=piece, status=store.status())
+        return {"status": "closed", "version": result.version}
+    if result.status == "lost" and lost < LOST_RETRIES:
+        store.log("push-lost", worker=worker, epoch=epoch, piece=piece, pulled=trained.pulled.version,
+                  version=result.version, reason="the store lost the pulled version (rollback); training again")
+        return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1)
+    _record(runtime, worker, store, cache, trained, result, epoch, piece, live, entered)
+    outcome = {"status": result.status, "version": result.version, "staleness": result.staleness,
+               "loss": trained.loss, "accuracy": trained.accuracy}
+    for action in task.after_push(result.version, result.weights is not None, spec.eval_interval,
+                                  result.weights is not None and spec.guard_due(result.version), bool(spec.guardrail),
+                                  spec.rule.synchronous, release):
+        if isinstance(action, task.Evaluate):
+            _evaluate(store, weights, spec, cache, result.version, result.weights, epoch, trained.loss)
+            if store.status() not in lifecycle.OPEN:  # the target was reached: the job is done
+                return outcome
+        elif isinstance(action, task.Guard):
+            _watch_accuracy(store, spec, cache, result.version, result.weights, live)
+        elif action.greedy:
+            flow.after_subset(app, store, weights, spec, epoch, wave, result.done, live)
+        else:
+            _ask_for_work(app, runtime, store)  # sees our range done: the next epoch, or the job's end
+    return outcome
+
+
+@dataclasses.dataclass
+class Trained:
+    pulled: object  # the Pulled version trained from
+    delta: dict  # W_local - W_pulled
+    loss: float  # mean training loss of the pass
+    accuracy: float  # the local model's score on its validation slice (AGWU's weight)
+    meter: object  # gradient statistics (bpt.train.noise_scale)
+    began: float  # perf_counter at the start of training
+    compute: float  # seconds of training
+    score_seconds: float
+    samples: int  # the piece's size
+
+
+def _pull_and_train(runtime, store, weights, cache, epoch, wave, start, end, live) -> Trained:
+    spec = cache.spec
     x, y = cache.rows(store, start, end)
     pulled = weights.pull()
     training.load_numpy_state(cache.model, pulled.weights)
@@ -147,47 +193,33 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     _, accuracy = training.evaluate(cache.model, cache.x_score, cache.y_score)
     scored = time.perf_counter()
     delta = merge.subtract(training.state_to_numpy(cache.model), pulled.weights)
+    return Trained(pulled, delta, loss, accuracy, meter, began, compute, scored - scoring, end - start)
 
+
+def _push(store, weights, spec, trained: Trained, epoch, wave, piece, live):
     if spec.rule.synchronous:
-        result = weights.stage(delta=delta, samples=end - start, accuracy=accuracy, epoch=epoch, wave=wave,
-                               subset=piece)
-    else:
-        rule = guardrail.rule_in_force(spec.rule, store.guard_level() if spec.guardrail else 0, live)
-        result = weights.push(rule=rule, pulled_version=pulled.version, delta=delta, accuracy=accuracy,
-                              epoch=epoch, wave=wave, subset=piece, base=pulled, live=live)
-    if result.status == "closed":  # cancelled, failed or finished while this trained: nothing merged
-        store.forget_deliveries(epoch, piece)
-        store.log("push-closed", worker=worker, epoch=epoch, piece=piece, status=store.status())
-        return {"status": "closed", "version": result.version}
-    if result.status == "lost" and lost < LOST_RETRIES:
-        store.log("push-lost", worker=worker, epoch=epoch, piece=piece, pulled=pulled.version,
-                  version=result.version, reason="the store lost the pulled version (rollback); training again")
-        return _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, release, lost + 1)
-    seconds = time.perf_counter() - began
+        return weights.stage(delta=trained.delta, samples=trained.samples, accuracy=trained.accuracy, epoch=epoch,
+                             wave=wave, subset=piece)
+    rule = guardrail.rule_in_force(spec.rule, store.guard_level() if spec.guardrail else 0, live)
+    return weights.push(rule=rule, pulled_version=trained.pulled.version, delta=trained.delta,
+                        accuracy=trained.accuracy, epoch=epoch, wave=wave, subset=piece, base=trained.pulled, live=live)
+
+
+def _record(runtime, worker, store, cache, trained: Trained, result, epoch, piece, live, entered) -> None:
+    """The task's work, throughput and push in the job's statistics and events."""
+    seconds = time.perf_counter() - trained.began
+    samples = trained.samples
     store.forget_deliveries(epoch, piece)
-    stats = meter.result()
+    stats = trained.meter.result()
     if stats is not None and result.status == "accepted":  # for the job's gradient noise scale (bpt.train.noise_scale)
         store.add_gradient_stats(stats)
-    store.record_work(worker, end - start, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device),
+    store.record_work(worker, samples, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device),
                       result.staleness if result.status == "accepted" else None)
-    worker_registry.record_task(runtime.client, worker, end - start, seconds, store.keys.rates, runtime.scripts["rate"])
+    worker_registry.record_task(runtime.client, worker, samples, seconds, store.keys.rates, runtime.scripts["rate"])
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
-              version=result.version, scale=round(result.scale, 6), accuracy=round(accuracy, 4), live=live,
-              compute_s=round(compute, 5), score_s=round(scored - scoring, 5),
-              setup_s=round(began - entered, 5), task_s=round(time.perf_counter() - entered, 5))
-    if result.weights is not None and result.version % spec.eval_interval == 0:
-        _evaluate(store, weights, spec, cache, result.version, result.weights, epoch, loss)
-        if store.status() not in lifecycle.OPEN:  # the target was reached: the job is done
-            return {"status": result.status, "version": result.version, "staleness": result.staleness,
-                    "loss": loss, "accuracy": accuracy}
-    if spec.guardrail and not spec.rule.synchronous and result.weights is not None and spec.guard_due(result.version):
-        _watch_accuracy(store, spec, cache, result.version, result.weights, live)
-    if release:
-        flow.after_subset(app, store, weights, spec, epoch, wave, result.done, live)
-    else:
-        _ask_for_work(app, runtime, store)  # sees our range done: the next epoch, or the job's end
-    return {"status": result.status, "version": result.version, "staleness": result.staleness,
-            "loss": loss, "accuracy": accuracy}
+              version=result.version, scale=round(result.scale, 6), accuracy=round(trained.accuracy, 4), live=live,
+              compute_s=round(trained.compute, 5), score_s=round(trained.score_seconds, 5),
+              setup_s=round(trained.began - entered, 5), task_s=round(time.perf_counter() - entered, 5))
 
 
 def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, train_loss: float) -> None:
