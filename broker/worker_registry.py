@@ -29,6 +29,21 @@ def worker_key(name: str) -> str:
     return keys.worker(name)
 
 
+_ADDRESS: dict[int, str] = {}
+
+
+def own_address(client: redis.Redis) -> str:
+    """This machine's address as Redis sees it (CLIENT INFO), once per process: a worker in
+    a container or a network namespace of its own shows its own address in `bpt workers`."""
+    if not _ADDRESS.get(os.getpid()):
+        try:
+            address = client.client_info().get("addr", "").rsplit(":", 1)[0]
+        except redis.RedisError:
+            address = ""
+        _ADDRESS[os.getpid()] = address or "?"
+    return _ADDRESS[os.getpid()]
+
+
 def heartbeat(client: redis.Redis, name: str, processes: int = 1, about: dict | None = None) -> None:
     """processes: the worker's training processes (its --concurrency): what it adds to a
     job's live K. Stamped with Redis's clock (broker/clock.py), not this machine's.
@@ -36,7 +51,7 @@ def heartbeat(client: redis.Redis, name: str, processes: int = 1, about: dict | 
     beat = clock.now(client)
     pipe = client.pipeline(transaction=False)
     pipe.hset(worker_key(name), mapping={"heartbeat": beat, "host": socket.gethostname(),
-                                         "processes": processes, **(about or {})})
+                                         "address": own_address(client), "processes": processes, **(about or {})})
     pipe.hdel(worker_key(name), "stopped")
     pipe.expire(worker_key(name), WORKER_TTL)
     pipe.sadd(WORKERS_INDEX, name)
@@ -137,7 +152,7 @@ def workers(client: redis.Redis) -> dict[str, dict]:
             client.srem(WORKERS_INDEX, name)
             continue
         fields = {k.decode(): v.decode() for k, v in raw.items()}
-        out[name] = {"host": fields.get("host", "?"), "heartbeat": float(fields.get("heartbeat", 0)),
+        out[name] = {"host": fields.get("host", "?"), "address": fields.get("address", "?"), "heartbeat": float(fields.get("heartbeat", 0)),
                      "rate": float(fields["rate"]) if "rate" in fields else None,
                      "tasks": int(fields.get("tasks", 0)), "samples": int(fields.get("samples", 0)),
                      "processes": int(fields.get("processes", 1)), "stopped": float(fields.get("stopped", 0)),

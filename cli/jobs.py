@@ -213,9 +213,10 @@ def workers(settings, redis_url, as_json):
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'WORKER':<28}{'HOST':<14}{'STATE':<7}{'DEVICE':<10}{'SAMPLES/S':>10}{'TASKS':>7}  LAST HEARTBEAT  PLUG-INS")
+    click.echo(f"{'WORKER':<28}{'HOST':<14}{'ADDRESS':<16}{'STATE':<7}{'DEVICE':<10}{'SAMPLES/S':>10}{'TASKS':>7}  "
+               "LAST HEARTBEAT  PLUG-INS")
     for r in rows:
         rate = f"{r['rate']:.0f}" if r["rate"] else "-"
         plugins = ", ".join(f"{k}=={v}" for k, v in sorted(r["plugins"].items())) or "-"
-        click.echo(f"{r['worker']:<28}{r['host']:<14}{r['state']:<7}{r['device'].split(' ')[0]:<10}{rate:>10}"
+        click.echo(f"{r['worker']:<28}{r['host']:<14}{r['address']:<16}{r['state']:<7}{r['device'].split(' ')[0]:<10}{rate:>10}"
                    f"{r['tasks']:>7}  {now - r['heartbeat']:>5.1f}s ago     {plugins}")
