@@ -38,14 +38,16 @@ class _OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return importlib.util.spec_from_loader(fullname, self)
         return None
 
+    _specs: dict = {}  # module name -> its own spec, which the import system writes the alias's over
+
     def create_module(self, spec):
         _warn(spec.name[4:])
         module = importlib.import_module(MOVED[spec.name[4:]])
-        self._real_spec = module.__spec__  # the import system writes the alias's spec over it
+        self._specs.setdefault(module.__name__, module.__spec__)
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._real_spec  # nothing to run: the module was loaded at its new place
+        module.__spec__ = self._specs[module.__name__]  # nothing to run: the module was loaded at its new place
 
 
 def install() -> None:

@@ -23,7 +23,7 @@ import redis
 from bpt.job import lifecycle
 from bpt.job import resume
 from bpt.plan import sharding
-from bpt.errors import DataError
+from bpt.errors import BptError, DataError
 from bpt.job.jobspec import JobSpec
 
 from . import codec, recovery
@@ -123,14 +123,14 @@ def from_bytes(blob: bytes, source: str = "checkpoint") -> Checkpoint:
             raise ValueError(f"format {document.get('format')!r}, expected {FORMAT}")
         tensors = codec.decode_weights(blob)
         spec = JobSpec.from_json(json.dumps(document["spec"]))
-    except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        weights = {n: np.array(a) for n, a in tensors.items() if not n.startswith("best/")}
+        best = {n[5:]: np.array(a) for n, a in tensors.items() if n.startswith("best/")} or None
+        return Checkpoint(spec, int(document["version"]), weights, dict(document["state"]), dict(document["applied"]),
+                          [tuple(r) for r in document["committed"]], list(document["evals"]),
+                          list(document["events"]), dict(document["hashes"]), best)
+    except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError, BptError) as e:
         raise DataError(f"{source} is not a bpt checkpoint ({type(e).__name__}: {e}); a model.safetensors "
                         "starts a new job with --init-from") from e
-    weights = {n: np.array(a) for n, a in tensors.items() if not n.startswith("best/")}
-    best = {n[5:]: np.array(a) for n, a in tensors.items() if n.startswith("best/")} or None
-    return Checkpoint(spec, int(document["version"]), weights, document["state"], document["applied"],
-                      [tuple(r) for r in document["committed"]], document["evals"], document["events"],
-                      document["hashes"], best)
 
 
 def write_file(ckpt: Checkpoint, path: str) -> str:
@@ -148,8 +148,12 @@ def read_file(path: str) -> Checkpoint:
         path = os.path.join(path, "checkpoint.safetensors")
     if not os.path.isfile(path):
         raise DataError(f"--resume {path!r}: no such checkpoint file (and no such job on the Redis server given)")
-    with open(path, "rb") as f:
-        return from_bytes(f.read(), path)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read checkpoint {path}: {e.strerror}") from e
+    return from_bytes(blob, path)
 
 
 # -- putting it back --------------------------------------------------------------------------------
@@ -198,29 +202,45 @@ def restart(store: JobStore, data, max_staged_bytes: int) -> resume.Plan:
     refusal = resume.resume_refusal(store.status(), store.job_id)
     if refusal:
         raise DataError(refusal)
-    if not spec.data_path:
-        blobs = {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
-        if sum(len(b) for b in blobs.values()) > max_staged_bytes:
-            raise DataError("the data set is over BPT_MAX_STAGED_MB; raise it to resume this job")
-        pipe = store.client.pipeline(transaction=True)
-        for name, blob in blobs.items():
-            pipe.set(store.keys.data(name), blob)
-        pipe.hset(store.keys.state, "staged_bytes", sum(len(b) for b in blobs.values()))
-        pipe.execute()
-    moved = store.move("restart")
-    if not moved.ok:
-        raise DataError(resume.resume_refusal(moved.previous, store.job_id) or f"job {store.job_id} moved on")
-    pipe = store.client.pipeline(transaction=True)
-    pipe.hdel(store.keys.state, *[f for f in NOT_CARRIED if f not in ("status", "since", "staged_bytes")])
-    pipe.delete(store.keys.reconciler)  # its stall clock starts again, not from before the job ended
-    recovery.mark_open(pipe, store.job_id)
-    pipe.execute()
     applied = [f.decode() for f in store.client.hkeys(store.keys.applied)]
     shape = lifecycle.Shape(spec)
     released = {tuple(int(p) for p in k.decode().rsplit(":", 2)[1:])
                 for k in store.client.scan_iter(match=store.keys.released_pattern(), count=1000)}
     committed = {tuple(int(p) for p in k.decode().rsplit(":", 3)[1:3])
                  for k in store.client.scan_iter(match=store.keys.committed_pattern(), count=1000)}
-    if not spec.rule.synchronous:
-        committed = set()
-    return resume.plan(shape, spec.rule.synchronous, applied, released, committed)
+    if spec.rule.synchronous and applied and not committed and not released:
+        raise DataError(f"job {store.job_id}'s sync rounds were cleaned by an earlier `bpt gc`; it cannot be resumed "
+                        "(start a new job with --init-from its last model)")
+    if not released and applied:  # cleaned by a `bpt gc` from before resume existed: derive them again
+        released = None
+    plan = resume.plan(shape, spec.rule.synchronous, applied, released,
+                       committed if spec.rule.synchronous else set())
+    _stage(store, spec, data, max_staged_bytes)
+    moved = store.move("restart")
+    if not moved.ok:
+        raise DataError(resume.resume_refusal(moved.previous, store.job_id) or f"job {store.job_id} moved on")
+    pipe = store.client.pipeline(transaction=True)
+    pipe.hdel(store.keys.state, *[f for f in NOT_CARRIED if f not in ("status", "since", "staged_bytes")])
+    pipe.delete(store.keys.reconciler)  # its stall clock starts again, not from before the job ended
+    for (e, w), subsets in plan.done.items():  # the push path counts done subsets here (idempotent)
+        pipe.sadd(store.keys.wave_done(e, w), *subsets)
+    for e, w in plan.released:
+        pipe.set(store.keys.wave_released(e, w), 1)
+    recovery.mark_open(pipe, store.job_id)
+    pipe.execute()
+    if not spec.data_path and not store.client.exists(store.keys.data("x_train")):
+        _stage(store, spec, data, max_staged_bytes)  # a `bpt gc` freed it between the two
+    return plan
+
+
+def _stage(store: JobStore, spec: JobSpec, data, max_staged_bytes: int) -> None:
+    if spec.data_path:
+        return  # the workers read it themselves
+    blobs = {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
+    if sum(len(b) for b in blobs.values()) > max_staged_bytes:
+        raise DataError("the data set is over BPT_MAX_STAGED_MB; raise it to resume this job")
+    pipe = store.client.pipeline(transaction=True)
+    for name, blob in blobs.items():
+        pipe.set(store.keys.data(name), blob)
+    pipe.hset(store.keys.state, "staged_bytes", sum(len(b) for b in blobs.values()))
+    pipe.execute()

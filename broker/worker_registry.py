@@ -39,8 +39,10 @@ def own_address(client: redis.Redis) -> str:
         try:
             address = client.client_info().get("addr", "").rsplit(":", 1)[0]
         except redis.RedisError:
-            address = ""
-        _ADDRESS[os.getpid()] = address or "?"
+            return "?"  # asked again at the next beat
+        if not address:
+            return "?"
+        _ADDRESS[os.getpid()] = address
     return _ADDRESS[os.getpid()]
 
 

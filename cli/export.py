@@ -34,11 +34,9 @@ def export(settings, job_id, redis_url, out_path, onnx_path):
     if job_id.endswith(".safetensors") or os.path.isfile(job_id):
         if not onnx_path:
             raise ConfigError(f"{job_id} is already a model file: give --onnx FILE to convert it")
-        try:
-            with open(job_id, "rb") as f:
-                blob = f.read()
-        except OSError as e:
-            raise DataError(f"cannot read model file {job_id}: {e.strerror}") from e
+        load_model_file(job_id)  # its errors name the user's file, not a temporary copy
+        with open(job_id, "rb") as f:
+            blob = f.read()
         _export_onnx(blob, onnx_path)
         click.echo(f"wrote {onnx_path} (from {job_id})")
         return

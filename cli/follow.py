@@ -239,8 +239,8 @@ def finish(store: JobStore, state: dict, out_dir: str, as_json: bool, tensorboar
     """Write outputs and report, or raise JobFailed for a failed or cancelled job (saying
     `bpt train --resume RESUME_WITH` continues it; default: the job id on this server)."""
     if state.get("status") != "done":
-        hint = f"; `bpt train --resume {resume_with or store.job_id}` continues it" \
-            if state.get("status") in ("failed", "cancelled") else ""
+        resumable = state.get("status") in ("failed", "cancelled") and store.spec().partition == "greedy"
+        hint = f"; `bpt train --resume {resume_with or store.job_id}` continues it" if resumable else ""
         raise JobFailed(f"job {store.job_id} {state.get('status')}: {state.get('error', 'no reason recorded')}{hint}")
     summary = write_outputs(store, out_dir, settings)
     Checkpointer(store, out_dir, 0).discard()

