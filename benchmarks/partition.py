@@ -10,7 +10,7 @@ live on, and Redis cannot hear them, nor they it.
 
 Needs root and iproute2 (`ip netns`); NetHosts.unavailable() says why not, in a line, so
 that a test or the soak can skip with the reason. Used by the chaos soak (issue 26's
-partition) and meant for the container faults too (issue 29).
+partition); ContainerHosts below gives the container faults (issue 29) the same cut and heal.
 """
 
 from __future__ import annotations
@@ -106,3 +106,33 @@ def _ip(*args: str) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+class ContainerHosts:
+    """The same cut and heal for hosts that are containers on one Docker network (issue 29):
+    `docker network disconnect` is the partition (the container lives; Redis cannot hear it,
+    nor it Redis), `docker network connect` heals it. Also the container faults' other two
+    moves: kill (SIGKILL of the whole host) and freeze/thaw (`docker pause`: SIGSTOP)."""
+
+    def __init__(self, network: str, containers: list[str]):
+        self.network, self.containers = network, list(containers)
+
+    def _docker(self, *args: str) -> None:
+        done = subprocess.run(["docker", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
+
+    def cut(self, i: int) -> None:
+        self._docker("network", "disconnect", self.network, self.containers[i])
+
+    def heal(self, i: int) -> None:
+        self._docker("network", "connect", self.network, self.containers[i])
+
+    def kill(self, i: int) -> None:
+        self._docker("kill", self.containers[i])
+
+    def freeze(self, i: int) -> None:
+        self._docker("pause", self.containers[i])
+
+    def thaw(self, i: int) -> None:
+        self._docker("unpause", self.containers[i])

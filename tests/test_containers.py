@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import redis
 
+from benchmarks.partition import ContainerHosts
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a cold image build is minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,23 +194,23 @@ def test_kill_partition_pause_and_a_redis_restart_across_hosts_lose_nothing(clus
         assert time.monotonic() - began < 120
         time.sleep(0.1)
     faults = {}
-    assert subprocess.run(["docker", "kill", workers[0]], capture_output=True).returncode == 0
+    hosts = ContainerHosts(network, workers)  # the partition harness the chaos soak's namespaces share
+    hosts.kill(0)
     faults["kill"] = round(time.monotonic() - began, 1)
-    cut = subprocess.run(["docker", "network", "disconnect", network, workers[1]], capture_output=True, text=True)
-    assert cut.returncode == 0, cut.stderr
+    hosts.cut(1)
     cut_at = time.monotonic()
     faults["partition"] = round(cut_at - began, 1)
-    assert subprocess.run(["docker", "pause", workers[2]], capture_output=True).returncode == 0
+    hosts.freeze(2)
     faults["pause"] = round(time.monotonic() - began, 1)
     time.sleep(15)
-    assert subprocess.run(["docker", "unpause", workers[2]], capture_output=True).returncode == 0
+    hosts.thaw(2)
     restarted = subprocess.run(cluster["compose"] + ["restart", "-t", "5", "redis"], capture_output=True, text=True,
                                env=env, timeout=120)
     assert restarted.returncode == 0, restarted.stderr
     faults["redis restart"] = round(time.monotonic() - began, 1)
     state = _wait(client, job, 400)
     time.sleep(max(0.0, 60 - (time.monotonic() - cut_at)))  # the partition lasts 60 s, job over or not
-    assert subprocess.run(["docker", "network", "connect", network, workers[1]], capture_output=True).returncode == 0
+    hosts.heal(1)
     time.sleep(5)  # the cut worker's late push, if it had one, arrives and is refused
     wall = time.monotonic() - began
     assert state["status"] == "done", state
