@@ -336,7 +336,23 @@ def soak(plan: Plan, log=print) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="The 2-minute version the test suite runs.")
+    parser.add_argument("--containers", action="store_true",
+                        help="Container mode: worker containers (docker-compose --scale worker=4), a worker killed, "
+                             "one cut off its network for 60 s, one paused, Redis restarted (benchmarks/containers.py).")
     args = parser.parse_args(argv)
+    if args.containers:
+        from . import containers
+
+        report = containers.main()
+        if report:
+            rows = [{"run": name, **{k: report[name][k] for k in ("status", "wall_s", "test_accuracy", "outcomes",
+                                                                 "subsets", "version", "accepted", "rejected",
+                                                                 "duplicates")}} for name in ("undisturbed", "chaos")]
+            print(table(rows, list(rows[0])))
+            for d in report["chaos"]["faults"]:
+                print(f"  {d['t']:7.1f}s  {d['what']}")
+            print(write_json("chaos-containers", report))
+        return
     report = soak(SHORT if args.short else FULL)
     rows = []
     for name in ("undisturbed", "chaos"):
