@@ -1,7 +1,6 @@
 """docker-compose.yml: valid, and in step with the CLI it runs."""
 
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -10,6 +9,8 @@ from click.testing import CliRunner
 
 from bpt.cli.main import main
 from bpt.settings import Settings
+
+from benchmarks.containers import compose_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPOSE = os.path.join(ROOT, "docker-compose.yml")
@@ -53,14 +54,6 @@ def test_environment_names_are_ones_bpt_reads(compose):
     for name in ("worker", "flower", "cli"):
         env = compose["services"][name].get("environment", {})
         assert set(env) <= known, set(env) - known
-
-
-def compose_tool():
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    return None
 
 
 @pytest.mark.skipif(compose_tool() is None,
