@@ -25,6 +25,8 @@ import uuid
 import numpy as np
 import redis
 
+from bpt.broker.keys import JobKeys
+
 from .partition import ContainerHosts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,7 +158,7 @@ def wait(client, job: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            state = {k.decode(): v.decode() for k, v in client.hgetall(f"bpt:job:{{{job}}}:state").items()}
+            state = {k.decode(): v.decode() for k, v in client.hgetall(JobKeys(job).state).items()}
             if state.get("status") in ("done", "failed", "cancelled"):
                 return state
         except redis.RedisError:
@@ -197,7 +199,7 @@ def fault_run(c: dict, data: str, restart_redis: bool = True) -> dict:
     PARTITION_S, a third paused for PAUSE_S, then Redis restarted in its container."""
     client, began = c["client"], time.monotonic()
     job = submit(c, data)
-    while int(client.hget(f"bpt:job:{{{job}}}:weights", "version") or 0) < 20:
+    while int(client.hget(JobKeys(job).weights, "version") or 0) < 20:
         if time.monotonic() - began > 120:
             raise TimeoutError("the faulted job did not start")
         time.sleep(0.1)
