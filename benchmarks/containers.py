@@ -47,13 +47,28 @@ def unavailable() -> str | None:
         return None
     if os.geteuid() != 0 or not shutil.which("dockerd"):
         return "the Docker engine is not running and cannot be started here"
-    subprocess.Popen(["dockerd"], stdout=open("/tmp/bpt-dockerd.log", "ab"), stderr=subprocess.STDOUT,
-                     start_new_session=True)
+    _STARTED.append(subprocess.Popen(["dockerd"], stdout=open("/tmp/bpt-dockerd.log", "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True))
     for _ in range(60):
         if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
             return None
         time.sleep(0.5)
     return "dockerd did not start (see /tmp/bpt-dockerd.log)"
+
+
+_STARTED: list = []  # the dockerd this process started, if any
+
+
+def stop_engine() -> None:
+    """Stop the dockerd `unavailable()` started (one already running is left alone): the
+    engine and its iptables rules are there only while containers are wanted."""
+    while _STARTED:
+        proc = _STARTED.pop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def compose_tool():
@@ -241,6 +256,13 @@ def main() -> dict:
     if why:
         print(f"skipped: {why}")
         return {}
+    try:
+        return _main()
+    finally:
+        stop_engine()
+
+
+def _main() -> dict:
     image, seconds = build_image()
     print(f"image {image} built in {seconds:.0f} s")
     import tempfile

@@ -18,19 +18,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a cold image build
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    why = containers.unavailable()
+    why = containers.unavailable()  # starts dockerd (as root) when it is not running; stopped after
     if why:
         pytest.skip(why)
     try:
-        image, seconds = containers.build_image()
-    except containers.BuildUnavailable as e:
-        pytest.skip(f"the offline base image could not be made: {e}")
-    print(f"\nimage {image} built in {seconds:.0f} s")
-    data_dir = tmp_path_factory.mktemp("data")
-    data = containers.write_data(str(data_dir))
-    with containers.cluster(image, str(data_dir)) as c:
-        c["data"] = data
-        yield c
+        try:
+            image, seconds = containers.build_image()
+        except containers.BuildUnavailable as e:
+            pytest.skip(f"the offline base image could not be made: {e}")
+        print(f"\nimage {image} built in {seconds:.0f} s")
+        data_dir = tmp_path_factory.mktemp("data")
+        data = containers.write_data(str(data_dir))
+        with containers.cluster(image, str(data_dir)) as c:
+            c["data"] = data
+            yield c
+    finally:
+        containers.stop_engine()
 
 
 def test_four_worker_containers_are_four_hosts_and_train_a_job_with_each_subset_once(cluster):
