@@ -36,7 +36,10 @@ def outcome(spec, store: JobStore, wall: float) -> dict:
             "version": state.get("version"), "accepted": state.get("accepted"), "rejected": state.get("rejected"),
             "duplicates": state.get("duplicates"), "lost": events.count("push-lost"),
             "resent": events.count("resent"), "reassigned": events.count("reassigned"),
-            "workers_lost": events.count("worker-lost"), "error": state.get("error")}
+            # the job keeps the reconciler's lost workers in its state too: its event log holds only the
+            # last MAX_EVENTS, and a loaded run's early kills can fall out of it
+            "workers_lost": max(events.count("worker-lost"), len(str(state.get("lost_workers") or "").split())),
+            "events": len(events), "error": state.get("error")}
 
 
 def add_finished_jobs(client, count: int) -> None:

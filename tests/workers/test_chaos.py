@@ -24,7 +24,7 @@ def test_the_disturbed_job_completes_with_every_subset_applied_once(report):
     assert main["version"] == main["accepted"]
     kinds = [d["what"] for d in report["chaos"]["disturbances"]]
     assert kinds.count("kill -9") == chaos.SHORT.max_kills
-    assert main["workers_lost"] >= 1  # the reconciler reported the killed workers (issue 26)
+    assert main["workers_lost"] >= 1, main  # the reconciler reported the killed workers (issue 26)
     assert {"redis-restart", "redis-crash", "freeze", "cancel-resubmit"} <= set(kinds)
     if shutil.which("faketime"):
         assert report["chaos"]["skewed_worker"]
