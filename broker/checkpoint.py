@@ -175,10 +175,7 @@ def restore(client: redis.Redis, ckpt: Checkpoint, data, max_staged_bytes: int, 
         pipe.hset(keys.state, mapping=state)
     if kept:
         pipe.hset(keys.applied, mapping=kept)
-    for (e, w), subsets in plan.done.items():
-        pipe.sadd(keys.wave_done(e, w), *subsets)
-    for e, w in plan.released:
-        pipe.set(keys.wave_released(e, w), 1)
+    _write_progress(pipe, keys, plan)
     for e, w in plan.committed:
         pipe.set(keys.round_committed(e, w), 1)
     if ckpt.evals:
@@ -222,15 +219,21 @@ def restart(store: JobStore, data, max_staged_bytes: int) -> resume.Plan:
     pipe = store.client.pipeline(transaction=True)
     pipe.hdel(store.keys.state, *[f for f in NOT_CARRIED if f not in ("status", "since", "staged_bytes")])
     pipe.delete(store.keys.reconciler)  # its stall clock starts again, not from before the job ended
-    for (e, w), subsets in plan.done.items():  # the push path counts done subsets here (idempotent)
-        pipe.sadd(store.keys.wave_done(e, w), *subsets)
-    for e, w in plan.released:
-        pipe.set(store.keys.wave_released(e, w), 1)
+    _write_progress(pipe, store.keys, plan)
     recovery.mark_open(pipe, store.job_id)
     pipe.execute()
     if not spec.data_path and not store.client.exists(store.keys.data("x_train")):
         _stage(store, spec, data, max_staged_bytes)  # a `bpt gc` freed it between the two
     return plan
+
+
+def _write_progress(pipe, keys, plan: resume.Plan) -> None:
+    """The plan's done sets and release flags, where the push path and the reconciler count
+    them (idempotent: SADD and SET)."""
+    for (e, w), subsets in plan.done.items():
+        pipe.sadd(keys.wave_done(e, w), *subsets)
+    for e, w in plan.released:
+        pipe.set(keys.wave_released(e, w), 1)
 
 
 def _stage(store: JobStore, spec: JobSpec, data, max_staged_bytes: int) -> None:

@@ -217,7 +217,9 @@ def train(settings, dataset, val_path, test_path, model, optimizer, weight_decay
             spec, weights = _resume_spec(resume_from, resume_file, settings), None
             if partition_refusal(spec.partition, spec.job_id):
                 raise ConfigError(partition_refusal(spec.partition, spec.job_id))
-            data = _reload(spec)
+            from bpt.data.prepare import reload_data
+
+            data = reload_data(spec)
         else:
             spec, data, weights = prepare(choices)  # every check on the job happens before anything is submitted
         if out_dir is None and resume_file is not None:  # where its checkpoint is: the model goes beside it
@@ -317,12 +319,6 @@ def _resume_spec(source: str, resume_file, settings):
     if refusal:
         raise ConfigError(refusal)
     return store.spec()
-
-
-def _reload(spec):
-    from bpt.data.prepare import reload_data
-
-    return reload_data(spec)
 
 
 def _resume(app, client, settings, spec, resume_file, data, quiet: bool):
