@@ -4,6 +4,7 @@ step, measured on the time-to-accuracy clock (benchmarks.time_to_accuracy's cost
 of 256, LeNet-5, lr 0.02 constant, momentum 0.9, target 87% test accuracy, 12 epochs at most).
 
     python -m benchmarks.rule_candidates [--workers 4] [--eval-every 4000]
+    python -m benchmarks.rule_candidates --second [--only PREFIX ...]    # the second set (below)
 
 Candidates (`gain` is the server's step after a 30,000-sample warm-up, rising from 1 / K):
 - normalized: W += q D / K (the default);
@@ -12,6 +13,20 @@ Candidates (`gain` is the server's step after a 30,000-sample warm-up, rising fr
 - FedBuff: the mean of every K pushes applied at server lr 2;
 - local SGD rounds at outer lr 2 and 4 (bpt.plan.baselines.local_sgd), and DDP's recipe beside.
 Prints one JSON line per run (samples and virtual seconds to target, best and final accuracy).
+
+The second set (`--second`, 2026-12-05) gives every system the job's own 30,000-sample lr
+warm-up instead of a rising gain, and stops a run that fell below 30% (or 15 points under its
+best) after 60,000 samples as diverged:
+- full deltas (rule `async`) with the workers' momentum lowered to compensate for the
+  momentum asynchrony adds (Mitliagkas et al. 2016: about 1 - 1/K), 0.5 and 0, at larger lrs;
+- FedBuff with a K-push buffer at server lr 1 (the issue's "staleness 0-1");
+- normalized without the accuracy weight q (every q = 1), and at a base lr between the grid's;
+- semi-synchronous rounds (emulator.Buffered(barrier=True)): the average of a round's pushes
+  is one version; a worker waits for the next flush instead of training again from weights it
+  already trained from; a round closes when every worker has pushed, or a quarter of a task's
+  time after all but one have (a slow worker's push joins the next round);
+- local SGD rounds (outer lr 1) at its tuned lr beside them, and the default, local SGD and
+  semi-synchronous rounds with one worker 3x slower.
 """
 
 from __future__ import annotations
@@ -47,15 +62,90 @@ def gained(exponent: float, warm_share: float):
     return contribution
 
 
+# The second set: (name, rule, base lr, workers' momentum, options). Options: "scaling"
+# (the workers' lr scaling, default none), "q" (False: every push's q is 1), "cluster" ("slow": one
+# worker 3x slower). Rules: a merge rule, "local" (local SGD), "buffer" (FedBuff), "semisync".
+SECOND = [
+    ("local SGD rounds, outer lr 1", "local", 0.05, 0.9, {}),
+    ("normalized (the default), lr x sqrt(K)", "normalized", 0.02, 0.9, {"scaling": "sqrt"}),
+    ("normalized, every q = 1", "normalized", 0.02, 0.9, {"scaling": "sqrt", "q": False}),
+    ("normalized, base lr 0.03", "normalized", 0.03, 0.9, {"scaling": "sqrt"}),
+    ("normalized, base lr 0.03, every q = 1", "normalized", 0.03, 0.9, {"scaling": "sqrt", "q": False}),
+    ("full deltas, local momentum 0.9", "async", 0.005, 0.9, {}),
+    ("full deltas, local momentum 0.5", "async", 0.01, 0.5, {}),
+    ("full deltas, local momentum 0.5", "async", 0.03, 0.5, {}),
+    ("full deltas, local momentum 0", "async", 0.05, 0.0, {}),
+    ("full deltas, local momentum 0", "async", 0.1, 0.0, {}),
+    ("FedBuff, K pushes, server lr 1", "buffer", 0.02, 0.9, {}),
+    ("FedBuff, K pushes, server lr 1", "buffer", 0.05, 0.9, {}),
+    ("semi-synchronous rounds", "semisync", 0.05, 0.9, {}),
+    ("semi-synchronous rounds, lr x sqrt(K)", "semisync", 0.02, 0.9, {"scaling": "sqrt"}),
+    ("normalized (the default), one worker 3x slower", "normalized", 0.02, 0.9, {"scaling": "sqrt", "cluster": "slow"}),
+    ("local SGD rounds, one worker 3x slower", "local", 0.05, 0.9, {"cluster": "slow"}),
+    ("semi-synchronous rounds, one worker 3x slower", "semisync", 0.05, 0.9, {"cluster": "slow"}),
+]
+
+
+class Diverged(Exception):
+    pass
+
+
+def second(data, costs: dict, k: int, eval_every: int, only: list[str]) -> None:
+    """The second set of candidates (module docstring), one JSON line each; only: the
+    candidates whose names start with one of these (all if empty)."""
+    epochs, target, real_q = 12, 0.87, merge.accuracy_weight
+    for name, rule, lr, momentum, options in SECOND:
+        if only and not any(name.startswith(prefix) for prefix in only):
+            continue
+        job = emulator.Job("lenet5", data.input_shape, 10, epochs=epochs, subset_size=256, seed=0,
+                           train=training.TrainParams(32, lr, momentum, lr_schedule="constant",
+                                                      warmup_epochs=WARMUP / len(data.x_train),
+                                                      lr_scaling=options.get("scaling", "none")),
+                           rule=merge.MergeRule(rule if rule in merge.RULES else "normalized"),
+                           buffer=emulator.Buffered(0, 1.0, barrier=rule == "semisync")
+                           if rule in ("buffer", "semisync") else None)
+        cluster = cluster_for(options.get("cluster", "equal"), k, costs, 0)
+        initial = training.state_to_numpy(models.build_for(job, seed=0))
+        best = [0.0]
+
+        def watch(at: int, accuracy: float) -> None:
+            best[0] = max(best[0], accuracy)
+            if at >= 60_000 and (accuracy < 0.3 or accuracy < best[0] - 0.15):
+                raise Diverged
+
+        began, common = time.perf_counter(), dict(eval_every=eval_every, target=target, screen=1000)
+        merge.accuracy_weight = real_q if options.get("q", True) else (lambda accuracy, recent: 1.0)
+        try:
+            if rule == "local":
+                curve = baselines.local_sgd(job, cluster, data, initial, **common)
+            else:
+                curve = emulator.emulate(job, cluster, data, initial, on_eval=watch, **common)
+            result = {"samples_to_target": curve.samples_to(target), "seconds_to_target": curve.seconds_to(target),
+                      "best": round(max(curve.accuracy), 4), "final": round(curve.final_accuracy, 4)}
+        except Diverged:
+            result = {"samples_to_target": None, "diverged": True, "best": round(best[0], 4)}
+        finally:
+            merge.accuracy_weight = real_q
+        print(json.dumps({"candidate": name, "workers": k, "cluster": options.get("cluster", "equal"), "lr": lr,
+                          "momentum": momentum, **result,
+                          "wall_s": round(time.perf_counter() - began)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("BPT_FASHION_MNIST", DATA))
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=4000)
+    parser.add_argument("--second", action="store_true", help="Run the second set of candidates (2026-12-05).")
+    parser.add_argument("--only", nargs="+", default=[], metavar="PREFIX",
+                        help="With --second: only the candidates whose names start with one of these.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = datasets.load(datasets.DatasetSpec(args.data, seed=0))
     costs = load_costs()
+    if args.second:
+        second(data, costs, args.workers, args.eval_every, args.only)
+        return
     k, epochs, target = args.workers, 12, 0.87
     warm_share = WARMUP / (epochs * len(data.x_train))
     real = merge.contribution

@@ -200,6 +200,9 @@ def main(argv=None) -> int:
                         help="Tune each system's lr at this K only and use it at every K (DDP still scales it "
                              "by K); default: tune at every K.")
     parser.add_argument("--warmup", type=int, default=WARMUP_SAMPLES, help="Warm-up samples (all but one process).")
+    parser.add_argument("--test-images", type=int, default=0, metavar="N",
+                        help="Score the first N test images only (default: all 10,000); with --eval-every 6000 "
+                             "and --screen 0, the scoring issue 24's first figures used.")
     parser.add_argument("--out", default="time_to_accuracy")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.data):
@@ -208,6 +211,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # the virtual clock counts; one thread keeps runs comparable
     data = datasets.load(datasets.DatasetSpec(args.data, seed=0))
     fixed = dict(item.split("=", 1) for item in args.lr)
+    if args.test_images:
+        data = dataclasses.replace(data, x_test=data.x_test[:args.test_images], y_test=data.y_test[:args.test_images])
     if args.quick:
         data = quick_data(data)
         args.workers, args.seeds, args.epochs, args.target, args.clusters = [1, 4], [0], 3, 0.75, ["equal", "slow"]

@@ -86,6 +86,15 @@ class Buffered:
     size: int = 0
     lr: float = 1.0
     momentum: float = 0.0
+    # Semi-synchronous rounds (emulator only, issue 25): a worker whose pull no flush has
+    # followed yet waits for the next flush instead of training again from the same weights;
+    # a flush comes when every live worker has pushed or, once all but `backup` of them have,
+    # at once if the missing ones' measured rates put their pushes more than `patience` x the
+    # mean task time away, else after that long at most (so a slow worker does not hold a
+    # round); a late push joins the next round's average.
+    barrier: bool = False
+    backup: int = 1
+    patience: float = 0.25
 
 
 @dataclasses.dataclass
@@ -132,6 +141,7 @@ class VirtualWorker:
         self.alive = True
         self.task = None  # (subset, epoch, pulled version, pulled weights, samples trained at its start)
         self.result = None  # (delta, accuracy on the score slice) once its compute ended
+        self.finish_at = 0.0  # virtual time its current task's compute ends
 
 
 def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
@@ -167,6 +177,9 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
     trained, next_eval, now, store_free = 0, eval_every, 0.0, 0.0
     total = job.epochs * len(data.x_train)
     pending, outer = [], None  # buffered aggregation: pushes not yet applied, outer momentum
+    waiting: list[VirtualWorker] = []  # semi-synchronous rounds: workers waiting for the next flush
+    deadline = -1  # the version whose round has a deadline pending
+    task_seconds = job.subset_size / cluster.rate + cluster.overhead  # a mean task, for the deadline
 
     def live() -> int:
         return sum(w.alive for w in workers) or 1
@@ -178,7 +191,8 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         epoch, subset = queue.pop()
         w.task = (subset, epoch, version, weights, trained)  # weights are replaced, never changed in place
         a, b = subsets[subset]
-        heapq.heappush(events, (t + (b - a) / w.rate + cluster.overhead, w.index, "done"))
+        w.finish_at = t + (b - a) / w.rate + cluster.overhead
+        heapq.heappush(events, (w.finish_at, w.index, "done"))
 
     def score(at: int, t: float) -> float:
         accuracy = scorer(weights)
@@ -198,6 +212,15 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
 
     while events:
         now, index, kind = heapq.heappop(events)
+        if kind.startswith("deadline:"):  # a semi-synchronous round waited long enough for its last pushes
+            if int(kind.split(":")[1]) == version and pending:
+                weights, outer = _flush(job.buffer, weights, pending, outer)
+                version += 1
+                pending = []
+                for other in waiting:
+                    start(other, now)
+                waiting = []
+            continue
         w = workers[index]
         if kind == "join":
             w.alive = True
@@ -228,13 +251,26 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         delta, accuracy = w.result
         staleness = version - pulled_version
         q = merge.accuracy_weight(accuracy, recent)
+        flushed = False
         if job.buffer is not None:
             pending.append((delta, q))
             curve.staleness[staleness] = curve.staleness.get(staleness, 0) + 1
             if len(pending) >= (job.buffer.size or live()):
                 weights, outer = _flush(job.buffer, weights, pending, outer)
                 version += 1
-                pending = []
+                pending, flushed = [], True
+            elif job.buffer.barrier and len(pending) >= max(1, live() - job.buffer.backup) and deadline != version:
+                # The missing workers' pushes are expected when their measured rate says: wait
+                # for them if that is within `patience` of a task, else close the round now.
+                missing = [x for x in workers if x.alive and x.task is not None and x.task[2] == version]
+                wait = job.buffer.patience * task_seconds
+                if max((x.finish_at for x in missing), default=now) > now + wait:
+                    weights, outer = _flush(job.buffer, weights, pending, outer)
+                    version += 1
+                    pending, flushed = [], True
+                else:
+                    deadline = version
+                    heapq.heappush(events, (now + wait, -1, f"deadline:{version}"))
         else:
             scale = merge.contribution(job.rule, staleness, q, live(), progress=trained / total)
             if scale is None:
@@ -245,11 +281,22 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
                 curve.staleness[staleness] = curve.staleness.get(staleness, 0) + 1
                 recent = [accuracy] + recent[:merge.RECENT_ACCURACIES - 1]
         trained += b - a
-        start(w, now)
+        if job.buffer is not None and job.buffer.barrier and not flushed and version == pulled_version:
+            waiting.append(w)  # no flush since its pull: training again would repeat its weights
+            w.task = None
+        else:
+            start(w, now)
+        if flushed and job.buffer.barrier:
+            for other in waiting:
+                start(other, now)
+            waiting = []
         if trained >= next_eval:
             next_eval += eval_every
             if score(trained, now) >= (target if target is not None else math.inf):
                 break
+    if pending:  # the last pushes of a buffered run
+        weights, outer = _flush(job.buffer, weights, pending, outer)
+        version += 1
     if not curve.samples or curve.samples[-1] != trained:
         score(trained, now)
     curve.versions, curve.virtual_seconds = version, now

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bpt.plan import baselines
 from bpt.plan import emulator
 from bpt.train import inner
 from bpt.train import merge
@@ -94,3 +95,32 @@ def test_buffered_aggregation_applies_one_version_per_k_pushes(digits, job):
     pushes = 4 * len(partition.subsets(len(data.x_train), 128))  # 4 epochs
     assert curve.versions == pushes // 4
     assert np.isfinite(curve.final_accuracy)
+
+
+def test_semi_synchronous_rounds_on_an_even_cluster_are_local_sgd_rounds(digits, job):
+    """Every worker waits for the round's flush, so every push is computed from the newest
+    weights (staleness 0) and every version averages all K pushes, as a synchronous round."""
+    data, initial = digits
+    cluster = emulator.Cluster(workers=4, overhead=0.01, merge=0.002)
+    curve = emulator.emulate(job(data, epochs=10, buffer=emulator.Buffered(barrier=True)), cluster, data, initial)
+    rounds = baselines.local_sgd(job(data, epochs=10), cluster, data, initial)
+    pushes = 10 * len(partition.subsets(len(data.x_train), 128))
+    assert curve.staleness == {0: pushes}
+    assert curve.versions == -(-pushes // 4)  # the last round may be short
+    assert curve.final_accuracy >= 0.85
+    assert abs(curve.final_accuracy - rounds.final_accuracy) <= 0.05
+
+
+def test_a_slow_worker_does_not_hold_semi_synchronous_rounds(digits, job):
+    """One worker 3x slower: rounds close without it after the deadline, its pushes join a
+    later round (staleness >= 1), and the run takes far less virtual time than rounds that
+    wait for it (local SGD)."""
+    data, initial = digits
+    cluster = emulator.Cluster(workers=4, overhead=0.01, merge=0.002, slowdowns=(1, 1, 1, 3))
+    semi = emulator.emulate(job(data, epochs=10, buffer=emulator.Buffered(barrier=True)), cluster, data, initial)
+    rounds = baselines.local_sgd(job(data, epochs=10), cluster, data, initial)
+    pushes = 10 * len(partition.subsets(len(data.x_train), 128))
+    assert sum(semi.staleness.values()) == pushes
+    assert sum(n for s, n in semi.staleness.items() if s >= 1) >= pushes // 12  # the slow one's, about 1 in 10
+    assert semi.virtual_seconds < 0.7 * rounds.virtual_seconds
+    assert semi.final_accuracy >= 0.85
