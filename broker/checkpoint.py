@@ -27,7 +27,7 @@ from bpt.errors import BptError, DataError
 from bpt.job.jobspec import JobSpec
 
 from . import codec, recovery
-from .job_store import ARRAYS, JobStore
+from .job_store import JobStore
 from .weight_store import WeightStore
 
 FORMAT = "bpt-checkpoint/1"
@@ -212,7 +212,7 @@ def restart(store: JobStore, data, max_staged_bytes: int) -> resume.Plan:
         released = None
     plan = resume.plan(shape, spec.rule.synchronous, applied, released,
                        committed if spec.rule.synchronous else set())
-    _stage(store, spec, data, max_staged_bytes)
+    store.stage_data(spec, data, max_staged_bytes)
     moved = store.move("restart")
     if not moved.ok:
         raise DataError(resume.resume_refusal(moved.previous, store.job_id) or f"job {store.job_id} moved on")
@@ -223,7 +223,7 @@ def restart(store: JobStore, data, max_staged_bytes: int) -> resume.Plan:
     recovery.mark_open(pipe, store.job_id)
     pipe.execute()
     if not spec.data_path and not store.client.exists(store.keys.data("x_train")):
-        _stage(store, spec, data, max_staged_bytes)  # a `bpt gc` freed it between the two
+        store.stage_data(spec, data, max_staged_bytes)  # a `bpt gc` freed it between the two
     return plan
 
 
@@ -235,15 +235,3 @@ def _write_progress(pipe, keys, plan: resume.Plan) -> None:
     for e, w in plan.released:
         pipe.set(keys.wave_released(e, w), 1)
 
-
-def _stage(store: JobStore, spec: JobSpec, data, max_staged_bytes: int) -> None:
-    if spec.data_path:
-        return  # the workers read it themselves
-    blobs = {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
-    if sum(len(b) for b in blobs.values()) > max_staged_bytes:
-        raise DataError("the data set is over BPT_MAX_STAGED_MB; raise it to resume this job")
-    pipe = store.client.pipeline(transaction=True)
-    for name, blob in blobs.items():
-        pipe.set(store.keys.data(name), blob)
-    pipe.hset(store.keys.state, "staged_bytes", sum(len(b) for b in blobs.values()))
-    pipe.execute()

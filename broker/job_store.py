@@ -55,13 +55,8 @@ class JobStore:
     def create(cls, client: redis.Redis, spec: JobSpec, data: Dataset,
                weights: dict[str, np.ndarray], max_staged_bytes: int, shards=None) -> "JobStore":
         """shards: a ShardStore (--weights-url) to keep the weights' bytes on, else here."""
-        # Data in an array directory is read by the workers themselves: nothing to stage.
-        blobs = {} if spec.data_path else {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
+        blobs = _data_blobs(spec, data, max_staged_bytes)
         staged = sum(len(b) for b in blobs.values())
-        if staged > max_staged_bytes:
-            raise DataError(
-                f"data set is {staged / 2**20:.0f} MiB, over the {max_staged_bytes / 2**20:.0f} MiB that bpt "
-                "stages in Redis; raise BPT_MAX_STAGED_MB (Redis needs that much free memory) or use less data")
         store = cls(client, spec.job_id)
         now = clock.now(client)  # Redis's clock, as every stamp of the job's (issue 26, finding 13)
         pipe = client.pipeline(transaction=True)
@@ -76,6 +71,17 @@ class JobStore:
         recovery.mark_open(pipe, spec.job_id)
         pipe.execute()
         return store
+
+    def stage_data(self, spec: JobSpec, data: Dataset, max_staged_bytes: int) -> None:
+        """Stage the job's arrays again (a resume: `bpt gc` frees them from an ended job)."""
+        blobs = _data_blobs(spec, data, max_staged_bytes)
+        if not blobs:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for name, blob in blobs.items():
+            pipe.set(self.keys.data(name), blob)
+        pipe.hset(self.keys.state, "staged_bytes", sum(len(b) for b in blobs.values()))
+        pipe.execute()
 
     # -- reading -----------------------------------------------------------------------
     def spec(self) -> JobSpec:
@@ -408,3 +414,15 @@ def _number(text: str):
         except ValueError:
             pass
     return text
+
+
+def _data_blobs(spec: JobSpec, data: Dataset, max_staged_bytes: int) -> dict[str, bytes]:
+    """The arrays bpt stages in Redis for a job, encoded; none for an array directory (the
+    workers read it themselves). Refused in one line when over max_staged_bytes."""
+    blobs = {} if spec.data_path else {name: codec.encode_array(getattr(data, name)) for name in ARRAYS}
+    staged = sum(len(b) for b in blobs.values())
+    if staged > max_staged_bytes:
+        raise DataError(
+            f"data set is {staged / 2**20:.0f} MiB, over the {max_staged_bytes / 2**20:.0f} MiB that bpt "
+            "stages in Redis; raise BPT_MAX_STAGED_MB (Redis needs that much free memory) or use less data")
+    return blobs
