@@ -20,7 +20,7 @@ best) after 60,000 samples as diverged:
 - full deltas (rule `async`) with the workers' momentum lowered to compensate for the
   momentum asynchrony adds (Mitliagkas et al. 2016: about 1 - 1/K), 0.5 and 0, at larger lrs;
 - FedBuff with a K-push buffer at server lr 1 (the issue's "staleness 0-1");
-- normalized without the accuracy weight q (every q = 1), and at a base lr between the grid's;
+- normalized without the accuracy weight q (every q = 1);
 - semi-synchronous rounds (emulator.Buffered(barrier=True)): the average of a round's pushes
   is one version; a worker waits for the next flush instead of training again from weights it
   already trained from; a round closes when every worker has pushed, or a quarter of a task's
@@ -69,8 +69,6 @@ SECOND = [
     ("local SGD rounds, outer lr 1", "local", 0.05, 0.9, {}),
     ("normalized (the default), lr x sqrt(K)", "normalized", 0.02, 0.9, {"scaling": "sqrt"}),
     ("normalized, every q = 1", "normalized", 0.02, 0.9, {"scaling": "sqrt", "q": False}),
-    ("normalized, base lr 0.03", "normalized", 0.03, 0.9, {"scaling": "sqrt"}),
-    ("normalized, base lr 0.03, every q = 1", "normalized", 0.03, 0.9, {"scaling": "sqrt", "q": False}),
     ("full deltas, local momentum 0.9", "async", 0.005, 0.9, {}),
     ("full deltas, local momentum 0.5", "async", 0.01, 0.5, {}),
     ("full deltas, local momentum 0.5", "async", 0.03, 0.5, {}),
