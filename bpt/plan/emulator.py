@@ -194,6 +194,32 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         w.finish_at = t + (b - a) / w.rate + cluster.overhead
         heapq.heappush(events, (w.finish_at, w.index, "done"))
 
+    def flush(t: float) -> None:
+        """One buffered version from the pending pushes; workers waiting for it start again."""
+        nonlocal weights, outer, version, pending, waiting
+        weights, outer = _flush(job.buffer, weights, pending, outer)
+        version += 1
+        pending, resumed, waiting = [], waiting, []
+        for other in resumed:
+            start(other, t)
+
+    def close_round_if_due(t: float, pusher: VirtualWorker | None = None) -> bool:
+        """Semi-synchronous rounds: flush when every live worker has pushed, or when all but
+        `backup` have and no other worker still training is due to push within `patience` x a
+        task (by its measured rate); otherwise make sure a deadline is pending. True: flushed."""
+        nonlocal deadline
+        if not pending or len(pending) < max(1, live() - job.buffer.backup):
+            return False
+        wait = job.buffer.patience * task_seconds
+        soon = [x for x in workers if x is not pusher and x.alive and x.task is not None and x.finish_at <= t + wait]
+        if len(pending) >= live() or not soon:
+            flush(t)
+            return True
+        if deadline != version:
+            deadline = version
+            heapq.heappush(events, (t + wait, -1, f"deadline:{version}"))
+        return False
+
     def score(at: int, t: float) -> float:
         accuracy = scorer(weights)
         curve.record(at, t, accuracy)
@@ -210,17 +236,15 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         if w.index in deaths:
             heapq.heappush(events, (deaths[w.index], w.index, "die"))
 
+    reached = False
     while events:
-        now, index, kind = heapq.heappop(events)
+        at_time, index, kind = heapq.heappop(events)
         if kind.startswith("deadline:"):  # a semi-synchronous round waited long enough for its last pushes
-            if int(kind.split(":")[1]) == version and pending:
-                weights, outer = _flush(job.buffer, weights, pending, outer)
-                version += 1
-                pending = []
-                for other in waiting:
-                    start(other, now)
-                waiting = []
+            if int(kind.split(":")[1]) == version and pending:  # else a flush came first: not an event
+                now = at_time
+                flush(now)
             continue
+        now = at_time
         w = workers[index]
         if kind == "join":
             w.alive = True
@@ -230,6 +254,8 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             if w.task is not None:  # its subset is handed out again (the broker redelivers it)
                 queue.append((w.task[1], w.task[0]))
             w.alive, w.task = False, None
+            if job.buffer is not None and job.buffer.barrier:  # the round may be complete without it
+                close_round_if_due(now)
             continue
         if not w.alive or w.task is None:
             continue
@@ -255,22 +281,11 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         if job.buffer is not None:
             pending.append((delta, q))
             curve.staleness[staleness] = curve.staleness.get(staleness, 0) + 1
-            if len(pending) >= (job.buffer.size or live()):
-                weights, outer = _flush(job.buffer, weights, pending, outer)
-                version += 1
-                pending, flushed = [], True
-            elif job.buffer.barrier and len(pending) >= max(1, live() - job.buffer.backup) and deadline != version:
-                # The missing workers' pushes are expected when their measured rate says: wait
-                # for them if that is within `patience` of a task, else close the round now.
-                missing = [x for x in workers if x.alive and x.task is not None and x.task[2] == version]
-                wait = job.buffer.patience * task_seconds
-                if max((x.finish_at for x in missing), default=now) > now + wait:
-                    weights, outer = _flush(job.buffer, weights, pending, outer)
-                    version += 1
-                    pending, flushed = [], True
-                else:
-                    deadline = version
-                    heapq.heappush(events, (now + wait, -1, f"deadline:{version}"))
+            if job.buffer.barrier:
+                flushed = close_round_if_due(now, pusher=w)
+            elif len(pending) >= (job.buffer.size or live()):
+                flush(now)
+                flushed = True
         else:
             scale = merge.contribution(job.rule, staleness, q, live(), progress=trained / total)
             if scale is None:
@@ -286,17 +301,15 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             w.task = None
         else:
             start(w, now)
-        if flushed and job.buffer.barrier:
-            for other in waiting:
-                start(other, now)
-            waiting = []
         if trained >= next_eval:
             next_eval += eval_every
             if score(trained, now) >= (target if target is not None else math.inf):
+                reached = True
                 break
-    if pending:  # the last pushes of a buffered run
-        weights, outer = _flush(job.buffer, weights, pending, outer)
-        version += 1
+    if pending and not reached:  # a buffered run's last pushes: applied, and scored below
+        flush(now)
+        if curve.samples and curve.samples[-1] == trained:  # scored before that flush: again
+            del curve.samples[-1], curve.seconds[-1], curve.accuracy[-1]
     if not curve.samples or curve.samples[-1] != trained:
         score(trained, now)
     curve.versions, curve.virtual_seconds = version, now

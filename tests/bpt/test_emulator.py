@@ -121,6 +121,18 @@ def test_a_slow_worker_does_not_hold_semi_synchronous_rounds(digits, job):
     rounds = baselines.local_sgd(job(data, epochs=10), cluster, data, initial)
     pushes = 10 * len(partition.subsets(len(data.x_train), 128))
     assert sum(semi.staleness.values()) == pushes
-    assert sum(n for s, n in semi.staleness.items() if s >= 1) >= pushes // 12  # the slow one's, about 1 in 10
-    assert semi.virtual_seconds < 0.7 * rounds.virtual_seconds
+    assert sum(n for s, n in semi.staleness.items() if s >= 1) >= pushes // 10  # the slow one's, ~1 in 7 here
+    assert semi.virtual_seconds < 0.7 * rounds.virtual_seconds  # 0.60 here
     assert semi.final_accuracy >= 0.85
+
+
+def test_semi_synchronous_rounds_go_on_when_workers_die_and_join(digits, job):
+    """A round must not wait for a worker that died: every subset is still pushed (a dead
+    worker's is trained again), so the run ends instead of waiting for a push that never comes."""
+    data, initial = digits
+    pushes = 4 * len(partition.subsets(len(data.x_train), 128))
+    for seed in (0, 2):
+        cluster = emulator.Cluster(workers=4, overhead=0.01, merge=0.002, failures=0.5, joins=0.25, seed=seed)
+        curve = emulator.emulate(job(data, buffer=emulator.Buffered(barrier=True)), cluster, data, initial)
+        assert sum(curve.staleness.values()) == pushes
+        assert curve.samples[-1] == 4 * len(data.x_train)
