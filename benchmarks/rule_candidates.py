@@ -6,6 +6,8 @@ of 256, LeNet-5, lr 0.02 constant, momentum 0.9, target 87% test accuracy, 12 ep
     python -m benchmarks.rule_candidates [--workers 4] [--eval-every 4000]
     python -m benchmarks.rule_candidates --second [--only PREFIX ...]    # the second set (below)
 
+(docs/scaling.md's table of the second set was taken with --eval-every 1000.)
+
 Candidates (`gain` is the server's step after a 30,000-sample warm-up, rising from 1 / K):
 - normalized: W += q D / K (the default);
 - gain sqrt(K): W += q sqrt(K) D / K;
