@@ -36,6 +36,23 @@ def test_data_over_the_staging_limit_is_refused_and_nothing_written(client, job_
     assert keys_of(client, job_id) == [] and job_id not in list_jobs(client)
 
 
+def test_staging_again_for_a_resume_refuses_data_over_the_limit_and_keeps_what_is_staged(client, job_id, prepared):
+    """A resume stages the data again (`bpt gc` frees it): through the same size check as a
+    new job, and a refusal leaves the job's staged arrays as they were."""
+    spec, data, weights = prepared
+    spec = type(spec)(**{**spec.__dict__, "job_id": job_id})
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    before = client.get(store.keys.data("x_train"))
+    with pytest.raises(DataError, match="over the 0 MiB"):
+        store.stage_data(spec, data, max_staged_bytes=1000)
+    assert client.get(store.keys.data("x_train")) == before
+    client.delete(store.keys.data("x_train"))
+    store.stage_data(spec, data, max_staged_bytes=2**30)
+    np.testing.assert_array_equal(store.rows("x_train", 0, 5), data.x_train[:5])
+    assert store.state()["staged_bytes"] > 0
+    store.delete()
+
+
 def test_unknown_job_is_a_clear_error(client):
     with pytest.raises(UnknownJob, match="no job 'nope'"):
         JobStore(client, "nope").spec()
