@@ -25,8 +25,9 @@ best) after 60,000 samples as diverged:
 - normalized without the accuracy weight q (every q = 1);
 - semi-synchronous rounds (emulator.Buffered(barrier=True)): the average of a round's pushes
   is one version; a worker waits for the next flush instead of training again from weights it
-  already trained from; a round closes when every worker has pushed, or a quarter of a task's
-  time after all but one have (a slow worker's push joins the next round);
+  already trained from; a round closes when every worker has pushed or, once all but one
+  have, at once if the missing one's measured rate puts its push more than a quarter of a task
+  away, else after a quarter of a task at most (a late push joins the next round);
 - local SGD rounds (outer lr 1) at its tuned lr beside them, and the default, local SGD and
   semi-synchronous rounds with one worker 3x slower.
 """

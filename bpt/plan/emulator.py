@@ -203,22 +203,20 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         for other in resumed:
             start(other, t)
 
-    def close_round_if_due(t: float, pusher: VirtualWorker | None = None) -> bool:
+    def close_round_if_due(t: float, pusher: VirtualWorker | None = None) -> None:
         """Semi-synchronous rounds: flush when every live worker has pushed, or when all but
         `backup` have and no other worker still training is due to push within `patience` x a
-        task (by its measured rate); otherwise make sure a deadline is pending. True: flushed."""
+        task (by its measured rate); otherwise make sure a deadline is pending."""
         nonlocal deadline
         if not pending or len(pending) < max(1, live() - job.buffer.backup):
-            return False
+            return
         wait = job.buffer.patience * task_seconds
         soon = [x for x in workers if x is not pusher and x.alive and x.task is not None and x.finish_at <= t + wait]
         if len(pending) >= live() or not soon:
             flush(t)
-            return True
-        if deadline != version:
+        elif deadline != version:
             deadline = version
             heapq.heappush(events, (t + wait, -1, f"deadline:{version}"))
-        return False
 
     def score(at: int, t: float) -> float:
         accuracy = scorer(weights)
@@ -277,15 +275,13 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
         delta, accuracy = w.result
         staleness = version - pulled_version
         q = merge.accuracy_weight(accuracy, recent)
-        flushed = False
         if job.buffer is not None:
             pending.append((delta, q))
             curve.staleness[staleness] = curve.staleness.get(staleness, 0) + 1
             if job.buffer.barrier:
-                flushed = close_round_if_due(now, pusher=w)
+                close_round_if_due(now, pusher=w)
             elif len(pending) >= (job.buffer.size or live()):
                 flush(now)
-                flushed = True
         else:
             scale = merge.contribution(job.rule, staleness, q, live(), progress=trained / total)
             if scale is None:
@@ -296,7 +292,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
                 curve.staleness[staleness] = curve.staleness.get(staleness, 0) + 1
                 recent = [accuracy] + recent[:merge.RECENT_ACCURACIES - 1]
         trained += b - a
-        if job.buffer is not None and job.buffer.barrier and not flushed and version == pulled_version:
+        if job.buffer is not None and job.buffer.barrier and version == pulled_version:
             waiting.append(w)  # no flush since its pull: training again would repeat its weights
             w.task = None
         else:
