@@ -29,7 +29,10 @@ best) after 60,000 samples as diverged:
   have, at once if the missing one's measured rate puts its push more than a quarter of a task
   away, else after a quarter of a task at most (a late push joins the next round);
 - local SGD rounds (outer lr 1) at its tuned lr beside them, and the default, local SGD and
-  semi-synchronous rounds with one worker 3x slower.
+  semi-synchronous rounds with one worker 3x slower;
+- (2026-12-06) AdaScale's gain ratio (rule `adascale`, bpt.train.rule_step): normalized's
+  push times r in [1, K] from the gradient statistics the workers measure, at base lrs 0.01
+  and 0.02 (no lr scaling: the gain is the scaling), and with one worker 3x slower.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import torch
 from bpt.plan import baselines
 from bpt.data import datasets
 from bpt.plan import emulator
-from bpt.train import merge
+from bpt.train import merge, rule_step
 from bpt.model import registry as models
 from bpt.train import training
 
@@ -54,15 +57,11 @@ WARMUP = 30_000
 
 
 def gained(exponent: float, warm_share: float):
-    """normalized with its step growing from 1 / K to K^exponent / K over the warm-up."""
-    real = merge.contribution
-
-    def contribution(rule, staleness, q, live=1, progress=1.0):
-        if rule.kind != "normalized" or staleness > rule.staleness_bound(live):
-            return real(rule, staleness, q, live, progress)
-        gain = 1 + (live ** exponent - 1) * min(1.0, progress / warm_share)
-        return rule.alpha * q * gain / max(1, live)
-    return contribution
+    """normalized's step with its scale growing from 1 / K to K^exponent / K over the warm-up."""
+    def normalized(rule, state, push):
+        gain = 1 + (push.live ** exponent - 1) * min(1.0, push.progress / warm_share)
+        return state, rule.alpha * push.q * gain / max(1, push.live)
+    return normalized
 
 
 # The second set: (name, rule, base lr, workers' momentum, options). Options: "scaling"
@@ -84,6 +83,10 @@ SECOND = [
     ("normalized (the default), one worker 3x slower", "normalized", 0.02, 0.9, {"scaling": "sqrt", "cluster": "slow"}),
     ("local SGD rounds, one worker 3x slower", "local", 0.05, 0.9, {"cluster": "slow"}),
     ("semi-synchronous rounds, one worker 3x slower", "semisync", 0.05, 0.9, {"cluster": "slow"}),
+    # 2026-12-06: the first rule with state in the store (bpt.train.rule_step), workers at the base lr
+    ("AdaScale gain ratio", "adascale", 0.01, 0.9, {}),
+    ("AdaScale gain ratio", "adascale", 0.02, 0.9, {}),
+    ("AdaScale gain ratio, one worker 3x slower", "adascale", 0.02, 0.9, {"cluster": "slow"}),
 ]
 
 
@@ -149,7 +152,7 @@ def main() -> None:
         return
     k, epochs, target = args.workers, 12, 0.87
     warm_share = WARMUP / (epochs * len(data.x_train))
-    real = merge.contribution
+    real = rule_step.STEPS["normalized"]
     runs = [("one process (DDP K=1)", {}), ("ddp", {}), ("normalized", {}), ("gain sqrt(K)", {"e": 0.5}),
             ("gain K", {"e": 1.0}), ("gain K, local momentum 0", {"e": 1.0, "mom": 0.0}),
             ("fedbuff, server lr 2", {"buf": 2.0}), ("local SGD, outer lr 2", {"outer": 2.0}),
@@ -161,7 +164,7 @@ def main() -> None:
                            buffer=emulator.Buffered(0, kw["buf"]) if "buf" in kw else None)
         initial = training.state_to_numpy(models.build_for(job, seed=0))
         began, common = time.perf_counter(), dict(eval_every=args.eval_every, target=target, screen=1000)
-        merge.contribution = gained(kw["e"], warm_share) if "e" in kw else real
+        rule_step.STEPS["normalized"] = gained(kw["e"], warm_share) if "e" in kw else real
         try:
             if name.startswith("one process"):
                 curve = baselines.ddp(job, cluster_for("equal", 1, costs, 0), data, initial, lr=0.02, warmup_samples=0,
@@ -175,7 +178,7 @@ def main() -> None:
             else:
                 curve = emulator.emulate(job, cluster_for("equal", k, costs, 0), data, initial, **common)
         finally:
-            merge.contribution = real
+            rule_step.STEPS["normalized"] = real
         print(json.dumps({"candidate": name, "workers": 1 if name.startswith("one") else k,
                           "samples_to_target": curve.samples_to(target), "seconds_to_target": curve.seconds_to(target),
                           "best": round(max(curve.accuracy), 4), "final": round(curve.final_accuracy, 4),

@@ -51,6 +51,7 @@ class Checkpoint:
     events: list[str]
     hashes: dict[str, dict[str, str]]
     best: dict[str, np.ndarray] | None = None
+    rule_state: str = ""  # the merge rule's state at `version` (bpt.train.rule_step), as stored
 
     @property
     def job_id(self) -> str:
@@ -72,7 +73,7 @@ def read(store: JobStore, shards=None) -> Checkpoint:
         epochs = sorted(e for e in epochs | {max(epochs, default=-1) + 1} if 0 <= e < spec.epochs)
         rounds = [(e, w) for e in epochs for w in range(len(shape[e]))] if spec.rule.synchronous else []
         pipe = store.client.pipeline(transaction=True)
-        pipe.hget(keys.weights, "version")
+        pipe.hmget(keys.weights, "version", "rule")
         pipe.get(keys.weights_blob)
         pipe.hgetall(keys.applied)
         pipe.hgetall(keys.state)
@@ -83,7 +84,7 @@ def read(store: JobStore, shards=None) -> Checkpoint:
         pipe.get(keys.best_blob)
         for e, w in rounds:
             pipe.exists(keys.round_committed(e, w))
-        version, blob, applied, state, evals, events, *rest = pipe.execute()
+        (version, rule_state), blob, applied, state, evals, events, *rest = pipe.execute()
         hashes = {name: _text(h) for name, h in zip(HASHES, rest)}
         best_blob, flags = rest[len(HASHES)], rest[len(HASHES) + 1:]
         if version is None or blob is None:
@@ -98,7 +99,8 @@ def read(store: JobStore, shards=None) -> Checkpoint:
         return Checkpoint(spec, int(version), {n: np.array(a) for n, a in weights.items()}, _text(state),
                           _text(applied), [r for r, f in zip(rounds, flags) if f],
                           [e.decode() for e in evals], [e.decode() for e in events], hashes,
-                          {n: np.array(a) for n, a in codec.decode_weights(best_blob).items()} if best_blob else None)
+                          {n: np.array(a) for n, a in codec.decode_weights(best_blob).items()} if best_blob else None,
+                          (rule_state or b"").decode())
     raise DataError(f"job {store.job_id} moved on in each of {SNAPSHOT_TRIES} tries to read it; try again")
 
 
@@ -106,7 +108,7 @@ def read(store: JobStore, shards=None) -> Checkpoint:
 def to_bytes(ckpt: Checkpoint) -> bytes:
     document = {"format": FORMAT, "spec": json.loads(ckpt.spec.to_json()), "version": ckpt.version,
                 "state": ckpt.state, "applied": ckpt.applied, "committed": [list(r) for r in ckpt.committed],
-                "evals": ckpt.evals, "events": ckpt.events, "hashes": ckpt.hashes}
+                "evals": ckpt.evals, "events": ckpt.events, "hashes": ckpt.hashes, "rule_state": ckpt.rule_state}
     tensors = dict(ckpt.weights)
     for name, array in (ckpt.best or {}).items():
         tensors[f"best/{name}"] = array
@@ -127,7 +129,7 @@ def from_bytes(blob: bytes, source: str = "checkpoint") -> Checkpoint:
         best = {n[5:]: np.array(a) for n, a in tensors.items() if n.startswith("best/")} or None
         return Checkpoint(spec, int(document["version"]), weights, dict(document["state"]), dict(document["applied"]),
                           [tuple(r) for r in document["committed"]], list(document["evals"]),
-                          list(document["events"]), dict(document["hashes"]), best)
+                          list(document["events"]), dict(document["hashes"]), best, str(document.get("rule_state", "")))
     except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError, BptError) as e:
         raise DataError(f"{source} is not a bpt checkpoint ({type(e).__name__}: {e}); a model.safetensors "
                         "starts a new job with --init-from") from e
@@ -168,6 +170,8 @@ def restore(client: redis.Redis, ckpt: Checkpoint, data, max_staged_bytes: int, 
     kept = {f: o for f, o in ckpt.applied.items() if tuple(int(p) for p in f.split(":", 1)) in done}
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.weights, "version", ckpt.version)
+    if ckpt.rule_state:
+        pipe.hset(keys.weights, "rule", ckpt.rule_state)
     state = {k: v for k, v in ckpt.state.items() if k not in NOT_CARRIED}
     state["accepted"] = str(int(float(state.get("accepted", 0))) - sum(o == "staged" for f, o in ckpt.applied.items()
                                                                         if f not in kept))

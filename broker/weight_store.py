@@ -32,7 +32,8 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from bpt.job import lifecycle
-from bpt.train import merge
+from bpt.train import merge, rule_step
+from bpt.train.noise_scale import GradStats
 from bpt.plan import sharding
 from bpt.errors import ConfigError, ConnectionFailed, CorruptBlob
 
@@ -65,6 +66,7 @@ class Pulled:
     weights: dict[str, np.ndarray]  # read-only arrays viewing the pulled blob
     recent: tuple[float, ...] = ()  # accuracies of the latest accepted pushes, newest first
     manifest: bytes | None = None  # sharded weights: the manifest this version was read from
+    rule_state: dict = dataclasses.field(default_factory=dict)  # the merge rule's state at this version
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,22 +109,22 @@ class WeightStore:
     def pull(self) -> Pulled:
         for _ in range(PULL_ROUNDS):
             pipe = self.client.pipeline(transaction=True)
-            pipe.hmget(self.keys.weights, "version", "crc")
+            pipe.hmget(self.keys.weights, "version", "crc", "rule")
             pipe.get(self.keys.weights_blob)
             pipe.lrange(self.keys.recent_accuracy, 0, RECENT_ACCURACIES - 1)
-            (version, crc), blob, recent = pipe.execute()
+            (version, crc, rule_state), blob, recent = pipe.execute()
             if version is None or blob is None or crc is None:
                 raise CorruptBlob(f"job {self.keys.job_id} has no global weights")
             if codec.checksum(blob) != crc.decode():
                 raise CorruptBlob(f"global weights of job {self.keys.job_id} fail their checksum")
-            recent = tuple(float(a) for a in recent)
+            recent, rule_state = tuple(float(a) for a in recent), rule_step.decode(rule_state)
             if not sharding.is_manifest(blob):
-                return Pulled(int(version), codec.decode_weights(blob), recent)
+                return Pulled(int(version), codec.decode_weights(blob), recent, rule_state=rule_state)
             if self.shards is None:
                 raise ConfigError(f"job {self.keys.job_id} keeps its weights sharded on a Redis Cluster: "
                                   "give this process that cluster's --weights-url (BPT_WEIGHTS_URL)")
             try:
-                return Pulled(int(version), self.shards.fetch(blob), recent, manifest=bytes(blob))
+                return Pulled(int(version), self.shards.fetch(blob), recent, manifest=bytes(blob), rule_state=rule_state)
             except ShardMissing:
                 continue  # a newer version retired a shard as we read: its manifest is current
         raise CorruptBlob(f"job {self.keys.job_id}: {PULL_ROUNDS} pulls in a row found a weight shard gone")
@@ -221,11 +223,14 @@ class WeightStore:
     # -- asynchronous rules (agwu, async) --------------------------------------------------
     def push(self, *, rule: merge.MergeRule, pulled_version: int, delta: dict[str, np.ndarray],
              accuracy: float, epoch: int, wave: int, subset: int, base: Pulled | None = None,
-             live: int = 1) -> PushResult:
+             live: int = 1, stats: GradStats | None = None, progress: float = 1.0) -> PushResult:
         """Merge delta (computed against version pulled_version) into the newest weights.
 
         live: the training processes in the cluster (worker_registry.live_processes), which
-        the normalized rule divides by and a default s_max is twice of.
+        the normalized rule divides by and a default s_max is twice of. stats: the gradient
+        statistics the task measured, progress: the job's share of samples trained (what a
+        rule's step may use, bpt.train.rule_step). The rule's state is read with the weights
+        merged onto and installed with the new ones, by the same compare-and-set.
 
         base: the Pulled the delta was computed against, if the caller still has it; while
         the version has not moved, the push merges onto it without reading the weights again.
@@ -241,7 +246,7 @@ class WeightStore:
         try:
             with Keeper(lambda: self._renew_lease(token), LEASE_MS / 3000) if leased else contextlib.nullcontext():
                 return self._push(rule, pulled_version, delta, accuracy, epoch, wave, subset, base, live,
-                                  token if leased else "")
+                                  token if leased else "", stats, progress)
         finally:
             if leased:  # a no-op when push.lua gave it back already
                 self._give_back_lease(token)
@@ -265,7 +270,8 @@ class WeightStore:
         except redis.RedisError:
             pass  # Redis gone: the lease expires on its own
 
-    def _push(self, rule, pulled_version, delta, accuracy, epoch, wave, subset, base, live, token) -> PushResult:
+    def _push(self, rule, pulled_version, delta, accuracy, epoch, wave, subset, base, live, token, stats,
+              progress) -> PushResult:
         field = applied_field(epoch, subset)
         done_key = self.keys.wave_done(epoch, wave)
         bad_values = _bad_values(delta)
@@ -285,7 +291,8 @@ class WeightStore:
             if problem:
                 return self._refuse("invalid", f"invalid:{problem}", field, subset, done_key, current.version, staleness)
             q = merge.accuracy_weight(accuracy, current.recent)
-            scale = merge.contribution(rule, staleness, q, live)
+            rule_state, scale = rule_step.step(rule, current.rule_state,
+                                               rule_step.Push(staleness, q, live, progress, stats))
             if scale is None:
                 return self._refuse("rejected", f"stale:{staleness}", field, subset, done_key, current.version, staleness)
             (status, version, done), merged = self._install(
@@ -293,7 +300,8 @@ class WeightStore:
                 keys=[self.keys.weights_blob, self.keys.weights, self.keys.applied, self.keys.state,
                       self.keys.staleness, self.keys.recent_accuracy, done_key, self.keys.merge_lease,
                       self.keys.merge_wake],
-                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES, token, ACCEPTING],
+                args=[current.version, field, staleness, accuracy, subset, RECENT_ACCURACIES, token, ACCEPTING,
+                      rule_step.encode(rule_state) if rule_state != current.rule_state else ""],
                 previous=current)
             status = status.decode()
             if status == "closed":

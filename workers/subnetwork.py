@@ -202,7 +202,8 @@ def _push(store, weights, spec, trained: Trained, epoch, wave, piece, live):
                              wave=wave, subset=piece)
     rule = guardrail.rule_in_force(spec.rule, store.guard_level() if spec.guardrail else 0, live)
     return weights.push(rule=rule, pulled_version=trained.pulled.version, delta=trained.delta,
-                        accuracy=trained.accuracy, epoch=epoch, wave=wave, subset=piece, base=trained.pulled, live=live)
+                        accuracy=trained.accuracy, epoch=epoch, wave=wave, subset=piece, base=trained.pulled, live=live,
+                        stats=trained.meter.result(), progress=spec.progress(epoch, trained.pulled.version, wave))
 
 
 def _record(runtime, worker, store, cache, trained: Trained, result, epoch, piece, live, entered) -> None:

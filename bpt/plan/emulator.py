@@ -5,8 +5,9 @@ Each virtual worker keeps its own local model and optimizer for the whole run (a
 worker process does, bpt.workers.runtime), and loops: take the next subset off the shared
 queue, pull (W, v), train it with bpt.train.training.train_pass (the code the workers run), score
 itself on the validation slice, and push its delta when its virtual task ends. Pushes are
-merged in virtual-time order by bpt.train.merge.contribution / apply_delta, the functions the weight
-store calls, so what is measured here is the rule the real system applies.
+merged in virtual-time order by bpt.train.rule_step.step (with the rule's state) and
+merge.apply_delta, the functions the weight store calls, so what is measured here is the rule
+the real system applies.
 
 A task takes size / rate + overhead virtual seconds; rates are equal, drawn lognormal, or
 given per worker (slowdowns). Its push then waits for the store, which merges one push at a
@@ -33,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from bpt.train import inner
-from bpt.train import merge
+from bpt.train import merge, rule_step
 from bpt.model import registry as models
 from bpt.plan import partition
 from bpt.train import training
@@ -140,7 +141,7 @@ class VirtualWorker:
         self.stepper = inner.make_stepper("torch", self.model, job.train, threads=1)
         self.alive = True
         self.task = None  # (subset, epoch, pulled version, pulled weights, samples trained at its start)
-        self.result = None  # (delta, accuracy on the score slice) once its compute ended
+        self.result = None  # (delta, accuracy on the score slice, gradient statistics) once its compute ended
         self.finish_at = 0.0  # virtual time its current task's compute ends
 
 
@@ -168,7 +169,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
     queue = [(e, s) for e in range(job.epochs) for s in partition.waves(len(subsets), e, job.seed, None)[0]]
     queue.reverse()  # pop() takes the next subset
     weights = {k: v.copy() for k, v in initial.items()}
-    version, recent = 0, []
+    version, recent, rule_state = 0, [], {}
     scorer = Scorer(models.build_for(job), data.x_test, data.y_test, target, screen)
     x_score, y_score = data.x_val[:job.score_samples], data.y_val[:job.score_samples]
     workers = [VirtualWorker(i, job, rates[i]) for i in range(cluster.workers)]
@@ -262,9 +263,9 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             a, b = subsets[subset]
             lr = job.train.lr * lr_scale(job.train.lr_scaling, job.rule.kind, live()) * lr_factor(
                 job.train.lr_schedule, at / total, job.epochs, job.train.warmup_epochs, job.train.step_every)
-            train_task(w, job, pulled, data.x_train[a:b], data.y_train[a:b], job.seed + 7919 * epoch + a, lr)
+            stats = train_task(w, job, pulled, data.x_train[a:b], data.y_train[a:b], job.seed + 7919 * epoch + a, lr)
             _, accuracy = training.evaluate(w.model, x_score, y_score)
-            w.result = (merge.subtract(training.state_to_numpy(w.model), pulled), accuracy)
+            w.result = (merge.subtract(training.state_to_numpy(w.model), pulled), accuracy, stats)
             if cluster.merge > 0:
                 store_free = max(store_free, now) + cluster.merge
                 curve.store_busy += cluster.merge
@@ -272,7 +273,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
                 continue
         subset, epoch, pulled_version, pulled, _ = w.task
         a, b = subsets[subset]
-        delta, accuracy = w.result
+        delta, accuracy, stats = w.result
         staleness = version - pulled_version
         q = merge.accuracy_weight(accuracy, recent)
         if job.buffer is not None:
@@ -283,7 +284,8 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             elif len(pending) >= (job.buffer.size or live()):
                 flush(now)
         else:
-            scale = merge.contribution(job.rule, staleness, q, live(), progress=trained / total)
+            rule_state, scale = rule_step.step(job.rule, rule_state,
+                                               rule_step.Push(staleness, q, live(), trained / total, stats))
             if scale is None:
                 curve.rejected += 1
             else:
@@ -325,12 +327,17 @@ def _flush(cfg: Buffered, weights, pending, momentum):
     return merge.apply_delta(weights, step, cfg.lr), momentum
 
 
-def train_task(w: VirtualWorker, job: Job, pulled, x, y, seed: int, lr: float) -> None:
+def train_task(w: VirtualWorker, job: Job, pulled, x, y, seed: int, lr: float):
+    """Train one task from the pulled weights; the gradient statistics it measured
+    (noise_scale.GradStats) when the job's rule uses them (rule_step.USES_STATS), else None:
+    measuring costs time, and leaves the emulator's other runs as they were."""
     training.load_numpy_state(w.model, pulled)
     if job.reset_momentum:
         w.stepper.optimizer.state.clear()
     w.stepper.set_lr(lr)
-    training.train_pass(w.stepper, x, y, job.train.batch_size, seed=seed, augment=job.train.augment)
+    meter = training.GradientMeter(job.train.batch_size) if job.rule.kind in rule_step.USES_STATS else None
+    training.train_pass(w.stepper, x, y, job.train.batch_size, seed=seed, augment=job.train.augment, meter=meter)
+    return meter.result() if meter is not None else None
 
 
 def worker_rates(cluster: Cluster, rng: random.Random) -> list[float]:

@@ -8,7 +8,12 @@ staleness s = v - v_j:
          live training processes; q_j = a_j / mean(recent accepted a), clipped to [0, 2];
 - agwu (the paper's):  reject if s > s_max, else W <- W + alpha * gamma**s * q_j * D_j;
 - async: the same with gamma = 1 and q_j = 1 (Downpour/Hogwild-style baseline);
+- adascale: normalized times AdaScale's gain ratio r in [1, K], estimated from the gradient
+         statistics the workers push (a rule with state: bpt.train.rule_step);
 - sync:  a barrier per round, W <- W + sum(q_j n_j D_j) / sum(q_j n_j).
+
+The asynchronous rules' scales are steps of bpt.train.rule_step (which can keep state); this
+module holds what every rule shares.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from bpt.errors import ConfigError
 
-RULES = ("normalized", "agwu", "async", "sync")
+RULES = ("normalized", "agwu", "async", "adascale", "sync")
 DEFAULT_RULE = "normalized"
 RECENT_ACCURACIES = 16  # accepted pushes whose accuracies form q's reference
 Weights = Mapping[str, np.ndarray]
@@ -65,31 +70,6 @@ def accuracy_weight(accuracy: float, recent: Sequence[float]) -> float:
     if mean <= 0:
         return 1.0
     return float(np.clip(accuracy / mean, 0.0, 2.0))
-
-
-def contribution(rule: MergeRule, staleness: int, q: float, live: int = 1, progress: float = 1.0) -> float | None:
-    """The scale applied to D_j, or None when the push must be rejected as too stale.
-
-    live: the training processes in the cluster now (the worker registry's count). The
-    weight store and the emulator (bpt.plan.emulator) both call this, so what the emulator
-    measures is the rule the store applies.
-
-    - normalized: alpha * q / live. With K workers in steady state every push is about K - 1
-      versions stale, and K deltas computed from nearly the same weights arrive for every
-      one a single process would have made: together they count as one step, as a
-      synchronous round's average would, whatever K is (docs/scaling.md);
-    - agwu (the paper's): alpha * gamma**s * q, which at s ~ K - 1 is ~1e-4 at 16 workers;
-    - async: alpha.
-    """
-    if staleness < 0:
-        raise ValueError(f"staleness cannot be negative, got {staleness}")
-    if staleness > rule.staleness_bound(live):
-        return None
-    if rule.kind == "normalized":
-        return rule.alpha * q / max(1, live)
-    if rule.kind == "async":
-        return rule.alpha
-    return rule.alpha * rule.gamma ** staleness * q
 
 
 def apply_delta(weights: Weights, delta: Weights, scale: float,

@@ -19,6 +19,8 @@
 -- ARGV[7] how many recent accuracies to keep  ARGV[8] this pusher's lease token
 -- ARGV[9] the job statuses that accept pushes, space separated (bpt/lifecycle.py); a job
 --         whose state hash has no status (a weight store used on its own) accepts them
+-- ARGV[10] the merge rule's new state (JSON, bpt/train/rule_step.py), installed with the
+--         weights as the weights hash's 'rule' field; '' when the step left it as it was
 -- Returns {status, version, done}: status is 'ok', 'retry' (version moved on), 'dup' or
 -- 'closed' (the job is no longer running: finishing, done, cancelled or failed).
 -- On 'ok' and 'dup' the pusher's lease is given back and a waiting pusher woken; on
@@ -57,6 +59,9 @@ local version = tonumber(current) + 1
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PERSIST', KEYS[2])
 redis.call('HSET', KEYS[3], 'version', version, 'crc', ARGV[1])
+if ARGV[10] and ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[3], 'rule', ARGV[10])
+end
 redis.call('HSET', KEYS[4], ARGV[3], 'accepted:' .. version)
 redis.call('HINCRBY', KEYS[5], 'accepted', 1)
 redis.call('HINCRBY', KEYS[6], ARGV[4], 1)

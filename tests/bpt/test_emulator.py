@@ -6,7 +6,7 @@ import pytest
 from bpt.plan import baselines
 from bpt.plan import emulator
 from bpt.train import inner
-from bpt.train import merge
+from bpt.train import merge, rule_step
 from bpt.model import registry as models
 from bpt.plan import partition
 from bpt.train import training
@@ -42,13 +42,13 @@ def test_one_worker_with_full_steps_is_one_plain_process(digits, job):
 def test_pushes_go_through_the_stores_merge_function_with_the_live_count(digits, monkeypatch, job):
     data, initial = digits
     seen = []
-    real = merge.contribution
+    real = rule_step.step
 
-    def spy(rule, staleness, q, live=1, progress=1.0):
-        seen.append((staleness, live))
-        return real(rule, staleness, q, live, progress)
+    def spy(rule, state, push):
+        seen.append((push.staleness, push.live))
+        return real(rule, state, push)
 
-    monkeypatch.setattr(merge, "contribution", spy)
+    monkeypatch.setattr(rule_step, "step", spy)
     curve = emulator.emulate(job(data, epochs=1), emulator.Cluster(workers=4), data, initial)
     assert len(seen) == curve.versions + curve.rejected == len(partition.subsets(len(data.x_train), 128))
     assert {live for _, live in seen} == {4}

@@ -1,5 +1,5 @@
 from bpt.train import guardrail
-from bpt.train import merge
+from bpt.train import merge, rule_step
 from bpt.train.guardrail import GuardState
 from bpt.train.merge import MergeRule
 
@@ -84,5 +84,5 @@ def test_the_rule_in_force_on_the_push_path_accepts_steady_state_staleness_at_ev
     for level in range(guardrail.MAX_LEVEL + 1):
         rule = guardrail.rule_in_force(MergeRule("normalized"), level, live=8)
         assert rule.s_max == 16
-        scale = merge.contribution(rule, staleness=7, q=1.0, live=8)
+        scale = rule_step.contribution(rule, staleness=7, q=1.0, live=8)
         assert scale == 1.0 * guardrail.FACTOR ** level / 8

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bpt.train import merge
+from bpt.train import merge, rule_step
 from bpt.errors import ConfigError
 
 
@@ -18,16 +18,16 @@ def test_accuracy_weight_is_relative_to_recent_mean_and_clipped():
 
 def test_agwu_contribution_hand_computed():
     rule = merge.MergeRule("agwu", alpha=0.8, gamma=0.5, s_max=3)
-    assert merge.contribution(rule, 0, 1.0) == pytest.approx(0.8)
-    assert merge.contribution(rule, 2, 1.5) == pytest.approx(0.8 * 0.25 * 1.5)  # 0.3
-    assert merge.contribution(rule, 3, 1.0) == pytest.approx(0.1)
-    assert merge.contribution(rule, 4, 1.0) is None  # staler than s_max: rejected
+    assert rule_step.contribution(rule, 0, 1.0) == pytest.approx(0.8)
+    assert rule_step.contribution(rule, 2, 1.5) == pytest.approx(0.8 * 0.25 * 1.5)  # 0.3
+    assert rule_step.contribution(rule, 3, 1.0) == pytest.approx(0.1)
+    assert rule_step.contribution(rule, 4, 1.0) is None  # staler than s_max: rejected
 
 
 def test_plain_async_ignores_staleness_and_accuracy_within_the_bound():
     rule = merge.MergeRule("async", alpha=1.0, gamma=0.5, s_max=5)
-    assert merge.contribution(rule, 5, 0.1) == 1.0
-    assert merge.contribution(rule, 6, 1.0) is None
+    assert rule_step.contribution(rule, 5, 0.1) == 1.0
+    assert rule_step.contribution(rule, 6, 1.0) is None
 
 
 def test_apply_delta_hand_computed():
@@ -72,18 +72,18 @@ def test_default_alpha_makes_a_group_of_same_version_pushes_one_step():
     assert default_alpha("agwu", 1.0) == 1.0  # no decay: nothing to normalise
     assert default_alpha("async", 0.5) == default_alpha("sync", 0.5) == 1.0
     rule = merge.MergeRule("agwu", alpha=default_alpha("agwu", 0.5), gamma=0.5, s_max=10**6)
-    total = sum(merge.contribution(rule, s, 1.0) for s in range(60))  # 60 workers pulled the same version
+    total = sum(rule_step.contribution(rule, s, 1.0) for s in range(60))  # 60 workers pulled the same version
     assert total == pytest.approx(1.0)
 
 
 def test_normalized_contribution_divides_by_the_live_workers_hand_computed():
     rule = merge.MergeRule("normalized", alpha=1.0)  # s_max None: twice the live workers
-    assert merge.contribution(rule, 15, 1.5, live=16) == pytest.approx(1.5 / 16)  # 0.09375
-    assert merge.contribution(rule, 0, 1.0, live=4) == pytest.approx(0.25)
-    assert merge.contribution(rule, 32, 1.0, live=16) == pytest.approx(1 / 16)  # s = 2K: still accepted
-    assert merge.contribution(rule, 33, 1.0, live=16) is None  # staler than 2K: rejected
-    assert merge.contribution(rule, 9, 1.0, live=4) is None  # the bound follows K as workers leave
-    assert merge.contribution(merge.MergeRule("normalized", alpha=0.5, s_max=3), 3, 2.0, live=8) == pytest.approx(0.125)
+    assert rule_step.contribution(rule, 15, 1.5, live=16) == pytest.approx(1.5 / 16)  # 0.09375
+    assert rule_step.contribution(rule, 0, 1.0, live=4) == pytest.approx(0.25)
+    assert rule_step.contribution(rule, 32, 1.0, live=16) == pytest.approx(1 / 16)  # s = 2K: still accepted
+    assert rule_step.contribution(rule, 33, 1.0, live=16) is None  # staler than 2K: rejected
+    assert rule_step.contribution(rule, 9, 1.0, live=4) is None  # the bound follows K as workers leave
+    assert rule_step.contribution(merge.MergeRule("normalized", alpha=0.5, s_max=3), 3, 2.0, live=8) == pytest.approx(0.125)
 
 
 def test_k_pushes_from_one_version_count_as_one_step_under_normalized_not_under_agwu():
@@ -92,9 +92,9 @@ def test_k_pushes_from_one_version_count_as_one_step_under_normalized_not_under_
     the group but gamma^(K-1) for the steady-state push, which is what starves 16 workers."""
     for k in (2, 16, 64):
         rule = merge.MergeRule("normalized")
-        assert sum(merge.contribution(rule, s, 1.0, live=k) for s in range(k)) == pytest.approx(1.0)
+        assert sum(rule_step.contribution(rule, s, 1.0, live=k) for s in range(k)) == pytest.approx(1.0)
     agwu = merge.MergeRule("agwu", alpha=0.5, gamma=0.5)
-    assert merge.contribution(agwu, 15, 1.0, live=16) == pytest.approx(0.5 * 0.5 ** 15)  # 1.5e-5
+    assert rule_step.contribution(agwu, 15, 1.0, live=16) == pytest.approx(0.5 * 0.5 ** 15)  # 1.5e-5
 
 
 def test_default_rule_is_normalized_and_s_max_follows_the_cluster():

@@ -1,14 +1,24 @@
 """The weight store's invariants, each against a real Redis server: one contract suite, two
 backends (the `store` fixture): the weights as one blob in the job's Redis, and sharded over
-a real 3-node Redis Cluster (`--weights-url`) with the manifest in the job's Redis."""
+a real 3-node Redis Cluster (`--weights-url`) with the manifest in the job's Redis. Among
+them, a merge rule's state kept with the weights (bpt.train.rule_step): the state a push's
+step reads is its version's, the new state is installed by the same compare-and-set as the
+new weights, a pull never sees one version's weights with another's state, and a checkpoint
+carries it."""
 
 import threading
 
 import numpy as np
 import pytest
 
-from bpt.train.merge import MergeRule
+from bpt.broker import checkpoint
 from bpt.broker.connection import connect
+from bpt.broker.job_store import JobStore
+from bpt.data.datasets import DatasetSpec
+from bpt.data.prepare import JobChoices, prepare
+from bpt.train import rule_step
+from bpt.train.merge import MergeRule
+from bpt.train.noise_scale import GradStats
 from bpt.broker.weight_shards import open_shards
 from bpt.broker.weight_store import WeightStore
 
@@ -297,3 +307,86 @@ def test_a_sharded_pull_that_finds_a_shard_retired_reads_the_newer_version(redis
     store.shards.delete_job(job_id)
     assert not torn
     assert on_cluster == current and listed == 0  # 300 versions written, one left, nothing leaked
+
+
+# -- a merge rule with state (bpt.train.rule_step) ---------------------------------------------
+COUNTING = MergeRule("adascale", alpha=1.0, s_max=10**9)
+
+
+@pytest.fixture
+def counting_rule(monkeypatch):
+    """The stateful rule under test counts the pushes its state has seen and applies each
+    delta in full: a lost or doubled state update shows as a count other than the version."""
+    def count(rule, state, push):
+        return {"pushes": state.get("pushes", 0) + 1}, 1.0
+    monkeypatch.setitem(rule_step.STEPS, "adascale", count)
+
+
+def test_concurrent_pushers_never_lose_a_state_update_and_pulls_never_mix_versions(redis_url, store, counting_rule):
+    pushers, each = 8, 60 if store.shards is None else 25
+    errors, torn, seen, stop = [], [], [], threading.Event()
+
+    def push_loop(p):
+        own = own_store(store, redis_url)
+        try:
+            for i in range(each):
+                result = own.push(rule=COUNTING, pulled_version=own.version(), delta=ones(), accuracy=0.9,
+                                  epoch=p, wave=0, subset=i)
+                assert result.status == "accepted"
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    def pull_loop():
+        own = own_store(store, redis_url)
+        while not stop.is_set():
+            pulled = own.pull()
+            seen.append(pulled.version)
+            if pulled.rule_state.get("pushes", 0) != pulled.version or total(pulled.weights) != pulled.version * (N + 3):
+                torn.append((pulled.version, pulled.rule_state))
+
+    threads = [threading.Thread(target=push_loop, args=(p,)) for p in range(pushers)]
+    pullers = [threading.Thread(target=pull_loop) for _ in range(2)]
+    for t in threads + pullers:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in pullers:
+        t.join()
+    assert not errors and not torn and len(set(seen)) > 5
+    final = store.pull()
+    assert final.version == pushers * each and final.rule_state == {"pushes": pushers * each}
+
+
+def test_adascale_through_the_store_is_the_pure_step_and_a_refused_push_keeps_its_state(store):
+    rule = MergeRule("adascale", s_max=1)
+    expected, version = {}, 0
+    for i, noise in enumerate([100.0, 300.0, 50.0]):
+        stats = GradStats(2, 16, 1.0 + noise / 16, 1.0 + noise / 32)
+        result = store.push(rule=rule, pulled_version=version, delta=ones(), accuracy=0.9, epoch=0, wave=0, subset=i,
+                            live=4, stats=stats)
+        expected, scale = rule_step.step(rule, expected, rule_step.Push(0, 1.0, 4, 1.0, stats))
+        assert result.status == "accepted" and result.scale == pytest.approx(scale)
+        version = result.version
+        assert store.pull().rule_state == pytest.approx(expected)
+    refused = store.push(rule=rule, pulled_version=0, delta=ones(), accuracy=0.9, epoch=0, wave=0, subset=9, live=4,
+                         stats=GradStats(2, 16, 99.0, 1.0))
+    assert refused.status == "rejected" and store.pull().rule_state == pytest.approx(expected)
+    assert expected["gain"] > 1
+
+
+def test_a_checkpoint_carries_the_rule_state_to_a_new_server(client, job_id, counting_rule):
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    store.mark_running()
+    ws = WeightStore(client, job_id)
+    delta = {n: np.zeros_like(w) for n, w in weights.items()}
+    for subset in range(3):
+        assert ws.push(rule=COUNTING, pulled_version=ws.version(), delta=delta, accuracy=0.9, epoch=0, wave=0,
+                       subset=subset).status == "accepted"
+    ckpt = checkpoint.from_bytes(checkpoint.to_bytes(checkpoint.read(store)))
+    assert ckpt.version == 3 and rule_step.decode(ckpt.rule_state) == {"pushes": 3}
+    store.delete()
+    checkpoint.restore(client, ckpt, data, max_staged_bytes=2**30)
+    assert WeightStore(client, job_id).pull().rule_state == {"pushes": 3}
+    JobStore(client, job_id).delete()
