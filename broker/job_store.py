@@ -199,12 +199,15 @@ class JobStore:
         pipe.hincrbyfloat(self.keys.worker_stats, f"{worker}:tasks", 1)
         pipe.execute()
 
-    def add_gradient_stats(self, stats) -> None:
-        """Add one task's gradient statistics (a noise_scale.GradStats) to the job's sums."""
+    def add_gradient_stats(self, stats, epoch: int) -> None:
+        """Add one task's gradient statistics (a noise_scale.GradStats) to the job's sums, over
+        the job and over its epoch (the noise scale grows as training goes on: the job's
+        estimate is its latest epochs', noise_scale.latest_sums)."""
         pipe = self.client.pipeline(transaction=True)
         for field, value in (("pushes", 1), ("small", stats.small), ("big", stats.big), ("batch", stats.batch),
                              ("big_batch", stats.batch * stats.batches)):
             pipe.hincrbyfloat(self.keys.gradients, field, value)
+            pipe.hincrbyfloat(self.keys.gradients, f"{field}:{epoch}", value)
         pipe.execute()
 
     def gradient_sums(self) -> dict[str, float]:

@@ -90,7 +90,7 @@ def status_lines(summary: dict) -> list[str]:
     noise = summary.get("noise_scale")
     if noise:
         lines.append(f"  gradient noise scale about {noise['samples']:.0f} samples: about {noise['workers_that_help']} "
-                     f"training processes help ({noise['pushes_measured']} pushes measured)")
+                     f"training processes help (from the latest {noise['pushes_measured']} pushes measured)")
     for label, key in (("ended", "reason"), ("error", "error"), ("warning", "warning"), ("warning", "scaling_warning")):
         if summary.get(key):
             lines.append(f"  {label}: {summary[key]}")

@@ -213,7 +213,7 @@ def _record(runtime, worker, store, cache, trained: Trained, result, epoch, piec
     store.forget_deliveries(epoch, piece)
     stats = trained.meter.result()
     if stats is not None and result.status == "accepted":  # for the job's gradient noise scale (bpt.train.noise_scale)
-        store.add_gradient_stats(stats)
+        store.add_gradient_stats(stats, epoch)
     store.record_work(worker, samples, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device),
                       result.staleness if result.status == "accepted" else None)
     worker_registry.record_task(runtime.client, worker, samples, seconds, store.keys.rates, runtime.scripts["rate"])

@@ -11,8 +11,12 @@ both unknowns:
 
     |G|^2 = (B |G_B|^2 - b |G_b|^2) / (B - b)        tr(S) = (|G_b|^2 - |G_B|^2) / (1/b - 1/B)
 
-Averaged over the job's pushes (each from gradients a task measured along its own short
-trajectory, not from deltas that start at different weights). bpt's averaging rules merge K
+Averaged over the job's latest pushes (each from gradients a task measured along its own short
+trajectory, not from deltas that start at different weights): the noise scale grows as
+training goes on (Fashion-MNIST, LeNet-5, one process: 88 samples over the first epoch, 274
+over the second, 550-930 from the fourth on), so an average over the whole job is held down
+by its first epoch (76 samples at 4 workers over 2 epochs, which warned that 2 workers help
+where DDP's recipe gains up to 16: docs/scaling.md). bpt's averaging rules merge K
 pushes into one step of a K-fold batch, so about B_noise / b workers help; more add samples,
 not speed.
 """
@@ -60,10 +64,35 @@ def estimate(small: float, big: float, batch: int, big_batch: float, step_batch:
     return NoiseEstimate(noise, max(1, round(noise / (step_batch or big_batch))))
 
 
+FIELDS = ("pushes", "small", "big", "batch", "big_batch")
+LATEST_PUSHES = 16  # the latest estimate sums epochs, newest first, until this many pushes (and an estimate)
+
+
 def from_sums(sums: dict) -> NoiseEstimate | None:
-    """The estimate from a job's summed statistics (JobStore.gradient_sums): the mean of each
-    measured quantity over the pushes, then `estimate`. The big batch measured is a worker's
-    whole batch (its halves are the small one), so it is also the batch a worker steps on."""
+    """The estimate from a job's summed statistics (JobStore.gradient_sums): the job's latest
+    (`latest_sums`), the mean of each measured quantity over those pushes, then `estimate`.
+    The big batch measured is a worker's whole batch (its halves are the small one), so it is
+    also the batch a worker steps on."""
+    return _estimate(latest_sums(sums))
+
+
+def latest_sums(sums: dict) -> dict:
+    """The sums of the latest epochs (fields "<name>:<epoch>"), newest first, until they hold
+    LATEST_PUSHES pushes and give an estimate, else all of them; sums without epochs (kept
+    before they were kept by epoch) as they are."""
+    epochs = sorted({int(k.split(":", 1)[1]) for k in sums if ":" in k}, reverse=True)
+    if not epochs:
+        return {k: sums[k] for k in FIELDS if k in sums}
+    taken = dict.fromkeys(FIELDS, 0.0)
+    for epoch in epochs:
+        for name in FIELDS:
+            taken[name] += sums.get(f"{name}:{epoch}", 0.0)
+        if taken["pushes"] >= LATEST_PUSHES and _estimate(taken) is not None:
+            break
+    return taken
+
+
+def _estimate(sums: dict) -> NoiseEstimate | None:
     n = sums.get("pushes", 0)
     if n < 1:
         return None

@@ -46,6 +46,27 @@ def test_summed_statistics_give_the_mean_estimate_and_the_job_warns_past_it():
     assert metrics.scaling({"workers": 1}, {}, sums)["scaling_warning"] is None
 
 
+def epoch_sums(epoch: int, pushes: int, small: float, big: float) -> dict:
+    return {f"pushes:{epoch}": pushes, f"small:{epoch}": pushes * small, f"big:{epoch}": pushes * big,
+            f"batch:{epoch}": pushes * 16, f"big_batch:{epoch}": pushes * 32}
+
+
+def test_the_estimate_is_the_latest_epochs_where_the_noise_scale_has_grown():
+    """The noise scale grows as training goes on: a whole-job average would be held down by
+    the first epoch's large gradients (Fashion-MNIST: 76 samples over 2 epochs against 274
+    in the second alone), so the estimate is the latest epochs' with LATEST_PUSHES pushes."""
+    early = (10.0, 6.0)  # B_noise 64 in the first epoch (|G|^2 = 2, tr(S) = 128), 192 in the second
+    sums = {**epoch_sums(0, 20, *early), **epoch_sums(1, 20, 1.3, 0.7)}
+    assert noise_scale.from_sums(sums) == noise_scale.estimate(1.3, 0.7, 16, 32)
+    assert noise_scale.from_sums(sums).noise_batch > 2 * noise_scale.estimate(*early, 16, 32).noise_batch
+    few = {**epoch_sums(0, 20, *early), **epoch_sums(1, 4, 1.3, 0.7)}  # too few pushes in the latest: one more epoch
+    assert noise_scale.latest_sums(few)["pushes"] == 24
+    swamped = {**epoch_sums(0, 20, *early), **epoch_sums(1, 20, 1.0, 1.5)}  # no estimate from it alone
+    assert noise_scale.from_sums(swamped) is not None and noise_scale.latest_sums(swamped)["pushes"] == 40
+    assert noise_scale.from_sums(epoch_sums(3, 1, 1.0, 1.5)) is None
+    assert metrics.scaling({"workers": 4}, {}, sums)["noise_scale"]["pushes_measured"] == 20
+
+
 def test_an_epoch_with_fewer_subsets_than_workers_is_a_submit_warning():
     assert "3 subsets for 4 training processes" in noise_scale.too_few_subsets(3, 4)
     assert noise_scale.too_few_subsets(4, 4) is None
