@@ -124,14 +124,18 @@ def ddp_rank(rank: int, case: str, seed: int) -> None:
 
 
 def bpt_run(cluster, case: str, seed: int, workers: int, rule: str) -> dict:
+    return bpt_curve(cluster, choices(case, seed, workers, rule))
+
+
+def bpt_curve(cluster, job: JobChoices, evals: int = EVALS) -> dict:
     """A bpt job whose accuracy curve comes from snapshots: the client pulls the global weights
-    about EVALS times a run and scores them after the job, so that, as for the baselines, no
+    about `evals` times a run and scores them after the job, so that, as for the baselines, no
     evaluation runs on the clock (bpt's in-task evaluations are switched off here)."""
     settings, app, client = cluster
-    spec, data, weights = prepare(choices(case, seed, workers, rule))
-    versions = spec.total_tasks // (workers if rule == "sync" else 1)
+    spec, data, weights = prepare(job)
+    versions = spec.total_tasks // (job.workers if job.rule == "sync" else 1)
     spec = dataclasses.replace(spec, eval_every=versions + 1)  # only the final evaluation
-    every = max(1, versions // EVALS)
+    every = max(1, versions // evals)
     store = submit(app, client, settings, spec, data, weights)
     weight_store = WeightStore(client, spec.job_id)
     snapshots, next_version = [], every
