@@ -125,7 +125,8 @@ def second(data, costs: dict, k: int, eval_every: int, only: list[str]) -> None:
             else:
                 curve = emulator.emulate(job, cluster, data, initial, on_eval=watch, **common)
             result = {"samples_to_target": curve.samples_to(target), "seconds_to_target": curve.seconds_to(target),
-                      "best": round(max(curve.accuracy), 4), "final": round(curve.final_accuracy, 4)}
+                      "best": round(max(curve.accuracy), 4), "final": round(curve.final_accuracy, 4),
+                      **({"rule_state": curve.rule_state} if getattr(curve, "rule_state", None) else {})}
         except Diverged:
             result = {"samples_to_target": None, "diverged": True, "best": round(best[0], 4)}
         finally:

@@ -110,6 +110,7 @@ class Curve:
     virtual_seconds: float = 0.0
     seconds: list[float] = dataclasses.field(default_factory=list)  # virtual time of each evaluation
     store_busy: float = 0.0  # virtual seconds the store spent merging
+    rule_state: dict = dataclasses.field(default_factory=dict)  # the merge rule's state at the end
 
     def samples_to(self, target: float) -> int | None:
         """Samples trained when the test accuracy first reached target (None: never)."""
@@ -310,7 +311,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             del curve.samples[-1], curve.seconds[-1], curve.accuracy[-1]
     if not curve.samples or curve.samples[-1] != trained:
         score(trained, now)
-    curve.versions, curve.virtual_seconds = version, now
+    curve.versions, curve.virtual_seconds, curve.rule_state = version, now, rule_state
     return curve
 
 
