@@ -129,7 +129,7 @@ def from_bytes(blob: bytes, source: str = "checkpoint") -> Checkpoint:
         best = {n[5:]: np.array(a) for n, a in tensors.items() if n.startswith("best/")} or None
         return Checkpoint(spec, int(document["version"]), weights, dict(document["state"]), dict(document["applied"]),
                           [tuple(r) for r in document["committed"]], list(document["evals"]),
-                          list(document["events"]), dict(document["hashes"]), best, str(document.get("rule_state", "")))
+                          list(document["events"]), dict(document["hashes"]), best, str(document.get("rule_state") or ""))
     except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError, BptError) as e:
         raise DataError(f"{source} is not a bpt checkpoint ({type(e).__name__}: {e}); a model.safetensors "
                         "starts a new job with --init-from") from e

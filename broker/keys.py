@@ -52,7 +52,7 @@ class JobKeys:
         return self._k("state")
 
     @property
-    def weights(self) -> str:  # hash: version, crc (of the blob)
+    def weights(self) -> str:  # hash: version, crc (of the blob), rule (the merge rule's state, rule_step)
         return self._k("weights")
 
     @property

@@ -100,6 +100,7 @@ class WeightStore:
         target = pipe or self.client.pipeline(transaction=True)
         target.set(self.keys.weights_blob, blob)
         target.hset(self.keys.weights, mapping={"version": 0, "crc": codec.checksum(blob)})
+        target.hdel(self.keys.weights, "rule")  # a rule starts with no state
         if pipe is None:
             target.execute()
 
@@ -220,7 +221,7 @@ class WeightStore:
                     self.shards.delete(keys)
                 self.client.zrem(zset, member)
 
-    # -- asynchronous rules (agwu, async) --------------------------------------------------
+    # -- asynchronous rules (normalized, agwu, async, adascale) ------------------------------
     def push(self, *, rule: merge.MergeRule, pulled_version: int, delta: dict[str, np.ndarray],
              accuracy: float, epoch: int, wave: int, subset: int, base: Pulled | None = None,
              live: int = 1, stats: GradStats | None = None, progress: float = 1.0) -> PushResult:

@@ -174,6 +174,7 @@ class Trained:
     compute: float  # seconds of training
     score_seconds: float
     samples: int  # the piece's size
+    start: int = 0  # the piece's first row (the job's progress under idpa and static partitions)
 
 
 def _pull_and_train(runtime, store, weights, cache, epoch, wave, start, end, live) -> Trained:
@@ -193,7 +194,7 @@ def _pull_and_train(runtime, store, weights, cache, epoch, wave, start, end, liv
     _, accuracy = training.evaluate(cache.model, cache.x_score, cache.y_score)
     scored = time.perf_counter()
     delta = merge.subtract(training.state_to_numpy(cache.model), pulled.weights)
-    return Trained(pulled, delta, loss, accuracy, meter, began, compute, scored - scoring, end - start)
+    return Trained(pulled, delta, loss, accuracy, meter, began, compute, scored - scoring, end - start, start)
 
 
 def _push(store, weights, spec, trained: Trained, epoch, wave, piece, live):
@@ -203,7 +204,7 @@ def _push(store, weights, spec, trained: Trained, epoch, wave, piece, live):
     rule = guardrail.rule_in_force(spec.rule, store.guard_level() if spec.guardrail else 0, live)
     return weights.push(rule=rule, pulled_version=trained.pulled.version, delta=trained.delta,
                         accuracy=trained.accuracy, epoch=epoch, wave=wave, subset=piece, base=trained.pulled, live=live,
-                        stats=trained.meter.result(), progress=spec.progress(epoch, trained.pulled.version, wave))
+                        stats=trained.meter.result(), progress=spec.progress(epoch, trained.pulled.version, wave, trained.start))
 
 
 def _record(runtime, worker, store, cache, trained: Trained, result, epoch, piece, live, entered) -> None:

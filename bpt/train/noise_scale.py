@@ -24,6 +24,7 @@ not speed.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ def estimate(small: float, big: float, batch: int, big_batch: float, step_batch:
         return None
     g2 = (big_batch * big - batch * small) / (big_batch - batch)
     trace = (small - big) / (1 / batch - 1 / big_batch)
-    if g2 <= 0 or trace <= 0:
+    if not (math.isfinite(g2) and math.isfinite(trace)) or g2 <= 0 or trace <= 0:
         return None
     noise = trace / g2
     return NoiseEstimate(noise, max(1, round(noise / (step_batch or big_batch))))

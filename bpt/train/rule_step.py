@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Callable, Mapping
 
 from bpt.train import noise_scale
@@ -37,7 +38,8 @@ class Push:
     staleness: int  # versions applied since the pusher's pull
     q: float  # accuracy weight (merge.accuracy_weight)
     live: int = 1  # training processes in the cluster now
-    progress: float = 1.0  # share of the job's samples trained
+    progress: float = 1.0  # the job's progress: where the pulled version places the task (JobSpec.progress)
+    # in the store, the samples merged so far in the emulator; the same in steady state
     stats: GradStats | None = None  # the gradient statistics its task measured (noise_scale)
 
 
@@ -54,9 +56,14 @@ def adascale(rule: MergeRule, state: State, push: Push) -> tuple[State, float]:
     two-batch estimator, bpt.train.noise_scale) averaged over the pushes with a memory of
     ADASCALE_MEMORY (the statistics drift as training goes on); the push's scale is alpha * q * r / K, between normalized's q / K (r = 1: signal
     dominates, averaging is all K workers buy) and plain async's q (r = K: noise dominates, K
-    workers' steps add up). r is 1 until an estimate exists."""
+    workers' steps add up). r is 1 while there is no estimate: before the first statistics,
+    when noise swamps the signal (the estimator's |G|^2 <= 0: AdaScale would say K, but a
+    full asynchronous step is what diverges, docs/scaling.md), and on workers whose inner
+    strategy does not measure gradients (`--inner tasks`): then the rule is normalized.
+    Statistics that are not finite and positive are left out, so one overflowing task cannot
+    poison the state of every push after it."""
     state = dict(state)
-    if push.stats is not None and push.stats.batch > 0:
+    if _usable(push.stats):
         n = min(state.get("n", 0.0) + 1, ADASCALE_MEMORY)
         for name, value in (("small", push.stats.small), ("big", push.stats.big), ("batch", push.stats.batch),
                             ("big_batch", push.stats.batch * push.stats.batches)):
@@ -71,6 +78,11 @@ def adascale(rule: MergeRule, state: State, push: Push) -> tuple[State, float]:
             gain = min(float(k), (ratio + 1) / (ratio / k + 1))
     state["gain"] = gain
     return state, rule.alpha * push.q * gain / k
+
+
+def _usable(stats: GradStats | None) -> bool:
+    return stats is not None and stats.batch > 0 and stats.batches > 0 and all(
+        math.isfinite(v) and v > 0 for v in (stats.small, stats.big))
 
 
 STEPS: dict[str, Step] = {
@@ -123,4 +135,6 @@ def decode(raw: bytes | str | None) -> dict:
         state = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return {}
-    return {k: float(v) for k, v in state.items() if isinstance(v, (int, float))} if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return {}
+    return {k: float(v) for k, v in state.items() if isinstance(v, (int, float)) and math.isfinite(v)}

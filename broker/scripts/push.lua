@@ -6,7 +6,7 @@
 -- installing it is a RENAME, which moves the value without copying it (a blob passed as
 -- ARGV is copied twice, and made a push of a 45 MB model twice as slow).
 -- KEYS[1] uploaded blob     KEYS[2] weights blob (string)
--- KEYS[3] weights hash      (version, crc)
+-- KEYS[3] weights hash      (version, crc, rule: the merge rule's state)
 -- KEYS[4] applied hash      ("<epoch>:<subset>" -> outcome): exactly once per subset and epoch
 -- KEYS[5] state hash        (counters: accepted, duplicates)
 -- KEYS[6] staleness hash    (staleness -> accepted pushes)

@@ -1,5 +1,5 @@
 """The merge rules' step (bpt.train.rule_step): pure, so tested without Redis; the store's
-side of it (the state kept with the weights) is tests/broker/test_rule_state.py."""
+side of it (the state kept with the weights) is in tests/broker/test_weight_store.py."""
 
 import math
 
@@ -72,3 +72,12 @@ def test_the_state_as_stored_comes_back_and_a_damaged_one_starts_afresh():
     assert rule_step.encode({}) == "" and rule_step.decode(None) == {} and rule_step.decode(b"") == {}
     assert rule_step.decode(b"not json") == {} and rule_step.decode(b"[1, 2]") == {}
     assert all(math.isfinite(v) for v in state.values())
+
+
+def test_adascale_leaves_out_statistics_that_are_not_finite_and_positive():
+    state = gain_after(320.0, 4)[0]
+    for bad in (GradStats(2, 16, float("inf"), 1.0), GradStats(2, 16, float("nan"), 1.0), GradStats(2, 16, -1.0, 1.0),
+                GradStats(0, 16, 5.0, 1.0)):
+        after, scale = rule_step.step(MergeRule("adascale"), state, Push(3, 1.0, live=4, stats=bad))
+        assert after == state and scale == pytest.approx(state["gain"] / 4)
+    assert rule_step.decode(b'{"n": NaN, "gain": 2.0}') == {"gain": 2.0}

@@ -6,12 +6,13 @@ step reads is its version's, the new state is installed by the same compare-and-
 new weights, a pull never sees one version's weights with another's state, and a checkpoint
 carries it."""
 
+import json
 import threading
 
 import numpy as np
 import pytest
 
-from bpt.broker import checkpoint
+from bpt.broker import checkpoint, codec
 from bpt.broker.connection import connect
 from bpt.broker.job_store import JobStore
 from bpt.data.datasets import DatasetSpec
@@ -322,27 +323,40 @@ def counting_rule(monkeypatch):
     monkeypatch.setitem(rule_step.STEPS, "adascale", count)
 
 
-def test_concurrent_pushers_never_lose_a_state_update_and_pulls_never_mix_versions(redis_url, store, counting_rule):
+@pytest.mark.parametrize("leased", [True, False], ids=["lease", "compare-and-set only"])
+def test_concurrent_pushers_never_lose_a_state_update_and_pulls_never_mix_versions(redis_url, store, counting_rule,
+                                                                                     leased, monkeypatch):
+    """Pushers that take turns by the lease, and pushers without it (a lease given up on:
+    the compare-and-set alone decides, and a loser merges again from the newer state), each
+    pushing from the weights it pulled (`base`), as workers do."""
+    if not leased:
+        monkeypatch.setattr(WeightStore, "_take_lease", lambda self, token: False)
     pushers, each = 8, 60 if store.shards is None else 25
-    errors, torn, seen, stop = [], [], [], threading.Event()
+    errors, torn, seen, rounds, stop = [], [], [], [], threading.Event()
 
     def push_loop(p):
         own = own_store(store, redis_url)
         try:
             for i in range(each):
-                result = own.push(rule=COUNTING, pulled_version=own.version(), delta=ones(), accuracy=0.9,
-                                  epoch=p, wave=0, subset=i)
+                base = own.pull()
+                result = own.push(rule=COUNTING, pulled_version=base.version, delta=ones(), accuracy=0.9,
+                                  epoch=p, wave=0, subset=i, base=base)
                 assert result.status == "accepted"
+                rounds.append(result.cas_rounds)
         except Exception as e:  # surfaced below
             errors.append(e)
 
     def pull_loop():
-        own = own_store(store, redis_url)
-        while not stop.is_set():
-            pulled = own.pull()
-            seen.append(pulled.version)
-            if pulled.rule_state.get("pushes", 0) != pulled.version or total(pulled.weights) != pulled.version * (N + 3):
-                torn.append((pulled.version, pulled.rule_state))
+        try:
+            own = own_store(store, redis_url)
+            while not stop.is_set():
+                pulled = own.pull()
+                seen.append(pulled.version)
+                if pulled.rule_state.get("pushes", 0) != pulled.version or \
+                        total(pulled.weights) != pulled.version * (N + 3):
+                    torn.append((pulled.version, pulled.rule_state))
+        except Exception as e:  # surfaced below
+            errors.append(e)
 
     threads = [threading.Thread(target=push_loop, args=(p,)) for p in range(pushers)]
     pullers = [threading.Thread(target=pull_loop) for _ in range(2)]
@@ -356,6 +370,8 @@ def test_concurrent_pushers_never_lose_a_state_update_and_pulls_never_mix_versio
     assert not errors and not torn and len(set(seen)) > 5
     final = store.pull()
     assert final.version == pushers * each and final.rule_state == {"pushes": pushers * each}
+    if not leased:
+        assert max(rounds) > 1  # some pushes lost the compare-and-set and merged again on a newer state
 
 
 def test_adascale_through_the_store_is_the_pure_step_and_a_refused_push_keeps_its_state(store):
@@ -364,7 +380,7 @@ def test_adascale_through_the_store_is_the_pure_step_and_a_refused_push_keeps_it
     for i, noise in enumerate([100.0, 300.0, 50.0]):
         stats = GradStats(2, 16, 1.0 + noise / 16, 1.0 + noise / 32)
         result = store.push(rule=rule, pulled_version=version, delta=ones(), accuracy=0.9, epoch=0, wave=0, subset=i,
-                            live=4, stats=stats)
+                            live=4, stats=stats, base=store.pull())
         expected, scale = rule_step.step(rule, expected, rule_step.Push(0, 1.0, 4, 1.0, stats))
         assert result.status == "accepted" and result.scale == pytest.approx(scale)
         version = result.version
@@ -376,6 +392,8 @@ def test_adascale_through_the_store_is_the_pure_step_and_a_refused_push_keeps_it
 
 
 def test_a_checkpoint_carries_the_rule_state_to_a_new_server(client, job_id, counting_rule):
+    """On the single-blob backend (a sharded job's checkpoint reads the same hash field in the
+    same transaction); a checkpoint written before rule states were kept has none."""
     spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), epochs=1), job_id=job_id)
     store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
     store.mark_running()
@@ -390,3 +408,9 @@ def test_a_checkpoint_carries_the_rule_state_to_a_new_server(client, job_id, cou
     checkpoint.restore(client, ckpt, data, max_staged_bytes=2**30)
     assert WeightStore(client, job_id).pull().rule_state == {"pushes": 3}
     JobStore(client, job_id).delete()
+    blob = checkpoint.to_bytes(ckpt)
+    meta = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])["__metadata__"]
+    document = json.loads(meta["bpt_checkpoint"])
+    del document["rule_state"]  # as written before rule states were kept
+    older = codec.encode_weights(codec.decode_weights(blob), metadata={**meta, "bpt_checkpoint": json.dumps(document)})
+    assert checkpoint.from_bytes(older).rule_state == "" and checkpoint.from_bytes(older).version == 3
