@@ -34,7 +34,7 @@ def choices(case: str, data_path: str) -> JobChoices:
         return JobChoices(DatasetSpec(data_path, seed=0), model="lenet5", epochs=6, lr=0.01, lr_schedule="constant",
                           subset_size=256)
     images, classes = (600, 3) if case == "3class" else (3000, 10)
-    return JobChoices(DatasetSpec(folder(images, classes, 0)), model=MODEL, epochs=12, optimizer="adamw", lr=0.003,
+    return JobChoices(DatasetSpec(folder(images, classes, 0), size=16), model=MODEL, epochs=12, optimizer="adamw", lr=0.003,
                       lr_schedule="cosine", subset_size=256)
 
 

@@ -107,7 +107,8 @@ def load_config(ctx, param, path):
               help="Global update: normalized (AGWU's accuracy weight, each push divided by the live "
                    "workers; holds accuracy as workers grow), agwu (the paper's gamma^staleness), plain "
                    "async, adascale (normalized times AdaScale's gain ratio from the workers' gradient "
-                   "statistics), or synchronous rounds. See docs/scaling.md.")
+                   "statistics; slower than normalized or diverging on Fashion-MNIST), or synchronous "
+                   "rounds. See docs/scaling.md.")
 @click.option("--alpha", type=float, default=None,
               help="Contribution scale (default: 1 - gamma for agwu, 1 for the others).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="AGWU staleness decay, in (0, 1].")

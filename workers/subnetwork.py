@@ -12,7 +12,7 @@ import time
 
 from bpt.train import guardrail
 from bpt.job import lifecycle, task
-from bpt.train import merge
+from bpt.train import merge, noise_scale
 from bpt.train import training
 from bpt.errors import InvalidTask
 from bpt.broker import clock, worker_registry
@@ -213,7 +213,7 @@ def _record(runtime, worker, store, cache, trained: Trained, result, epoch, piec
     samples = trained.samples
     store.forget_deliveries(epoch, piece)
     stats = trained.meter.result()
-    if stats is not None and result.status == "accepted":  # for the job's gradient noise scale (bpt.train.noise_scale)
+    if noise_scale.usable(stats) and result.status == "accepted":  # for the job's gradient noise scale
         store.add_gradient_stats(stats, epoch)
     store.record_work(worker, samples, seconds, f"{cache.inner}/{runtime.settings.threads}", str(cache.device),
                       result.staleness if result.status == "accepted" else None)

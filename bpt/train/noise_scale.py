@@ -62,11 +62,20 @@ def estimate(small: float, big: float, batch: int, big_batch: float, step_batch:
     if not (math.isfinite(g2) and math.isfinite(trace)) or g2 <= 0 or trace <= 0:
         return None
     noise = trace / g2
+    if not math.isfinite(noise):
+        return None
     return NoiseEstimate(noise, max(1, round(noise / (step_batch or big_batch))))
 
 
 FIELDS = ("pushes", "small", "big", "batch", "big_batch")
 LATEST_PUSHES = 16  # the latest estimate sums epochs, newest first, until this many pushes (and an estimate)
+
+
+def usable(stats: GradStats | None) -> bool:
+    """Whether a task's statistics can be summed: finite and positive (a float32 squared norm
+    can overflow while the delta stays finite; one such task must not spoil the job's sums)."""
+    return stats is not None and stats.batch > 0 and stats.batches > 0 and all(
+        math.isfinite(v) and v > 0 for v in (stats.small, stats.big))
 
 
 def from_sums(sums: dict) -> NoiseEstimate | None:

@@ -63,7 +63,7 @@ def adascale(rule: MergeRule, state: State, push: Push) -> tuple[State, float]:
     Statistics that are not finite and positive are left out, so one overflowing task cannot
     poison the state of every push after it."""
     state = dict(state)
-    if _usable(push.stats):
+    if noise_scale.usable(push.stats):
         n = min(state.get("n", 0.0) + 1, ADASCALE_MEMORY)
         for name, value in (("small", push.stats.small), ("big", push.stats.big), ("batch", push.stats.batch),
                             ("big_batch", push.stats.batch * push.stats.batches)):
@@ -78,11 +78,6 @@ def adascale(rule: MergeRule, state: State, push: Push) -> tuple[State, float]:
             gain = min(float(k), (ratio + 1) / (ratio / k + 1))
     state["gain"] = gain
     return state, rule.alpha * push.q * gain / k
-
-
-def _usable(stats: GradStats | None) -> bool:
-    return stats is not None and stats.batch > 0 and stats.batches > 0 and all(
-        math.isfinite(v) and v > 0 for v in (stats.small, stats.big))
 
 
 STEPS: dict[str, Step] = {
@@ -137,4 +132,11 @@ def decode(raw: bytes | str | None) -> dict:
         return {}
     if not isinstance(state, dict):
         return {}
-    return {k: float(v) for k, v in state.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    kept = {}
+    for k, v in state.items():
+        try:
+            if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                kept[k] = float(v)
+        except OverflowError:  # an integer too large for a float
+            pass
+    return kept

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from bpt.train import rule_step
+from bpt.train import noise_scale, rule_step
 from bpt.train.merge import MergeRule
 from bpt.train.noise_scale import GradStats
 from bpt.train.rule_step import Push
@@ -81,3 +81,6 @@ def test_adascale_leaves_out_statistics_that_are_not_finite_and_positive():
         after, scale = rule_step.step(MergeRule("adascale"), state, Push(3, 1.0, live=4, stats=bad))
         assert after == state and scale == pytest.approx(state["gain"] / 4)
     assert rule_step.decode(b'{"n": NaN, "gain": 2.0}') == {"gain": 2.0}
+    assert rule_step.decode(b'{"n": 1' + b'0' * 400 + b', "gain": 2.0}') == {"gain": 2.0}
+    assert noise_scale.estimate(float("inf"), 1.0, 16, 32) is None
+    assert noise_scale.estimate(float("nan"), 1.0, 16, 32) is None and noise_scale.estimate(1e308, -1e308, 16, 32) is None

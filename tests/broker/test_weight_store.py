@@ -411,6 +411,14 @@ def test_a_checkpoint_carries_the_rule_state_to_a_new_server(client, job_id, cou
     blob = checkpoint.to_bytes(ckpt)
     meta = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])["__metadata__"]
     document = json.loads(meta["bpt_checkpoint"])
-    del document["rule_state"]  # as written before rule states were kept
-    older = codec.encode_weights(codec.decode_weights(blob), metadata={**meta, "bpt_checkpoint": json.dumps(document)})
-    assert checkpoint.from_bytes(older).rule_state == "" and checkpoint.from_bytes(older).version == 3
+    for older_form in ("missing", None):  # as written before rule states were kept; a null
+        if older_form == "missing":
+            document.pop("rule_state", None)
+        else:
+            document["rule_state"] = None
+        older = codec.encode_weights(codec.decode_weights(blob), metadata={**meta, "bpt_checkpoint": json.dumps(document)})
+        restored = checkpoint.from_bytes(older)
+        assert restored.rule_state == "" and restored.version == 3
+        checkpoint.restore(client, restored, data, max_staged_bytes=2**30)
+        assert WeightStore(client, job_id).pull().rule_state == {}
+        JobStore(client, job_id).delete()
