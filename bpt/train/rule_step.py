@@ -38,8 +38,9 @@ class Push:
     staleness: int  # versions applied since the pusher's pull
     q: float  # accuracy weight (merge.accuracy_weight)
     live: int = 1  # training processes in the cluster now
-    progress: float = 1.0  # the job's progress: where the pulled version places the task (JobSpec.progress)
-    # in the store, the samples merged so far in the emulator; the same in steady state
+    # the job's progress in [0, 1]: in the store where the pulled version places the task
+    # (JobSpec.progress), in the emulator the samples merged so far; the same in steady state
+    progress: float = 1.0
     stats: GradStats | None = None  # the gradient statistics its task measured (noise_scale)
 
 
@@ -54,9 +55,9 @@ def adascale(rule: MergeRule, state: State, push: Push) -> tuple[State, float]:
     batch: r = (s2 + g2) / (s2 / K + g2), s2 the variance of one worker's batch gradient and
     g2 |G|^2, estimated from the gradient statistics the workers push (McCandlish et al.'s
     two-batch estimator, bpt.train.noise_scale) averaged over the pushes with a memory of
-    ADASCALE_MEMORY (the statistics drift as training goes on); the push's scale is alpha * q * r / K, between normalized's q / K (r = 1: signal
-    dominates, averaging is all K workers buy) and plain async's q (r = K: noise dominates, K
-    workers' steps add up). r is 1 while there is no estimate: before the first statistics,
+    ADASCALE_MEMORY (the statistics drift as training goes on); the push's scale is
+    alpha * q * r / K, between normalized's q / K (r = 1: signal dominates, averaging is all K
+    workers buy) and plain async's q (r = K: noise dominates, K workers' steps add up). r is 1 while there is no estimate: before the first statistics,
     when noise swamps the signal (the estimator's |G|^2 <= 0: AdaScale would say K, but a
     full asynchronous step is what diverges, docs/scaling.md), and on workers whose inner
     strategy does not measure gradients (`--inner tasks`): then the rule is normalized.
