@@ -32,7 +32,9 @@ best) after 60,000 samples as diverged:
   semi-synchronous rounds with one worker 3x slower;
 - (2026-12-06) AdaScale's gain ratio (rule `adascale`, bpt.train.rule_step): normalized's
   push times r in [1, K] from the gradient statistics the workers measure, at base lrs 0.01
-  and 0.02 (no lr scaling: the gain is the scaling), and with one worker 3x slower.
+  and 0.02 (no lr scaling: the gain is the scaling), and with one worker 3x slower;
+- (2026-12-06) DiLoCo's outer optimizer on the semi-synchronous rounds: each round's average
+  is a Nesterov step, momentum 0.9, at outer lr 0.7 (DiLoCo's) and 0.2.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ SECOND = [
     ("AdaScale gain ratio", "adascale", 0.01, 0.9, {}),
     ("AdaScale gain ratio", "adascale", 0.02, 0.9, {}),
     ("AdaScale gain ratio, one worker 3x slower", "adascale", 0.02, 0.9, {"cluster": "slow"}),
+    # 2026-12-06: DiLoCo's outer Nesterov (Douillard et al. 2023) on the semi-synchronous rounds
+    ("semi-synchronous rounds, outer Nesterov 0.9", "semisync", 0.05, 0.9, {"outer_lr": 0.7, "outer_momentum": 0.9}),
+    ("semi-synchronous rounds, outer Nesterov 0.9", "semisync", 0.05, 0.9, {"outer_lr": 0.2, "outer_momentum": 0.9}),
 ]
 
 
@@ -106,7 +111,8 @@ def second(data, costs: dict, k: int, eval_every: int, only: list[str]) -> None:
                                                       warmup_epochs=WARMUP / len(data.x_train),
                                                       lr_scaling=options.get("scaling", "none")),
                            rule=merge.MergeRule(rule if rule in merge.RULES else "normalized"),
-                           buffer=emulator.Buffered(0, 1.0, barrier=rule == "semisync")
+                           buffer=emulator.Buffered(0, options.get("outer_lr", 1.0),
+                                                    options.get("outer_momentum", 0.0), barrier=rule == "semisync")
                            if rule in ("buffer", "semisync") else None)
         cluster = cluster_for(options.get("cluster", "equal"), k, costs, 0)
         initial = training.state_to_numpy(models.build_for(job, seed=0))
@@ -132,7 +138,8 @@ def second(data, costs: dict, k: int, eval_every: int, only: list[str]) -> None:
         finally:
             merge.accuracy_weight = real_q
         print(json.dumps({"candidate": name, "workers": k, "cluster": options.get("cluster", "equal"), "lr": lr,
-                          "momentum": momentum, **result,
+                          "momentum": momentum, **{o: options[o] for o in ("outer_lr", "outer_momentum") if o in options},
+                          **result,
                           "wall_s": round(time.perf_counter() - began)}), flush=True)
 
 
