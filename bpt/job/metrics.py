@@ -45,12 +45,13 @@ def scaling(spec: dict, workers: dict[str, dict], gradients: dict) -> dict:
     """How many workers help (bpt.train.noise_scale), and a warning when the job used more."""
     from bpt.train.noise_scale import from_sums, latest_sums
 
-    found = from_sums(gradients)
+    latest = latest_sums(gradients)
+    found = from_sums(latest)
     if found is None:
         return {"noise_scale": None, "scaling_warning": None}
     used = max(int(spec.get("workers") or 1), len(workers))
     return {"noise_scale": {"samples": round(found.noise_batch, 1), "workers_that_help": found.workers,
-                            "training_processes": used, "pushes_measured": int(latest_sums(gradients).get("pushes", 0))},
+                            "training_processes": used, "pushes_measured": int(latest.get("pushes", 0))},
             "scaling_warning": (f"{used} training processes: {found.message()}" if used > found.workers else None)}
 
 

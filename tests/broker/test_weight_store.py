@@ -66,6 +66,20 @@ def push(store, pulled_version, epoch, subset, rule=PLAIN, delta=None, accuracy=
                       epoch=epoch, wave=0, subset=subset)
 
 
+def pull_while_pushing(pull_loop, pullers: int, push_loop, pushers: int, stop: threading.Event) -> None:
+    """Run pull_loop() in `pullers` threads while push_loop(p) runs in `pushers` threads; set
+    `stop` for the pullers once every pusher is done."""
+    pulling = [threading.Thread(target=pull_loop) for _ in range(pullers)]
+    pushing = [threading.Thread(target=push_loop, args=(p,)) for p in range(pushers)]
+    for t in pulling + pushing:
+        t.start()
+    for t in pushing:
+        t.join()
+    stop.set()
+    for t in pulling:
+        t.join()
+
+
 def test_pull_returns_initial_version(store):
     pulled = store.pull()
     assert pulled.version == 0 and total(pulled.weights) == 0
@@ -116,15 +130,7 @@ def test_concurrent_puller_never_sees_a_mix_of_versions(redis_url, store):
         for i in range(150):
             push(own, own.version(), epoch=p, subset=i)
 
-    pullers = [threading.Thread(target=pull_loop) for _ in range(4)]
-    pushers = [threading.Thread(target=push_loop, args=(p,)) for p in range(4)]
-    for t in pullers + pushers:
-        t.start()
-    for t in pushers:
-        t.join()
-    stop.set()
-    for t in pullers:
-        t.join()
+    pull_while_pushing(pull_loop, 4, push_loop, 4, stop)
     assert not torn
     assert len(set(seen)) > 10  # the pullers really ran while versions moved
     assert store.pull().version == 600
@@ -358,15 +364,7 @@ def test_concurrent_pushers_never_lose_a_state_update_and_pulls_never_mix_versio
         except Exception as e:  # surfaced below
             errors.append(e)
 
-    threads = [threading.Thread(target=push_loop, args=(p,)) for p in range(pushers)]
-    pullers = [threading.Thread(target=pull_loop) for _ in range(2)]
-    for t in threads + pullers:
-        t.start()
-    for t in threads:
-        t.join()
-    stop.set()
-    for t in pullers:
-        t.join()
+    pull_while_pushing(pull_loop, 2, push_loop, pushers, stop)
     assert not errors and not torn and len(set(seen)) > 5
     final = store.pull()
     assert final.version == pushers * each and final.rule_state == {"pushes": pushers * each}
