@@ -8,16 +8,23 @@
   and 64 pusher processes pushing a LeNet-5-sized (0.24 MB) delta as fast as they can
   (benchmarks.contention with no training time): one merge at a time under the lease, so
   1 / versions per second is what one merge occupies the store. On 2 cores the pushers and
-  Redis share the CPUs, so this is pessimistic for a cluster whose pushers run elsewhere.
+  Redis share the CPUs, so this is pessimistic for a cluster whose pushers run elsewhere;
+- the store's commit of a sync round of 4, 16 and 64 staged LeNet-5-sized deltas (one
+  process, the median of 8 rounds): what the sync rule's store does where local SGD has an
+  all-reduce.
 
     python -m benchmarks.task_costs      # writes benchmarks/task_costs.json (read by time_to_accuracy)
+    python -m benchmarks.task_costs --commit-only   # measures and updates the commit times only
+    python -m benchmarks.task_costs --tasks-only     # measures and prints a task's costs; writes nothing
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
+import time
 
 from bpt.data.datasets import DatasetSpec
 from bpt.data.prepare import JobChoices, prepare
@@ -29,6 +36,7 @@ from .common import local_cluster, machine, run_bpt_job
 from .time_to_accuracy import COSTS
 
 LENET_MB = 61_706 * 4 / 2**20
+LENET_TENSORS = 10  # LeNet-5's weights and biases
 
 
 def task_costs() -> dict:
@@ -48,10 +56,62 @@ def task_costs() -> dict:
     return {"samples_per_second": statistics.median(size / e["compute_s"] for e in pushes),
             "outside_compute_seconds": statistics.median(e["task_s"] - e["compute_s"] for e in pushes),
             "score_seconds": statistics.median(e["score_s"] for e in pushes),
+            # where the rest goes: setup (registry, rows, pull), the push (lease, merge, install)
+            # and the bookkeeping after it (statistics, rates, the event)
+            "setup_seconds": statistics.median(e["setup_s"] for e in pushes),
+            "push_seconds": statistics.median(e["push_s"] for e in pushes),
+            "bookkeeping_seconds": statistics.median(e["task_s"] - e["compute_s"] - e["score_s"] - e["setup_s"]
+                                                     - e["push_s"] for e in pushes),
             "dispatch_seconds": statistics.median(gaps) if gaps else 0.0, "tasks": len(pushes)}
 
 
+def commit_seconds(url: str, counts=(4, 16, 64), rounds: int = 8) -> dict[str, float]:
+    """Median seconds of WeightStore.commit_round over `rounds` rounds of k staged deltas."""
+    from bpt.broker.connection import connect
+    from bpt.broker.weight_store import WeightStore
+    from bpt.train.merge import MergeRule
+
+    client, out = connect(url), {}
+    for k in counts:
+        times = []
+        for r in range(rounds):
+            job = f"commit-{k}-{r}-{time.time_ns()}"
+            store = WeightStore(client, job)
+            store.initialize(contention.model(LENET_MB, LENET_TENSORS))
+            JobStore(client, job).set_fields(status="running")
+            delta = contention.model(LENET_MB, LENET_TENSORS, 1e-3)
+            for subset in range(k):
+                store.stage(delta=delta, samples=256, accuracy=0.5, epoch=0, wave=0, subset=subset)
+            began = time.perf_counter()
+            result = store.commit_round(rule=MergeRule("sync"), epoch=0, wave=0)
+            times.append(time.perf_counter() - began)
+            assert result.status == "accepted", result
+            for key in client.scan_iter(match=f"*{{{job}}}*"):
+                client.delete(key)
+        out[str(k)] = statistics.median(times)
+        print(f"commit of {k} staged deltas: {1000 * out[str(k)]:.2f} ms", flush=True)
+    return out
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commit-only", action="store_true", help="Measure the sync commit only; keep the rest.")
+    parser.add_argument("--tasks-only", action="store_true",
+                        help="Measure and print a task's costs, split into their parts; write nothing.")
+    args = parser.parse_args()
+    if args.tasks_only:
+        print(json.dumps(task_costs(), indent=2))
+        return
+    if args.commit_only:
+        with open(COSTS) as f:
+            costs = json.load(f)
+        with PrivateRedis() as server:
+            costs["commit_seconds"] = commit_seconds(server.url)
+        costs["commit_measured"] = machine()
+        with open(COSTS, "w") as f:
+            json.dump(costs, f, indent=2)
+        print("wrote", os.path.relpath(COSTS))
+        return
     costs = task_costs()
     costs["task_seconds"] = costs["outside_compute_seconds"] + costs["dispatch_seconds"]
     merges = {}
@@ -61,6 +121,8 @@ def main() -> None:
             merges[str(k)] = 1.0 / row["versions_per_s"]
             print(f"{k} pushers: {row['versions_per_s']:.0f} versions/s, exactly once {row['exactly_once']}", flush=True)
     costs["merge_seconds"] = merges
+    with PrivateRedis() as server:
+        costs["commit_seconds"] = commit_seconds(server.url)
     costs["measured"] = machine()
     with open(COSTS, "w") as f:
         json.dump(costs, f, indent=2)

@@ -9,6 +9,13 @@ momentum 0.9 and a constant lr after any warm-up, for every system:
   all-reduce of the gradients at 10 Gb/s (bpt.plan.baselines.Ring);
 - `local-sgd`: synchronous rounds, each worker trains one subset from the same weights, the
   deltas averaged by an all-reduce (bpt.plan.baselines.local_sgd);
+- `bpt sync`: bpt's synchronous rule as its store runs it: local SGD's rounds, each task paying
+  bpt's per-task costs and each round the store's commit of its staged deltas (measured:
+  task_costs.json's commit_seconds) where local SGD has an all-reduce; workers at the base lr
+  (`--lr-scaling none`);
+- `sized rounds`: a candidate, not in bpt's store yet: `bpt sync` with each worker's piece of a
+  round sized by its throughput (the contract's IDPA applied to rounds), the deltas averaged
+  weighted by samples (baselines.local_sgd(sized=True));
 - `bpt normalized@1024`: the same with subsets of 1,024 samples instead of 256;
 - `bpt RULE`: bpt's asynchronous workers (bpt.plan.emulator: the workers' training code and the
   store's merge function), each task paying the per-task costs measured on real workers here,
@@ -67,9 +74,15 @@ GRIDS = {
     "one process": (0.01, 0.02, 0.05),
     "ddp": (0.005, 0.01, 0.02),
     "local-sgd": (0.01, 0.02, 0.05),
+    "bpt sync": (0.01, 0.02, 0.05),
+    "sized rounds": (0.01, 0.02, 0.05),
     "bpt normalized": (0.01, 0.02, 0.05),
     "bpt normalized@1024": (0.01, 0.02, 0.05),  # bpt with subsets of 1024: a quarter of the merges
 }
+
+
+ROUNDS = ("bpt sync", "sized rounds")  # local SGD's rounds, committed by bpt's store
+FREE = baselines.Ring(bandwidth=float("inf"), latency=0.0)
 
 
 def load_costs() -> dict:
@@ -83,6 +96,14 @@ def merge_seconds(costs: dict, k: int) -> float:
     """The store's time per merge with k pushers: the measurement at the largest pusher count
     not above k (4, 16, 64), or the smallest one."""
     table_ = sorted((int(n), s) for n, s in costs["merge_seconds"].items())
+    below = [s for n, s in table_ if n <= k]
+    return below[-1] if below else table_[0][1]
+
+
+def commit_seconds(costs: dict, k: int) -> float:
+    """The store's time to commit a sync round of k staged deltas: the measurement at the
+    largest count not above k (4, 16, 64), or the smallest one."""
+    table_ = sorted((int(n), s) for n, s in costs["commit_seconds"].items())
     below = [s for n, s in table_ if n <= k]
     return below[-1] if below else table_[0][1]
 
@@ -102,7 +123,8 @@ def run(system: str, lr: float, k: int, kind: str, data, costs: dict, seed: int,
     if on_validation:
         data = dataclasses.replace(data, x_test=data.x_val, y_test=data.y_val)
     name, _, subset = system.partition("@")  # "bpt normalized@1024": that rule with subsets of 1024
-    rule = MergeRule(name.split(" ", 1)[1]) if name.startswith("bpt ") else MergeRule()
+    rounds = system in ROUNDS
+    rule = MergeRule(name.split(" ", 1)[1]) if name.startswith("bpt ") and not rounds else MergeRule()
     # The same 30,000-sample linear warm-up for every system but the single process: DDP's
     # own (baselines.ddp), and the job's lr warm-up for bpt and local SGD.
     warmup = 0.0 if system in ("one process", "ddp") else warmup_samples / len(data.x_train)
@@ -126,6 +148,9 @@ def run(system: str, lr: float, k: int, kind: str, data, costs: dict, seed: int,
                 curve = other
     elif system == "local-sgd":
         curve = baselines.local_sgd(job, cluster_for(kind, k, costs, seed), data, initial, **kw)
+    elif rounds:  # the store commits each round: no all-reduce
+        curve = baselines.local_sgd(job, cluster_for(kind, k, costs, seed), data, initial, ring=FREE,
+                                    commit=commit_seconds(costs, k), sized=system == "sized rounds", **kw)
     else:
         assert name.startswith("bpt "), system
         curve = emulator.emulate(job, cluster_for(kind, k, costs, seed), data, initial, **kw)

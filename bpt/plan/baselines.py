@@ -85,42 +85,41 @@ def ddp(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *, lr:
 
 def local_sgd(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *, outer_lr: float = 1.0,
               outer_momentum: float = 0.0, outer_warmup: int = 0, ring: Ring = Ring(), eval_every: int = 1000,
-              target: float | None = None, screen: int = 0) -> Curve:
+              target: float | None = None, screen: int = 0, sized: bool = False, commit: float = 0.0) -> Curve:
     """Synchronous rounds: every worker pulls the same weights, trains one subset of the
     shared queue with its own optimizer (kept across rounds, as bpt's workers keep theirs),
     and the K deltas are averaged by an all-reduce: W += outer_lr x step, step the mean delta
     or, with outer_momentum, a Nesterov step on it (DiLoCo: 0.7 and 0.9); with outer_warmup,
     the outer lr rises linearly from 1 over that many samples. A round takes the slowest
-    worker's task plus the all-reduce."""
+    worker's task plus the all-reduce, plus `commit` seconds (a store that merges the round).
+
+    sized: each worker's piece of a round is sized by its throughput (the fastest trains a
+    subset, one at a third of its speed a third of one, so that all finish together: the
+    contract's IDPA applied to rounds), taken in turn from the epoch's subsets in order, and
+    the round's deltas are averaged weighted by their samples (as bpt's sync merge weights
+    them). Without it, one subset each and a plain mean."""
     k = cluster.workers
     rates = emulator.worker_rates(cluster, random.Random(cluster.seed))
-    subsets = partition.subsets(len(data.x_train), job.subset_size)
-    queue = [(e, s) for e in range(job.epochs) for s in partition.waves(len(subsets), e, job.seed, None)[0]]
     workers = [emulator.VirtualWorker(i, job, rates[i]) for i in range(k)]
     scorer = Scorer(models.build_for(job), data.x_test, data.y_test, target, screen)
     weights = {name: w.copy() for name, w in initial.items()}
     curve, total = Curve(), job.epochs * len(data.x_train)
     trained, now, next_eval, momentum = 0, 0.0, eval_every, None
-    reduce_seconds = ring.seconds(k, model_bytes(initial))
-    for r in range(0, len(queue), k):
-        tasks, deltas, slowest = queue[r:r + k], [], 0.0
+    reduce_seconds = ring.seconds(k, model_bytes(initial)) + commit
+    for pieces in _round_pieces(job, len(data.x_train), rates, sized):
         lr = job.train.lr * lr_factor(job.train.lr_schedule, trained / total, job.epochs, job.train.warmup_epochs,
                                       job.train.step_every)
-        for w, (epoch, subset) in zip(workers, tasks):
-            a, b = subsets[subset]
-            emulator.train_task(w, job, weights, data.x_train[a:b], data.y_train[a:b],
-                                job.seed + 7919 * epoch + a, lr)
+        deltas, counts, slowest = [], [], 0.0
+        for w, (epoch, rows, weight) in zip(workers, pieces):
+            x, y = data.x_train[rows], data.y_train[rows]
+            first = rows.start if isinstance(rows, slice) else int(rows[0])
+            emulator.train_task(w, job, weights, x, y, job.seed + 7919 * epoch + first, lr)
             deltas.append(merge.subtract(training.state_to_numpy(w.model), weights))
-            slowest = max(slowest, (b - a) / w.rate + cluster.overhead)
-            trained += b - a
-        mean = merge.sync_merge({n: np.zeros_like(v) for n, v in weights.items()}, deltas, [1] * len(deltas),
-                                [1.0] * len(deltas))
-        step = mean
-        if outer_momentum > 0:
-            momentum = mean if momentum is None else merge.apply_delta(mean, momentum, outer_momentum)
-            step = merge.apply_delta(mean, momentum, outer_momentum)
-        ramp = min(1.0, trained / outer_warmup) if outer_warmup > 0 else 1.0
-        weights = merge.apply_delta(weights, step, 1.0 + (outer_lr - 1.0) * ramp)
+            counts.append(weight)
+            slowest = max(slowest, len(x) / w.rate + cluster.overhead)
+            trained += len(x)
+        weights, momentum = _outer_step(weights, deltas, counts, momentum, outer_lr, outer_momentum,
+                                        min(1.0, trained / outer_warmup) if outer_warmup > 0 else 1.0)
         now += slowest + reduce_seconds
         curve.versions += 1
         if trained >= next_eval:
@@ -130,6 +129,42 @@ def local_sgd(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], 
                 return _done(curve, now)
     _score(curve, scorer, weights, trained, now, None)
     return _done(curve, now)
+
+
+def _round_pieces(job: Job, n: int, rates: list[float], sized: bool):
+    """Each round's pieces, the i-th for worker i: (epoch, rows, weight in the mean). Plain:
+    one subset of the shared queue each, weighted equally. Sized: pieces cut in turn from the
+    epochs' subsets in the same order, worker i's of subset_size x rate_i / fastest samples,
+    weighted by their samples."""
+    subsets = partition.subsets(n, job.subset_size)
+    queue = [(e, s) for e in range(job.epochs) for s in partition.waves(len(subsets), e, job.seed, None)[0]]
+    if not sized:
+        for r in range(0, len(queue), len(rates)):
+            yield [(epoch, slice(*subsets[s]), 1) for epoch, s in queue[r:r + len(rates)]]
+        return
+    sizes = [max(1, round(job.subset_size * r / max(rates))) for r in rates]
+    rows = np.concatenate([np.arange(*subsets[s]) for _, s in queue])  # every epoch's samples, in task order
+    epoch_of = np.concatenate([np.full(subsets[s][1] - subsets[s][0], e) for e, s in queue])
+    cursor = 0
+    while cursor < len(rows):
+        pieces = []
+        for size in sizes:
+            piece = rows[cursor:cursor + size]
+            if len(piece):
+                pieces.append((int(epoch_of[cursor]), piece, len(piece)))
+            cursor += len(piece)
+        yield pieces
+
+
+def _outer_step(weights, deltas, counts, momentum, outer_lr: float, outer_momentum: float, ramp: float):
+    """A round's outer step: the deltas' mean weighted by counts, or a Nesterov step on it with
+    outer_momentum; the outer lr ramps from 1 to outer_lr. Returns (weights, momentum)."""
+    mean = merge.sync_merge({n: np.zeros_like(v) for n, v in weights.items()}, deltas, counts, [1.0] * len(deltas))
+    step = mean
+    if outer_momentum > 0:
+        momentum = mean if momentum is None else merge.apply_delta(mean, momentum, outer_momentum)
+        step = merge.apply_delta(mean, momentum, outer_momentum)
+    return merge.apply_delta(weights, step, 1.0 + (outer_lr - 1.0) * ramp), momentum
 
 
 def _score(curve: Curve, scorer: Scorer, weights, trained: int, now: float, target: float | None) -> bool:

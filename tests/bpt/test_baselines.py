@@ -1,6 +1,7 @@
 """The time-to-accuracy clock: DDP and local SGD baselines, the emulator's serial store and
 slow workers, and the benchmark's --quick run (real Fashion-MNIST where the file is)."""
 
+import dataclasses
 import json
 import os
 
@@ -41,6 +42,30 @@ def test_local_sgd_rounds_wait_for_the_slowest_worker_and_learn(digits, job):
     assert slow.final_accuracy == equal.final_accuracy  # synchronous: the same arithmetic, later
     assert slow.virtual_seconds > 2.5 * equal.virtual_seconds - 1e-9
     assert equal.final_accuracy > 0.8
+
+
+def test_sized_rounds_are_local_sgd_on_equal_workers_and_size_a_slow_workers_piece_by_its_speed(digits, job):
+    """Pieces sized by throughput: on equal workers exactly local SGD's rounds; with one
+    worker 3x slower it trains a third of a subset, every round takes a fast worker's task,
+    and every sample of every epoch is still trained once."""
+    data, initial = digits
+    n = len(data.x_train) // 128 * 128  # whole subsets: local SGD's and the sized pieces coincide
+    data = dataclasses.replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+    spec = job(data, epochs=2)
+    equal = emulator.Cluster(workers=2, rate=1000.0, overhead=0.01)
+    plain = baselines.local_sgd(spec, equal, data, initial, eval_every=10**9, commit=0.002)
+    sized = baselines.local_sgd(spec, equal, data, initial, eval_every=10**9, commit=0.002, sized=True)
+    assert sized.final_accuracy == plain.final_accuracy and sized.virtual_seconds == plain.virtual_seconds
+    assert plain.virtual_seconds == pytest.approx(plain.versions * (0.128 + 0.01 + 0.002 + baselines.Ring().seconds(
+        2, baselines.model_bytes(initial))))
+    slow = baselines.local_sgd(spec, dataclasses.replace(equal, slowdowns=(1, 3)), data, initial, eval_every=10**9,
+                               sized=True)
+    rounds = -(-2 * n // (128 + 43))  # a fast worker's 128 and the slow one's 43 a round
+    assert slow.versions == rounds and slow.samples[-1] == 2 * n
+    # the slow worker's 43 samples take 0.129 s: a round is about a fast task, not three
+    assert slow.virtual_seconds <= rounds * (43 * 3 / 1000 + 0.01 + baselines.Ring().seconds(
+        2, baselines.model_bytes(initial))) + 1e-9
+    assert slow.final_accuracy > 0.5  # learns in 15 rounds (chance: 0.1)
 
 
 def test_the_emulated_store_merges_one_push_at_a_time(digits, job):
