@@ -135,7 +135,9 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         _ask_for_work(app, runtime, store)  # queue our next range while this one trains
 
     trained = _pull_and_train(runtime, store, weights, cache, epoch, wave, start, end, live)
+    pushing = time.perf_counter()
     result = _push(store, weights, spec, trained, epoch, wave, piece, live)
+    trained.push_seconds = time.perf_counter() - pushing
     if result.status == "closed":  # cancelled, failed or finished while this trained: nothing merged
         store.forget_deliveries(epoch, piece)
         store.log("push-closed", worker=worker, epoch=epoch, piece=piece, status=store.status())
@@ -175,6 +177,7 @@ class Trained:
     score_seconds: float
     samples: int  # the piece's size
     start: int = 0  # the piece's first row (the job's progress under idpa and static partitions)
+    push_seconds: float = 0.0  # the push's, lease and merge included (benchmarks.task_costs)
 
 
 def _pull_and_train(runtime, store, weights, cache, epoch, wave, start, end, live) -> Trained:
@@ -221,6 +224,7 @@ def _record(runtime, worker, store, cache, trained: Trained, result, epoch, piec
     store.log(f"push-{result.status}", worker=worker, epoch=epoch, piece=piece, staleness=result.staleness,
               version=result.version, scale=round(result.scale, 6), accuracy=round(trained.accuracy, 4), live=live,
               compute_s=round(trained.compute, 5), score_s=round(trained.score_seconds, 5),
+              push_s=round(trained.push_seconds, 5),
               setup_s=round(trained.began - entered, 5), task_s=round(time.perf_counter() - entered, 5))
 
 
