@@ -8,6 +8,8 @@ Systems, each at its rate from benchmarks.time_to_accuracy's tuning (docs/scalin
 - DDP, gloo, 2 processes x 1 thread: batch 32 a rank, lr 0.01 x 2 (linear scaling) after a
   linear warm-up over the first 30,000 samples, as torchrun would run it;
 - bpt, 2 workers: the default rule and lr scaling (x sqrt(K)), base lr 0.02, the same warm-up;
+- bpt sync, 2 workers: `--rule sync --lr-scaling none` at local SGD's rate (0.05), the same
+  warm-up: rounds of one subset a worker, committed by the store (the emulator's `bpt sync`);
 - slow cluster: DDP on 3 ranks and bpt on 3 workers, the third 3x slower (it sleeps twice its
   measured compute: bpt's `--slowdown 3`); DDP's figure to beat is the better of all 3 ranks
   and of the 2 fast ones alone (DDP's own best answer to a straggler: leave it out).
@@ -45,17 +47,19 @@ from .time_to_accuracy import DATA
 
 TARGET = 0.87
 WARMUP = 30_000  # samples, every system but the single process (benchmarks.time_to_accuracy)
-LR = {"one process": 0.01, "ddp": 0.01, "bpt": 0.02}  # base rates tuned in the emulator (docs/scaling.md)
+LR = {"one process": 0.01, "ddp": 0.01, "bpt": 0.02, "bpt sync": 0.05}  # tuned in the emulator (docs/scaling.md)
 CHUNK = 1024  # samples a round trains between lr updates (32 steps at batch 32)
 EVAL_EVERY = 6144  # samples between evaluations (off the clock)
 
 
-def job(data_path: str, seed: int, epochs: int, workers: int = 1, n_train: int = 0) -> JobChoices:
+def job(data_path: str, seed: int, epochs: int, workers: int = 1, n_train: int = 0, sync: bool = False
+        ) -> JobChoices:
     """bpt's job (and the baselines' data: the same split); n_train, the training split's size,
-    puts its warm-up at WARMUP samples (0: no warm-up)."""
-    return JobChoices(DatasetSpec(data_path, seed=0), model="lenet5", epochs=epochs, subset_size=256, lr=LR["bpt"],
+    puts its warm-up at WARMUP samples (0: no warm-up); sync: the sync rule, unscaled lr."""
+    rule = dict(rule="sync", lr=LR["bpt sync"], lr_scaling="none") if sync else dict(lr=LR["bpt"])
+    return JobChoices(DatasetSpec(data_path, seed=0), model="lenet5", epochs=epochs, subset_size=256,
                       lr_schedule="constant", warmup_epochs=WARMUP / n_train if n_train else 0.0, seed=seed,
-                      workers=workers)
+                      workers=workers, **rule)
 
 
 def baseline(data_path: str, seed: int, epochs: int, world: int, rank: int, threads: int, slowdown: float,
@@ -164,6 +168,9 @@ def main() -> None:
     with local_cluster(2) as cluster:
         for seed in args.seeds:
             add("bpt 2 workers", bpt_curve(cluster, job(args.data, seed, args.epochs, 2, n_train), evals=30))
+        for seed in args.seeds:
+            add("bpt sync, 2 workers", bpt_curve(cluster, job(args.data, seed, args.epochs, 2, n_train, sync=True),
+                                                 evals=30))
     if not args.skip_slow:
         with local_cluster(3, slowdowns=[1.0, 1.0, 3.0]) as cluster:
             for seed in args.seeds:

@@ -44,7 +44,8 @@ def task_costs() -> dict:
         spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=6000), model="lenet5", epochs=3,
                                                  subset_size=256, workers=2, seed=0))
         run_bpt_job(settings, app, client, spec, data, weights)
-        pushes = [e for e in JobStore(client, spec.job_id).events() if e["event"].startswith("push-")]
+        pushes = [e for e in JobStore(client, spec.job_id).events()  # the tasks that trained and pushed
+                  if e["event"].startswith("push-") and "compute_s" in e]
     by_worker: dict[str, list[dict]] = {}
     for e in pushes:
         by_worker.setdefault(e["worker"], []).append(e)
@@ -57,7 +58,7 @@ def task_costs() -> dict:
             "outside_compute_seconds": statistics.median(e["task_s"] - e["compute_s"] for e in pushes),
             "score_seconds": statistics.median(e["score_s"] for e in pushes),
             # where the rest goes: setup (registry, rows, pull), the push (lease, merge, install)
-            # and the bookkeeping after it (statistics, rates, the event)
+            # and the rest (the lr, the delta's subtraction, then statistics, rates, the event)
             "setup_seconds": statistics.median(e["setup_s"] for e in pushes),
             "push_seconds": statistics.median(e["push_s"] for e in pushes),
             "bookkeeping_seconds": statistics.median(e["task_s"] - e["compute_s"] - e["score_s"] - e["setup_s"]
@@ -95,9 +96,10 @@ def commit_seconds(url: str, counts=(4, 16, 64), rounds: int = 8) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--commit-only", action="store_true", help="Measure the sync commit only; keep the rest.")
-    parser.add_argument("--tasks-only", action="store_true",
-                        help="Measure and print a task's costs, split into their parts; write nothing.")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--commit-only", action="store_true", help="Measure the sync commit only; keep the rest.")
+    only.add_argument("--tasks-only", action="store_true",
+                      help="Measure and print a task's costs, split into their parts; write nothing.")
     args = parser.parse_args()
     if args.tasks_only:
         print(json.dumps(task_costs(), indent=2))

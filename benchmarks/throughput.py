@@ -147,7 +147,10 @@ def bpt_curve(cluster, job: JobChoices, evals: int = EVALS) -> dict:
         time.sleep(0.005)
     state = store.state()
     started = state["started"]
-    made = {e["version"]: e["time"] for e in store.events() if e["event"] in ("push-accepted", "round-merged")}
+    made = {}  # the first event naming each version made it: under sync, a round's commit (its next round's
+    for e in store.events():  # stages name the same version, later)
+        if e["event"] in ("push-accepted", "round-merged"):
+            made.setdefault(e["version"], e["time"])
     model = models.build_for(spec)
     curve = []
     for version, snapshot in snapshots:

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 
 from bpt.plan import baselines
@@ -66,6 +67,18 @@ def test_sized_rounds_are_local_sgd_on_equal_workers_and_size_a_slow_workers_pie
     assert slow.virtual_seconds <= rounds * (43 * 3 / 1000 + 0.01 + baselines.Ring().seconds(
         2, baselines.model_bytes(initial))) + 1e-9
     assert slow.final_accuracy > 0.5  # learns in 15 rounds (chance: 0.1)
+
+
+def test_sized_pieces_cover_every_epoch_once_with_sizes_by_throughput(digits, job):
+    data, _ = digits
+    spec = job(data, epochs=3)
+    n = len(data.x_train)  # not a whole number of subsets: pieces cross their ends
+    rounds = list(baselines._round_pieces(spec, n, [1000.0, 1000.0, 1000.0 / 3], sized=True))
+    trained = np.concatenate([rows for pieces in rounds for _, rows, _ in pieces])  # in the order trained
+    for epoch in range(3):
+        assert sorted(trained[epoch * n:(epoch + 1) * n].tolist()) == list(range(n))  # every sample once an epoch
+    assert [len(rows) for _, rows, _ in rounds[0]] == [128, 128, 43]
+    assert all(weight == len(rows) for pieces in rounds for _, rows, weight in pieces)
 
 
 def test_the_emulated_store_merges_one_push_at_a_time(digits, job):
