@@ -13,14 +13,14 @@ momentum 0.9 and a constant lr after any warm-up, for every system:
   store's merge function), each task paying the per-task costs measured on real workers here,
   and the store merging one push at a time at its measured merge time (utilisation reported);
 - `bpt normalized@1024`: bpt normalized with subsets of 1,024 samples instead of 256;
-- `bpt sync` (not run unless named in --systems): an approximation of bpt's synchronous rule:
-  local SGD's rounds with the store's commit of a round's staged deltas (task_costs.json's
+- `bpt sync` (not run by default; --quick runs it): an approximation of bpt's synchronous
+  rule: local SGD's rounds with the store's commit of a round's staged deltas (task_costs.json's
   commit_seconds) in place of the all-reduce; workers at the base lr (`--lr-scaling none`). It
-  leaves out the real rule's accuracy weights in the commit, its waves' ending with each epoch,
-  and the wait for the next wave's dispatch after each commit;
-- `sized rounds` (not run unless named): a candidate, not in bpt's store: `bpt sync` with each
-  worker's piece of a round sized by its throughput (the contract's IDPA applied to rounds),
-  the deltas averaged weighted by samples (baselines.local_sgd(sized=True)).
+  leaves out the real commit's weights (samples and accuracy: here a plain mean), its waves'
+  ending with each epoch, and the wait for the next wave's dispatch after each commit;
+- `sized rounds` (not run by default; --quick runs it): a candidate, not in bpt's store: `bpt
+  sync` with each worker's piece of a round sized by its throughput (the contract's IDPA
+  applied to rounds), the deltas averaged weighted by samples (baselines.local_sgd(sized=True)).
 
 Every system gets the same number of learning rates (GRIDS, listed in the JSON), tuned at
 each K on the validation split with a seed that is not reported (TUNE_SEED): the lr that
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--clusters", nargs="+", default=["equal", "slow"], choices=["equal", "slow"])
     parser.add_argument("--systems", nargs="+", default=None,
-                        help=f"Default: {', '.join(DEFAULT_SYSTEMS)} (--quick: every system).")
+                        help=f"Default: {', '.join(DEFAULT_SYSTEMS)} (--quick: every system but the @1024 variant).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--target", type=float, default=TARGET)
