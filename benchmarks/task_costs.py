@@ -110,9 +110,7 @@ def main() -> None:
         with PrivateRedis() as server:
             costs["commit_seconds"] = commit_seconds(server.url)
         costs["commit_measured"] = machine()
-        with open(COSTS, "w") as f:
-            json.dump(costs, f, indent=2)
-        print("wrote", os.path.relpath(COSTS))
+        _write(costs)
         return
     costs = task_costs()
     costs["task_seconds"] = costs["outside_compute_seconds"] + costs["dispatch_seconds"]
@@ -126,9 +124,13 @@ def main() -> None:
     with PrivateRedis() as server:
         costs["commit_seconds"] = commit_seconds(server.url)
     costs["measured"] = machine()
+    print(json.dumps(costs, indent=2))
+    _write(costs)
+
+
+def _write(costs: dict) -> None:
     with open(COSTS, "w") as f:
         json.dump(costs, f, indent=2)
-    print(json.dumps(costs, indent=2))
     print("wrote", os.path.relpath(COSTS))
 
 

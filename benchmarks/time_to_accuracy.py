@@ -94,18 +94,11 @@ def load_costs() -> dict:
         return json.load(f)
 
 
-def merge_seconds(costs: dict, k: int) -> float:
-    """The store's time per merge with k pushers: the measurement at the largest pusher count
-    not above k (4, 16, 64), or the smallest one."""
-    table_ = sorted((int(n), s) for n, s in costs["merge_seconds"].items())
-    below = [s for n, s in table_ if n <= k]
-    return below[-1] if below else table_[0][1]
-
-
-def commit_seconds(costs: dict, k: int) -> float:
-    """The store's time to commit a sync round of k staged deltas: the measurement at the
-    largest count not above k (4, 16, 64), or the smallest one."""
-    table_ = sorted((int(n), s) for n, s in costs["commit_seconds"].items())
+def measured_at(costs: dict, entry: str, k: int) -> float:
+    """A cost measured at a few worker counts (4, 16, 64) taken for k: the measurement at the
+    largest count not above k, or the smallest one. entry: "merge_seconds" (the store's time
+    per merge with k pushers) or "commit_seconds" (its commit of a sync round of k deltas)."""
+    table_ = sorted((int(n), s) for n, s in costs[entry].items())
     below = [s for n, s in table_ if n <= k]
     return below[-1] if below else table_[0][1]
 
@@ -115,7 +108,7 @@ def cluster_for(kind: str, k: int, costs: dict, seed: int, drop_slow: bool = Fal
     if drop_slow and kind == "slow" and k > 1:
         slowdowns = (1.0,) * (k - 1)
     return emulator.Cluster(workers=len(slowdowns), rate=costs["samples_per_second"], overhead=costs["task_seconds"],
-                            merge=merge_seconds(costs, len(slowdowns)), slowdowns=slowdowns, seed=seed)
+                            merge=measured_at(costs, "merge_seconds", len(slowdowns)), slowdowns=slowdowns, seed=seed)
 
 
 def run(system: str, lr: float, k: int, kind: str, data, costs: dict, seed: int, epochs: int, target: float,
@@ -152,7 +145,7 @@ def run(system: str, lr: float, k: int, kind: str, data, costs: dict, seed: int,
         curve = baselines.local_sgd(job, cluster_for(kind, k, costs, seed), data, initial, **kw)
     elif rounds:  # the store commits each round: no all-reduce
         curve = baselines.local_sgd(job, cluster_for(kind, k, costs, seed), data, initial, ring=FREE,
-                                    commit=commit_seconds(costs, k), sized=system == "sized rounds", **kw)
+                                    commit=measured_at(costs, "commit_seconds", k), sized=system == "sized rounds", **kw)
     else:
         assert name.startswith("bpt "), system
         curve = emulator.emulate(job, cluster_for(kind, k, costs, seed), data, initial, **kw)
