@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from bpt.data.datasets import DatasetSpec
-from bpt.data.prepare import JobChoices, prepare
+from benchmarks.scale_spread import JOB, K, median_staleness
+from bpt.data.prepare import prepare
 from bpt.settings import Settings
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED
@@ -17,7 +17,12 @@ from bpt.workers.launcher import LocalWorkers
 from bpt.workers.submit import submit
 
 pytestmark = pytest.mark.slow
-K = 16
+# The bar, sized from the job's measured spread (python -m benchmarks.scale_spread, docs/scaling.md):
+# 40 runs between 0.9499 and 0.9749, mean 0.9625, standard deviation 0.0063, and 0.947 in CI
+# (340 of the 359 test digits). It was 0.95, one run's 0.969 less 2 points: 1 run in 40 and that
+# CI run fell below it. 0.94 is 3.5 standard deviations under the mean; a collapse (AGWU ended
+# at 9.2% here) still fails it by far.
+ACCURACY_BAR = 0.94
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +38,10 @@ def cluster():
 
 def test_sixteen_workers_learn_digits_aug_with_the_default_rule(cluster):
     """The issue's job: digits-aug 20,000 samples, subsets of 256, 4 epochs. The paper's AGWU
-    ended at 9.2% here; the bar is what normalized reaches with room for run-to-run noise
-    (measured 96.9%, docs/scaling.md; the issue's goal of 98% is not met)."""
+    ended at 9.2% here; the bar is below what normalized reaches in 40 runs (ACCURACY_BAR; the
+    issue's goal of 98% is not met)."""
     settings, app, client, local = cluster
-    spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", 20_000), epochs=4, subset_size=256,
-                                             workers=K))
+    spec, data, weights = prepare(JOB)
     assert spec.rule.kind == "normalized" and spec.rule.s_max is None
     store = submit(app, client, settings, spec, data, weights)
     deadline = time.monotonic() + 400
@@ -46,11 +50,9 @@ def test_sixteen_workers_learn_digits_aug_with_the_default_rule(cluster):
         time.sleep(0.2)
     state = store.state()
     assert state["status"] == "done" and "warning" not in state, state
-    assert state["test_accuracy"] >= 0.95, state
+    assert state["test_accuracy"] >= ACCURACY_BAR, state
     pushes = [e for e in store.events() if e["event"] == "push-accepted"]
     assert len({e["worker"] for e in pushes}) == K  # every worker trained
     lives = sorted(e["live"] for e in pushes)
     assert lives[len(lives) // 2] == K  # the merge divided by the live count, not the submitter's cores
-    histogram = store.staleness_histogram()
-    median = sorted(s for s, n in histogram.items() for _ in range(n))[sum(histogram.values()) // 2]
-    assert 8 <= median <= 2 * K  # a 16-node cluster's staleness, as the issue measured
+    assert 8 <= median_staleness(store.staleness_histogram()) <= 2 * K  # a 16-node cluster's staleness, as the issue measured
