@@ -120,7 +120,7 @@ def load_config(ctx, param, path):
 @click.option("--partition", type=click.Choice(["greedy", "idpa", "static"]), default="greedy", show_default=True,
               help="How subsets reach workers: a shared queue, IDPA increments sized by measured throughput "
                    "(the scheduler task), or a static equal split.")
-@click.option("--eval-every", type=int, default=0, help="Evaluate the test split every N versions (default: once an epoch).")
+@click.option("--eval-every", type=int, default=0, help="Evaluate the test split every N versions (default: once an epoch; with --rule sync a version is a round).")
 @click.option("--samples", type=int, default=None, help="digits-aug / synthetic: training samples to generate.")
 @click.option("--image-size", type=int, default=None,
               help="synthetic: image side length (default 28); image folder: resize and centre-crop to this (default 32).")

@@ -32,7 +32,7 @@ from bpt.job.jobspec import JobSpec
 from bpt.broker import recovery
 from bpt.broker.job_store import JobStore
 from bpt.broker.keeper import Keeper
-from bpt.broker.weight_store import WeightStore
+from bpt.broker.weight_store import PushResult, WeightStore
 
 from .app import TRAIN_QUEUE, TRAIN_TASK
 
@@ -88,7 +88,7 @@ def next_wave(spec: JobSpec, epoch: int, wave: int) -> tuple[int, int] | None:
 
 
 def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoch: int, wave: int,
-                 done: int, live: int | None = None) -> None:
+                 done: int, live: int | None = None) -> PushResult | None:
     """Called after each subset's push (done: the wave's finished subsets; live: the training
     processes in the cluster now, spec.workers if unknown); moves the job on.
 
@@ -97,8 +97,10 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
     job's end with the `claim` move), so tasks acting on the same snapshot at once do it once.
     A redelivered copy of a sync round's completing task (its process died) commits again
     (idempotent) and finds the release claimed; a crash between a claim and its send leaves
-    the wave to the watchdog."""
+    the wave to the watchdog. Returns the commit when this call committed a sync round (its
+    caller may evaluate the round's version: bpt.job.task.after_commit), else None."""
     live = spec.workers if live is None else live
+    committed = None
     waves = shape(spec)
     counts = {(epoch, wave): done}
     for at in lifecycle.waves_to_read(waves, epoch, wave):
@@ -108,10 +110,12 @@ def after_subset(app, store: JobStore, weights: WeightStore, spec: JobSpec, epoc
             result = weights.commit_round(rule=spec.rule, epoch=action.epoch, wave=action.wave)
             if result.status == "accepted":
                 store.log("round-merged", epoch=action.epoch, wave=action.wave, version=result.version)
+                committed = result
         elif isinstance(action, lifecycle.Release):
             release_after(app, store, spec, action.epoch, action.wave)
         elif isinstance(action, lifecycle.Finish):
             finish_job(store, weights, spec)
+    return committed
 
 
 def all_waves_done(store: JobStore, spec: JobSpec) -> bool:

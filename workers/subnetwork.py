@@ -159,10 +159,21 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
         elif isinstance(action, task.Guard):
             _watch_accuracy(store, spec, cache, result.version, result.weights, live)
         elif action.greedy:
-            flow.after_subset(app, store, weights, spec, epoch, wave, result.done, live)
+            committed = flow.after_subset(app, store, weights, spec, epoch, wave, result.done, live)
+            if committed is not None:  # this task completed a sync round: its version may be due
+                _after_commit(store, weights, spec, cache, committed, epoch, wave, trained.loss)
         else:
             _ask_for_work(app, runtime, store)  # sees our range done: the next epoch, or the job's end
     return outcome
+
+
+def _after_commit(store, weights, spec, cache, committed, epoch: int, wave: int, train_loss: float) -> None:
+    """Evaluate a committed sync round's version when bpt.job.task.after_commit says it is due
+    (the next round is already released: the other workers train meanwhile). A job that
+    finished at this round is evaluated by its finish instead."""
+    for action in task.after_commit(committed.version, spec.eval_every, wave, len(spec.waves(epoch))):
+        if store.status() in lifecycle.OPEN:
+            _evaluate(store, weights, spec, cache, action.version, committed.weights, epoch, train_loss)
 
 
 @dataclasses.dataclass

@@ -103,12 +103,8 @@ class JobSpec:
         if not self.train.lr > 0 or not 0 <= self.train.momentum < 1:
             raise ConfigError("lr must be positive and momentum in [0, 1)")
         self.train.check()
-        if self.target_accuracy and self.rule.synchronous:
-            raise ConfigError("--target-accuracy needs an asynchronous rule: the sync rule evaluates only at the end")
         if self.inner == "tasks" and self.train.optimizer != "sgd":
             raise ConfigError(f"the tasks inner strategy implements SGD only, not {self.train.optimizer}; use --inner torch")
-        if self.patience and self.rule.synchronous:
-            raise ConfigError("--patience needs an asynchronous rule: the sync rule evaluates only at the end")
         if not all(isinstance(n, str) for n in self.class_names):
             raise ConfigError("class names must be strings")
         if self.class_names and len(self.class_names) != self.num_classes:

@@ -9,6 +9,9 @@ decide. workers/subnetwork.py applies the actions in order.
 - MoveOn: a greedy task moves the job on (release a wave, commit a round, finish:
   bpt.job.lifecycle.after_push decides which); a range task asks the scheduler for work.
 
+A sync task's push only stages its delta; the task that completes a round commits it, and
+after_commit decides whether that round's version is evaluated.
+
 A push that merged nothing (closed: the job ended meanwhile) or whose pulled version the
 store lost (retrained first) never gets here.
 """
@@ -44,3 +47,13 @@ def after_push(version: int, installed: bool, eval_interval: int, guard_due: boo
         actions.append(Guard(version))
     actions.append(MoveOn(greedy))
     return actions
+
+
+def after_commit(version: int, eval_every: int, wave: int, waves_in_epoch: int) -> list:
+    """What the task that committed a sync round does with the round's version: evaluate it
+    when the round ends its epoch, or every eval_every versions when the job sets that. A
+    sync version is a round of K subsets, so the asynchronous default (every n_subsets
+    versions, once an epoch) would evaluate once every K epochs. The job's last round is
+    evaluated by its finish instead (the caller skips a job that is no longer open)."""
+    due = version % eval_every == 0 if eval_every else wave == waves_in_epoch - 1
+    return [Evaluate(version)] if due else []

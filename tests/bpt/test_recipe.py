@@ -111,11 +111,16 @@ def test_top_k_counts_the_label_among_the_k_best_scores():
 
 
 def test_the_combinations_a_worker_could_not_run_are_refused_at_submit():
-    with pytest.raises(ConfigError, match="asynchronous rule"):
-        JobSpec("j", "d", "digits-cnn", (1, 8, 8), 10, 100, target_accuracy=0.9,
-                rule=dataclasses.replace(JobSpec.__dataclass_fields__["rule"].default, kind="sync"))
     with pytest.raises(ConfigError, match="SGD only"):
         JobSpec("j", "d", "digits-cnn", (1, 8, 8), 10, 100, inner="tasks", train=TrainParams(optimizer="adamw"))
+
+
+def test_the_sync_rule_takes_a_target_accuracy_and_patience():
+    """Its committed rounds are evaluated once an epoch (bpt.job.task.after_commit), so both
+    can stop it; they were refused while it evaluated only at the end."""
+    sync = dataclasses.replace(JobSpec.__dataclass_fields__["rule"].default, kind="sync")
+    spec = JobSpec("j", "d", "digits-cnn", (1, 8, 8), 10, 100, target_accuracy=0.9, patience=2, rule=sync)
+    assert spec.rule.synchronous and spec.target_accuracy == 0.9 and spec.patience == 2
 
 
 def test_adamw_state_survives_a_pull_of_new_weights_between_tasks():

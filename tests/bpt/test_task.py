@@ -19,3 +19,16 @@ def test_a_staged_sync_push_installs_nothing_and_is_never_guarded():
 
 def test_the_guardrail_off_is_never_checked():
     assert task.Guard(12) not in task.after_push(12, True, 5, True, False, False, True)
+
+
+def test_a_committed_sync_round_is_evaluated_when_it_ends_its_epoch():
+    """Epochs of 4 rounds (K = 2 and 8 subsets): the fourth round of each epoch is evaluated,
+    not every 8th version (every n_subsets versions would be once in 2 epochs)."""
+    assert task.after_commit(4, 0, 3, 4) == [task.Evaluate(4)]
+    assert task.after_commit(7, 0, 2, 4) == []
+    assert task.after_commit(8, 0, 3, 4) == [task.Evaluate(8)]
+
+
+def test_a_sync_job_with_eval_every_is_evaluated_every_that_many_rounds():
+    assert task.after_commit(6, 3, 1, 4) == [task.Evaluate(6)]
+    assert task.after_commit(4, 3, 3, 4) == []  # the epoch's end is not due then

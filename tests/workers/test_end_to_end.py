@@ -1,6 +1,7 @@
 """Whole jobs on real Celery worker processes and a real Redis server, with Celery's tasks on
 that Redis and on RabbitMQ (the `broker` fixture): each its own Redis and workers."""
 
+import itertools
 import time
 
 import pytest
@@ -75,6 +76,17 @@ def test_sync_rule_makes_one_version_per_round(workers, app, client, settings, j
     assert state["status"] == "done"
     assert state["version"] == sum(len(spec.waves(e)) for e in range(spec.epochs))
     assert state["test_accuracy"] >= 0.8
+    # each epoch's last round is evaluated, the last epoch's by the job's finish
+    ends = list(itertools.accumulate(len(spec.waves(e)) for e in range(spec.epochs)))
+    assert sorted(e["version"] for e in store.events() if e["event"] == "evaluated") == ends[:-1]
+
+
+def test_a_sync_job_stops_at_its_target_accuracy(workers, app, client, settings, job_id):
+    spec, store = run_job(app, client, settings, job_id, rule="sync", epochs=8, target_accuracy=0.7)
+    state = store.state()
+    assert state["status"] == "done" and "reached the target 0.7" in state["reason"], state
+    assert state["version"] < sum(len(spec.waves(e)) for e in range(spec.epochs))  # it stopped early
+    assert state["test_accuracy"] >= 0.6
 
 
 def test_duplicate_delivery_of_a_task_changes_nothing(workers, app, client, settings, job_id):
