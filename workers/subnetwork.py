@@ -127,8 +127,10 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     if weights.is_applied(epoch, piece):  # a redelivery after our push landed: counted, then only move on
         store.forget_deliveries(epoch, piece)
         store.count_duplicate()
-        if release:
-            flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave), live)
+        if release:  # a sync round's completing task that died before its commit commits it here
+            committed = flow.after_subset(app, store, weights, spec, epoch, wave, store.done_count(epoch, wave), live)
+            if committed is not None:
+                _after_commit(store, weights, spec, cache, committed, epoch, wave, None)
         return {"duplicate": True}
     store.mark_running()
     if not release:
@@ -167,10 +169,11 @@ def _train(app, runtime, worker, store, cache, epoch, wave, piece, start, end, r
     return outcome
 
 
-def _after_commit(store, weights, spec, cache, committed, epoch: int, wave: int, train_loss: float) -> None:
+def _after_commit(store, weights, spec, cache, committed, epoch: int, wave: int, train_loss: float | None) -> None:
     """Evaluate a committed sync round's version when bpt.job.task.after_commit says it is due
     (the next round is already released: the other workers train meanwhile). A job that
-    finished at this round is evaluated by its finish instead."""
+    finished at this round is evaluated by its finish instead. train_loss: the committing
+    task's own (one of the round's K), None for a redelivered copy that trained nothing."""
     for action in task.after_commit(committed.version, spec.eval_every, wave, len(spec.waves(epoch))):
         if store.status() in lifecycle.OPEN:
             _evaluate(store, weights, spec, cache, action.version, committed.weights, epoch, train_loss)
@@ -239,17 +242,21 @@ def _record(runtime, worker, store, cache, trained: Trained, result, epoch, piec
               setup_s=round(trained.began - entered, 5), task_s=round(time.perf_counter() - entered, 5))
 
 
-def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, train_loss: float) -> None:
+def _evaluate(store, weights, spec, cache, version: int, pulled, epoch: int, train_loss: float | None) -> None:
     """Score a version of the global weights on the test split and on the validation split
     (a row of metrics.csv, with the guardrail's level in force): a job with a target accuracy
     that reaches it on validation finishes now. Validation, not test: stopping on the test
-    score would bias it."""
+    score would bias it. A job that ended while this scored (its finish evaluated the final
+    version) records nothing: a row after the final one would read as the job's last."""
     training.load_numpy_state(cache.eval_model, pulled)
     scores = training.score(cache.eval_model, *cache.test_data(store), top_k=spec.top_k)
-    extra = {"epoch": epoch, "train_loss": train_loss, "samples": store.samples_trained()}
+    extra = {"epoch": epoch, "samples": store.samples_trained(),
+             **({"train_loss": train_loss} if train_loss is not None else {})}
     if "top_k_accuracy" in scores:
         extra["top_k_accuracy"] = scores["top_k_accuracy"]
     extra["val_accuracy"] = training.score(cache.eval_model, *cache.val_data(store))["accuracy"]
+    if store.status() not in lifecycle.OPEN:
+        return
     if spec.guardrail and not spec.rule.synchronous:
         extra["guard_level"] = store.guard_level()
     store.add_eval(version, scores["loss"], scores["accuracy"], **extra)

@@ -62,7 +62,8 @@ CSV_COLUMNS = ("version", "epoch", "samples", "wall_seconds", "train_loss", "tes
 def evaluation_rows(evals: list[dict], started: float) -> list[dict]:
     """One row per evaluation for metrics.csv: what a user plots (accuracy and loss against
     samples seen or wall time). train_loss is the local loss of the task whose push made the
-    version; a column a job did not measure is empty."""
+    version (under sync, of the task that completed the round: one of its K); a column a job
+    did not measure is empty."""
     rows = []
     for e in evals:
         row = {c: e.get(c, "") for c in CSV_COLUMNS}

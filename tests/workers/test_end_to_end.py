@@ -86,6 +86,10 @@ def test_a_sync_job_stops_at_its_target_accuracy(workers, app, client, settings,
     state = store.state()
     assert state["status"] == "done" and "reached the target 0.7" in state["reason"], state
     assert state["version"] < sum(len(spec.waves(e)) for e in range(spec.epochs))  # it stopped early
+    stopping = store.evals()[-2]  # the last before the final evaluation: at an epoch's last round
+    ends = set(itertools.accumulate(len(spec.waves(e)) for e in range(spec.epochs)))
+    assert stopping["val_accuracy"] >= 0.7 and stopping["version"] in ends, stopping
+    assert store.best_weights() is not None  # best.safetensors, as for the asynchronous rules
     assert state["test_accuracy"] >= 0.6
 
 

@@ -152,12 +152,15 @@ def test_a_redelivered_sync_round_completion_releases_the_next_round_once(app, r
     sent = []
     monkeypatch.setattr(flow, "release_wave", lambda app_, spec_, epoch, wave: sent.append((epoch, wave)))
 
+    commits = []
+
     def completing_task():  # the original and its redelivered copy, at once
         own = JobStore(connect(redis_url), job_id)
-        flow.after_subset(app, own, WeightStore(own.client, job_id), spec, 0, 0, len(first))
+        commits.append(flow.after_subset(app, own, WeightStore(own.client, job_id), spec, 0, 0, len(first)))
 
     at_once(2, completing_task)
     assert sent == [(0, 1)] and weights.version() == 1
+    assert [c.version for c in commits if c is not None] == [1]  # one of them evaluates the round, if due
 
 
 def test_a_push_landing_in_a_cancelled_job_releases_nothing(app, client, job_id, monkeypatch):

@@ -19,9 +19,9 @@ from bpt.workers.submit import submit
 pytestmark = pytest.mark.slow
 # The bar, sized from the job's measured spread (python -m benchmarks.scale_spread, docs/scaling.md):
 # 40 runs between 0.9499 and 0.9749, mean 0.9625, standard deviation 0.0063, and 0.947 in CI
-# (340 of the 359 test digits). It was 0.95, one run's 0.969 less 2 points: 1 run in 40 and that
-# CI run fell below it. 0.94 is 3.5 standard deviations under the mean; a collapse (AGWU ended
-# at 9.2% here) still fails it by far.
+# (340 of the 359 test digits). It was 0.95, one run's 0.969 less about 2 points: 1 run in 40
+# and that CI run fell below it. 0.94 is 3.5 standard deviations under this machine's mean but
+# only 0.7 points under the CI run; a collapse (AGWU ended at 9.2% here) fails it by far.
 ACCURACY_BAR = 0.94
 
 
@@ -50,9 +50,10 @@ def test_sixteen_workers_learn_digits_aug_with_the_default_rule(cluster):
         time.sleep(0.2)
     state = store.state()
     assert state["status"] == "done" and "warning" not in state, state
-    assert state["test_accuracy"] >= ACCURACY_BAR, state
+    assert state["test_accuracy"] >= ACCURACY_BAR, (state, median_staleness(store.staleness_histogram()))
     pushes = [e for e in store.events() if e["event"] == "push-accepted"]
     assert len({e["worker"] for e in pushes}) == K  # every worker trained
     lives = sorted(e["live"] for e in pushes)
     assert lives[len(lives) // 2] == K  # the merge divided by the live count, not the submitter's cores
-    assert 8 <= median_staleness(store.staleness_histogram()) <= 2 * K  # a 16-node cluster's staleness, as the issue measured
+    # a 16-node cluster's staleness, as the issue measured
+    assert 8 <= median_staleness(store.staleness_histogram()) <= 2 * K
