@@ -78,8 +78,8 @@ def load_config(ctx, param, path):
 @click.option("--top-k", type=int, default=0, help="Also report top-k test accuracy (k >= 2).")
 @click.option("--patience", type=click.IntRange(min=0), default=0,
               help="Early stopping: finish once this many evaluations in a row (one an epoch by default) have "
-                   "not bettered the best validation accuracy. best.safetensors, the "
-                   "best-validation version, is written beside model.safetensors whenever the job was evaluated "
+                   "not bettered the best validation accuracy. The best-validation version, best.safetensors, "
+                   "is written beside model.safetensors whenever the job was evaluated "
                    "on validation during training (with or without --patience). 0: off.")
 @click.option("--init-from", "init_from", default=None, metavar="MODEL.safetensors",
               help="Start from these weights (a model bpt wrote, e.g. an earlier job's model.safetensors): "

@@ -76,7 +76,8 @@ def test_sync_rule_makes_one_version_per_round(workers, app, client, settings, j
     assert state["status"] == "done"
     assert state["version"] == sum(len(spec.waves(e)) for e in range(spec.epochs))
     assert state["test_accuracy"] >= 0.8
-    # each epoch's last round is evaluated, the last epoch's by the job's finish
+    # each epoch's last round is evaluated, the last epoch's by the job's finish (an evaluation
+    # still scoring when the job finishes records nothing; on digits it takes milliseconds)
     ends = list(itertools.accumulate(len(spec.waves(e)) for e in range(spec.epochs)))
     assert sorted(e["version"] for e in store.events() if e["event"] == "evaluated") == ends[:-1]
 
