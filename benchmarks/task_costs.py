@@ -16,11 +16,13 @@
     python -m benchmarks.task_costs      # writes benchmarks/task_costs.json (read by time_to_accuracy)
     python -m benchmarks.task_costs --commit-only   # measures and updates the commit times only
     python -m benchmarks.task_costs --tasks-only     # measures and prints a task's costs; writes nothing
+    python -m benchmarks.task_costs --rounds-only    # a real sync round's period and its parts; writes nothing
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -66,6 +68,41 @@ def task_costs() -> dict:
             "dispatch_seconds": statistics.median(gaps) if gaps else 0.0, "tasks": len(pushes)}
 
 
+def round_costs(workers: int = 2) -> dict:
+    """A real sync job's rounds against what the time-to-accuracy clock charges for one: the
+    job of task_costs with `--rule sync`. Per round (medians over the rounds of a full K
+    pieces, an epoch's first left out: it waits on the epoch's release): the period between
+    two commits, the round's longest task (pull to push), the gap between that task's end
+    and the commit after it (the commit, the next round's release and dispatch), the spread
+    of the round's tasks (what the barrier waits for the slower), and their mean compute."""
+    with local_cluster(workers) as (settings, app, client):
+        spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=6000), model="lenet5", epochs=3,
+                                                 subset_size=256, workers=workers, seed=0, rule="sync"))
+        rounds = sum(len(spec.waves(e)) for e in range(spec.epochs))
+        spec = dataclasses.replace(spec, eval_every=rounds + 1)  # no evaluation inside the rounds
+        run_bpt_job(settings, app, client, spec, data, weights)
+        events = JobStore(client, spec.job_id).events()
+    committed = {(e["epoch"], e["wave"]): e["time"] for e in events if e["event"] == "round-merged"}
+    wave_of = {(epoch, subset): wave for epoch in range(spec.epochs) for wave, subsets in enumerate(spec.waves(epoch))
+               for subset in subsets}
+    pieces: dict[tuple[int, int], list[dict]] = {}
+    for e in events:
+        if e["event"] == "push-accepted":
+            pieces.setdefault((e["epoch"], wave_of[e["epoch"], e["piece"]]), []).append(e)
+    order = sorted(committed)
+    rows = []
+    for before, this in zip(order, order[1:]):
+        tasks = pieces.get(this, [])
+        if before[0] != this[0] or len(tasks) != workers:
+            continue
+        period, longest = committed[this] - committed[before], max(e["task_s"] for e in tasks)
+        rows.append({"period": period, "longest_task": longest, "gap": period - longest,
+                     "spread": longest - min(e["task_s"] for e in tasks),
+                     "compute": statistics.fmean(e["compute_s"] for e in tasks)})
+    return {"workers": workers, "rounds": len(rows),
+            **{f"{key}_seconds": statistics.median(r[key] for r in rows) for key in rows[0]}}
+
+
 def commit_seconds(url: str, counts=(4, 16, 64), rounds: int = 8) -> dict[str, float]:
     """Median seconds of WeightStore.commit_round over `rounds` rounds of k staged deltas."""
     from bpt.broker.connection import connect
@@ -100,9 +137,14 @@ def main() -> None:
     only.add_argument("--commit-only", action="store_true", help="Measure the sync commit only; keep the rest.")
     only.add_argument("--tasks-only", action="store_true",
                       help="Measure and print a task's costs, split into their parts; write nothing.")
+    only.add_argument("--rounds-only", action="store_true",
+                      help="Measure and print a real sync round's period and where it goes (2 workers); write nothing.")
     args = parser.parse_args()
     if args.tasks_only:
         print(json.dumps(task_costs(), indent=2))
+        return
+    if args.rounds_only:
+        print(json.dumps(round_costs(), indent=2))
         return
     if args.commit_only:
         with open(COSTS) as f:
