@@ -4,11 +4,14 @@ that Redis and on RabbitMQ (the `broker` fixture): each its own Redis and worker
 import itertools
 import time
 
+import numpy as np
+
 import pytest
 
 from bpt.data.datasets import DatasetSpec
 from bpt.data.prepare import JobChoices, prepare
 from bpt.broker.job_store import FINISHED, JobStore
+from bpt.broker.weight_store import WeightStore
 from bpt.settings import Settings
 from bpt.broker.connection import connect
 from bpt.broker.redis_server import PrivateRedis
@@ -92,6 +95,35 @@ def test_a_sync_job_stops_at_its_target_accuracy(workers, app, client, settings,
     assert stopping["val_accuracy"] >= 0.7 and stopping["version"] in ends, stopping
     assert store.best_weights() is not None  # best.safetensors, as for the asynchronous rules
     assert state["test_accuracy"] >= 0.6
+
+
+def test_a_redelivered_sync_completion_commits_and_evaluates_its_round(workers, app, client, settings, job_id):
+    """The task completing a sync round staged its delta and died before the commit: its
+    redelivered copy finds its subset applied, commits the round and, the version being due
+    (--eval-every 1), evaluates it, without a train loss (the copy trained nothing)."""
+    spec, data, weights = prepare(JobChoices(DatasetSpec("digits"), workers=2, epochs=1, rule="sync", eval_every=1),
+                                  job_id=job_id)
+    store = JobStore.create(client, spec, data, weights, max_staged_bytes=2**30)
+    store.mark_running()  # its tasks had started: a queued job accepts no stage
+    staging = WeightStore(client, job_id)
+    first = spec.waves(0)[0]
+    for subset in first:  # the round's pieces, all staged; nobody committed
+        start, end = spec.subsets[subset]
+        staged = staging.stage(delta={k: np.zeros_like(v) for k, v in staging.pull().weights.items()},
+                               samples=end - start, accuracy=0.9, epoch=0, wave=0, subset=subset)
+        assert staged.status == "accepted"
+    app.send_task(TRAIN_TASK, kwargs=task_kwargs(job_id, 0, 0, first[-1]), queue=TRAIN_QUEUE)  # the redelivery
+    deadline = time.monotonic() + 60
+    while not store.evals():
+        assert time.monotonic() < deadline, store.state()
+        time.sleep(0.05)
+    first_eval = store.evals()[0]
+    assert first_eval["version"] == 1 and "train_loss" not in first_eval and "val_accuracy" in first_eval
+    assert [e["event"] for e in store.events()][:3] == ["started", "round-merged", "evaluated"]  # none trained again
+    assert store.state()["duplicates"] >= 1
+    store.cancel()  # the next rounds were released: stop them
+    while store.status() not in FINISHED:
+        time.sleep(0.05)
 
 
 def test_duplicate_delivery_of_a_task_changes_nothing(workers, app, client, settings, job_id):
