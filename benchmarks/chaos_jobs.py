@@ -97,6 +97,6 @@ class RecoveryCases:
             events = [e["event"] for e in store.events()]
             out[job_id] = {**outcome(spec, store, 0.0), "finished_events": events.count("finished"),
                            "taken_over": events.count("finish-taken-over"),
-                           "rounds": sum(len(spec.waves(e)) for e in range(spec.epochs))}
+                           "rounds": spec.total_waves}
         out["finisher"].update(claimed=self.claimed, stale_finisher=self.returned)
         return out

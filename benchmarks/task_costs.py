@@ -30,6 +30,7 @@ import time
 
 from bpt.data.datasets import DatasetSpec
 from bpt.data.prepare import JobChoices, prepare
+from bpt.job import resume
 from bpt.broker.job_store import JobStore
 from bpt.broker.redis_server import PrivateRedis
 
@@ -41,10 +42,15 @@ LENET_MB = 61_706 * 4 / 2**20
 LENET_TENSORS = 10  # LeNet-5's weights and biases
 
 
+def _job(workers: int, **choices) -> JobChoices:
+    """The job whose tasks and rounds are measured: digits-aug 28x28, LeNet-5, subsets of 256."""
+    return JobChoices(DatasetSpec("digits-aug", samples=6000), model="lenet5", epochs=3, subset_size=256,
+                      workers=workers, seed=0, **choices)
+
+
 def task_costs() -> dict:
     with local_cluster(2) as (settings, app, client):
-        spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=6000), model="lenet5", epochs=3,
-                                                 subset_size=256, workers=2, seed=0))
+        spec, data, weights = prepare(_job(2))
         run_bpt_job(settings, app, client, spec, data, weights)
         pushes = [e for e in JobStore(client, spec.job_id).events()  # the tasks that trained and pushed
                   if e["event"].startswith("push-") and "compute_s" in e]
@@ -76,19 +82,16 @@ def round_costs(workers: int = 2) -> dict:
     and the commit after it (the commit, the next round's release and dispatch), the spread
     of the round's tasks (what the barrier waits for the slower), and their mean compute."""
     with local_cluster(workers) as (settings, app, client):
-        spec, data, weights = prepare(JobChoices(DatasetSpec("digits-aug", samples=6000), model="lenet5", epochs=3,
-                                                 subset_size=256, workers=workers, seed=0, rule="sync"))
-        rounds = sum(len(spec.waves(e)) for e in range(spec.epochs))
-        spec = dataclasses.replace(spec, eval_every=rounds + 1)  # no evaluation inside the rounds
+        spec, data, weights = prepare(_job(workers, rule="sync"))
+        spec = dataclasses.replace(spec, eval_every=spec.total_waves + 1)  # no evaluation inside the rounds
         run_bpt_job(settings, app, client, spec, data, weights)
         events = JobStore(client, spec.job_id).events()
     committed = {(e["epoch"], e["wave"]): e["time"] for e in events if e["event"] == "round-merged"}
-    wave_of = {(epoch, subset): wave for epoch in range(spec.epochs) for wave, subsets in enumerate(spec.waves(epoch))
-               for subset in subsets}
+    shape = [spec.waves(epoch) for epoch in range(spec.epochs)]
     pieces: dict[tuple[int, int], list[dict]] = {}
     for e in events:
         if e["event"] == "push-accepted":
-            pieces.setdefault((e["epoch"], wave_of[e["epoch"], e["piece"]]), []).append(e)
+            pieces.setdefault((e["epoch"], resume.wave_of(shape, e["epoch"], e["piece"])), []).append(e)
     order = sorted(committed)
     rows = []
     for before, this in zip(order, order[1:]):

@@ -133,7 +133,7 @@ def bpt_curve(cluster, job: JobChoices, evals: int = EVALS) -> dict:
     evaluation runs on the clock (bpt's in-task evaluations are switched off here)."""
     settings, app, client = cluster
     spec, data, weights = prepare(job)
-    versions = sum(len(spec.waves(e)) for e in range(spec.epochs)) if job.rule == "sync" else spec.total_tasks
+    versions = spec.total_waves if spec.rule.synchronous else spec.total_tasks
     spec = dataclasses.replace(spec, eval_every=versions + 1)  # only the final evaluation
     every = max(1, versions // evals)
     store = submit(app, client, settings, spec, data, weights)

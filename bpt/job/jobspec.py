@@ -206,6 +206,11 @@ class JobSpec:
     def total_tasks(self) -> int:
         return self.epochs * self.n_subsets
 
+    @property
+    def total_waves(self) -> int:
+        """The waves of the whole job: under sync its rounds, and so its versions."""
+        return sum(len(self.waves(e)) for e in range(self.epochs))
+
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
         for name in ("patience", "class_names", "data_source"):  # unset: a worker of the version before them reads it too
