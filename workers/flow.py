@@ -178,7 +178,8 @@ def _evaluate_and_complete(store, weights, spec, model, source, reason: str) -> 
         raise
     extra = {k: v for k, v in scores.items() if k == "top_k_accuracy"}
     store.add_eval(pulled.version, loss, accuracy, final=True, samples=store.samples_trained(), **extra)
-    warning = learning.verdict(accuracy, store.evals(), spec.num_classes)
+    warning = learning.verdict(accuracy, store.evals(), spec.num_classes, all_epochs=not reason,
+                               workers=max(spec.workers, len(store.worker_stats())))  # as metrics.scaling counts them
     if warning:
         store.log("warning", version=pulled.version, test_accuracy=accuracy, reason=warning)
     try:  # sharded: every version but the final one goes now (pushes are refused while finishing)

@@ -73,6 +73,19 @@ def test_digits_job_reaches_97_percent_with_consistent_counters(workers, app, cl
     assert not client.exists(store.keys.data("x_train"))  # staged data freed at the end
 
 
+def test_a_job_still_climbing_when_its_epochs_run_out_says_so(workers, app, client, settings, job_id):
+    """A slow recipe (lr 0.01 constant, 4 epochs: validation 0.15, 0.35, 0.47, 0.60 in a trial
+    run, a 25-point rise against the 5 that warn) ends while it still climbs: the job is done,
+    with the still-learning warning naming its 2 training processes, in its state, its
+    events and its metrics (bpt.train.learning.still_learning)."""
+    spec, store = run_job(app, client, settings, job_id, epochs=4, lr=0.01, lr_schedule="constant")
+    state = store.state()
+    assert state["status"] == "done", state
+    assert "still learning" in state.get("warning", ""), state
+    assert "fewer than 2 training processes" in state["warning"]
+    assert any(e["event"] == "warning" and "still learning" in e["reason"] for e in store.events())
+
+
 def test_sync_rule_makes_one_version_per_round(workers, app, client, settings, job_id):
     spec, store = run_job(app, client, settings, job_id, rule="sync", epochs=4)
     state = store.state()
