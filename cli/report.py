@@ -96,8 +96,9 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"- wall time {summary['wall_seconds']:.1f} s, {summary['samples_per_second']:.0f} samples/s overall")
     noise = summary.get("noise_scale")
     if noise:
+        capped = ", whose batches hold the training set" if noise.get("capped_at_training_set") else ""
         lines.append(f"- gradient noise scale about {noise['samples']:.0f} samples: beyond about "
-                     f"{noise['workers_that_help']} training processes, more workers add samples, not speed "
+                     f"{noise['workers_that_help']} training processes{capped}, more workers add samples, not speed "
                      f"(this job had {noise['training_processes']})")
     lines += ["", "| worker | tasks | samples | samples/s | inner |", "|---|---:|---:|---:|---|"]
     for name, w in summary["workers"].items():

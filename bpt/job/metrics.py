@@ -49,8 +49,11 @@ def scaling(spec: dict, workers: dict[str, dict], gradients: dict) -> dict:
     found = from_sums(latest)
     if found is None:
         return {"noise_scale": None, "scaling_warning": None}
+    if latest.get("pushes"):  # capped at the training set (NoiseEstimate.within); the batch a worker steps on
+        found = found.within(int(spec.get("n_train") or 0), int(round(latest["big_batch"] / latest["pushes"])))
     used = max(int(spec.get("workers") or 1), len(workers))
     return {"noise_scale": {"samples": round(found.noise_batch, 1), "workers_that_help": found.workers,
+                            "capped_at_training_set": bool(found.training_samples),
                             "training_processes": used, "pushes_measured": int(latest.get("pushes", 0))},
             "scaling_warning": (f"{used} training processes: {found.message()}" if used > found.workers else None)}
 

@@ -41,8 +41,9 @@ def still_learning(evaluations: list[dict], workers: int = 1) -> str | None:
     (a plateau scores about the same in both spans). Why it matters with workers: under the
     averaging rules K workers' pushes add up to about one push's step, so at equal epochs they
     move the model less than one process, and a small job ends before it has learned (glyphs,
-    4 workers, 12 epochs: 0.68 where one process reached 0.99; 24 epochs: 0.98). The job has
-    no one-process run to compare with; a climb still under way is what it can see."""
+    4 workers, 12 epochs: 0.36 to 0.68 where one process reached 0.99, benchmarks.small_data;
+    two scratch runs at 24 epochs reached 0.98). The job has no one-process run to compare
+    with; a climb still under way is what it can see. A job stuck on a plateau is not seen."""
     scores = [e["val_accuracy"] for e in evaluations if not e.get("final") and e.get("val_accuracy") is not None]
     if len(scores) < MIN_EVALUATIONS:
         return None

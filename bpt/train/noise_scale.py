@@ -43,10 +43,23 @@ class GradStats:
 class NoiseEstimate:
     noise_batch: float  # B_noise, in samples
     workers: int  # about how many workers (each of `batch` samples a step) still help
+    training_samples: int = 0  # set by `within`: the training set the workers were capped at
 
     def message(self) -> str:
-        return (f"gradient noise scale about {self.noise_batch:.0f} samples: beyond about {self.workers} "
+        cap = (f", more than the {self.training_samples} training samples" if self.training_samples else "")
+        return (f"gradient noise scale about {self.noise_batch:.0f} samples{cap}: beyond about {self.workers} "
                 f"worker{'s' if self.workers != 1 else ''}, more workers add samples, not speed")
+
+    def within(self, n_train: int, step_batch: int) -> "NoiseEstimate":
+        """At most the workers whose batches together hold the training set. Once a model fits
+        its training data the gradient's signal falls under its noise and B_noise runs to any
+        size (a 432-image folder measured 158,668 samples, "4,958 workers"); K pushes merged
+        are a batch of K x step_batch, and no batch holds more than the training set, so more
+        workers than n_train / step_batch cannot be a larger batch, only more samples."""
+        most = max(1, n_train // step_batch) if n_train > 0 and step_batch > 0 else self.workers
+        if self.workers <= most:
+            return self
+        return dataclasses.replace(self, workers=most, training_samples=n_train)
 
 
 def estimate(small: float, big: float, batch: int, big_batch: float, step_batch: float | None = None

@@ -140,3 +140,18 @@ def test_a_measured_step_trains_exactly_as_a_plain_one():
     assert plain.step(x, y) == pytest.approx(measured.step(x, y), rel=1e-5)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_workers_that_help_never_exceed_the_batches_that_hold_the_training_set():
+    """A model that fits its training data measures a noise scale of any size (a 432-image
+    folder: 158,668 samples); more workers than n_train / batch cannot make a larger batch."""
+    sums = {"pushes": 2, "small": 2 * 10.0, "big": 2 * 5.001, "batch": 2 * 16, "big_batch": 2 * 32}  # about noise alone
+    found = noise_scale.from_sums(sums)
+    assert found.workers > 1000  # B_noise runs away when the signal is tiny
+    capped = metrics.scaling({"workers": 20, "n_train": 432}, {}, sums)
+    assert capped["noise_scale"]["workers_that_help"] == 432 // 32
+    assert capped["noise_scale"]["capped_at_training_set"] is True
+    assert "more than the 432 training samples: beyond about 13 workers" in capped["scaling_warning"]
+    assert metrics.scaling({"workers": 13, "n_train": 432}, {}, sums)["scaling_warning"] is None
+    plain = metrics.scaling({"workers": 4, "n_train": 10**6}, {}, sums)["noise_scale"]
+    assert plain["workers_that_help"] == found.workers and plain["capped_at_training_set"] is False
