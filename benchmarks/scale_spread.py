@@ -28,7 +28,7 @@ from bpt.broker.job_store import FINISHED
 from bpt.data.datasets import DatasetSpec
 from bpt.data.prepare import JobChoices
 
-from bpt.train import merge
+from bpt.train import learning, merge
 
 from .common import local_cluster, table, write_json
 
@@ -60,17 +60,7 @@ def run_once(app, client, settings, job: JobChoices = JOB, deadline_s: float = 4
     return {"status": state["status"], "test_accuracy": state.get("test_accuracy"),
             "median_staleness": median_staleness(store.staleness_histogram()),
             "accepted_pushes": state.get("accepted"), "wall_seconds": time.monotonic() - began,
-            "val_rise": val_rise(store.evals()), "warned": bool(state.get("warning"))}
-
-
-def val_rise(evaluations: list[dict]) -> float | None:
-    """How far the best validation accuracy over the last quarter of evaluations is above the
-    best over the first half: the figure bpt.train.learning.still_learning warns on (at
-    RISE_MARGIN), so the test's "no warning" has a measured margin."""
-    scores = [e["val_accuracy"] for e in evaluations if not e.get("final") and e.get("val_accuracy") is not None]
-    if len(scores) < 2:
-        return None
-    return round(max(scores[-max(1, len(scores) // 4):]) - max(scores[:max(1, len(scores) // 2)]), 4)
+            "val_rise": learning.rise(store.evals()), "warned": bool(state.get("warning"))}
 
 
 def summary(accuracies: list[float | None]) -> dict:

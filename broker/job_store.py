@@ -162,10 +162,13 @@ class JobStore:
         if self.move("start", stamp="started").ok:
             self.log("started")
 
-    def claim_finish(self, token: str = "") -> bool:
+    def claim_finish(self, token: str = "", reason: str = "") -> bool:
         """True for exactly one caller: the one that evaluates and completes the job. token:
-        the finisher's, with which it renews the claim while it evaluates (renew_claim)."""
-        return self.move("claim", finisher=token).ok
+        the finisher's, with which it renews the claim while it evaluates (renew_claim).
+        reason: why the job ends, kept with the claim (finish_reason) so that a finisher
+        that takes over (its own reason empty) ends the job for the same reason, not as if
+        it ran all its epochs."""
+        return self.move("claim", finisher=token, **({"finish_reason": reason} if reason else {})).ok
 
     def renew_claim(self, token: str) -> bool:
         """The finisher holding the claim with `token` is still at work: its claim's age

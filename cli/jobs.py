@@ -89,9 +89,9 @@ def status_lines(summary: dict) -> list[str]:
         lines.append(f"  queued: {summary['queued_reason']}")
     noise = summary.get("noise_scale")
     if noise:
-        capped = " at most (their batches hold the training set)" if noise.get("capped_at_training_set") else ""
-        lines.append(f"  gradient noise scale about {noise['samples']:.0f} samples: about {noise['workers_that_help']} "
-                     f"training processes help{capped} (from the latest {noise['pushes_measured']} pushes measured)")
+        most = "at most " if noise.get("capped_at_training_set") else "about "  # NoiseEstimate.within
+        lines.append(f"  gradient noise scale about {noise['samples']:.0f} samples: {most}{noise['workers_that_help']} "
+                     f"training processes help (from the latest {noise['pushes_measured']} pushes measured)")
     for label, key in (("ended", "reason"), ("error", "error"), ("warning", "warning"), ("warning", "scaling_warning")):
         if summary.get(key):
             lines.append(f"  {label}: {summary[key]}")

@@ -24,7 +24,7 @@ import time
 import uuid
 
 from bpt.train import learning
-from bpt.job import lifecycle
+from bpt.job import lifecycle, metrics
 from bpt.model import registry as models
 from bpt.train import training
 from bpt.errors import ModelUnavailable
@@ -157,10 +157,11 @@ def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: s
         store.log("finish-declined", reason=str(e)[:300])
         return False
     token = uuid.uuid4().hex
-    if not store.claim_finish(token):
+    if not store.claim_finish(token, reason):
         return False
     if takeover:
         store.log("finish-taken-over", reason=takeover)
+        reason = reason or store.state().get("finish_reason", "")  # a target or patience stop stays one
     patience = lifecycle.TAKEOVER["claim"]
     with Keeper(lambda: store.renew_claim(token), patience / 4, at_most=FINISH_RENEWALS_S):
         return _evaluate_and_complete(store, weights, spec, model, source, reason)
@@ -172,14 +173,16 @@ def _evaluate_and_complete(store, weights, spec, model, source, reason: str) -> 
         training.load_numpy_state(model, pulled.weights)
         scores = training.score(model, *source.split("test"), top_k=spec.top_k)
         loss, accuracy = scores["loss"], scores["accuracy"]
+        x_val, y_val = source.split("val")  # the still-learning verdict's last score (under sync, its only one of the last round)
+        val = {"val_accuracy": training.score(model, x_val, y_val)["accuracy"]} if len(y_val) else {}
     except Exception as e:
         if store.fail(f"final evaluation: {type(e).__name__}: {e}"):
             store.log("failed", error=f"final evaluation: {e}"[:500])
         raise
     extra = {k: v for k, v in scores.items() if k == "top_k_accuracy"}
-    store.add_eval(pulled.version, loss, accuracy, final=True, samples=store.samples_trained(), **extra)
+    store.add_eval(pulled.version, loss, accuracy, final=True, samples=store.samples_trained(), **extra, **val)
     warning = learning.verdict(accuracy, store.evals(), spec.num_classes, all_epochs=not reason,
-                               workers=max(spec.workers, len(store.worker_stats())))  # as metrics.scaling counts them
+                               workers=metrics.training_processes(spec.workers, store.worker_stats()))
     if warning:
         store.log("warning", version=pulled.version, test_accuracy=accuracy, reason=warning)
     try:  # sharded: every version but the final one goes now (pushes are refused while finishing)

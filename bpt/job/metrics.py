@@ -41,6 +41,12 @@ def summarize(spec: dict, state: dict, staleness: dict[int, int], workers: dict[
     }
 
 
+def training_processes(submitted: int, workers: dict[str, dict]) -> int:
+    """How many training processes a job used, for its warnings: those it was submitted for,
+    or the workers that trained for it (JobStore.worker_stats) if more joined."""
+    return max(submitted, len(workers))
+
+
 def scaling(spec: dict, workers: dict[str, dict], gradients: dict) -> dict:
     """How many workers help (bpt.train.noise_scale), and a warning when the job used more."""
     from bpt.train.noise_scale import from_sums, latest_sums
@@ -51,7 +57,7 @@ def scaling(spec: dict, workers: dict[str, dict], gradients: dict) -> dict:
         return {"noise_scale": None, "scaling_warning": None}
     if latest.get("pushes"):  # capped at the training set (NoiseEstimate.within); the batch a worker steps on
         found = found.within(int(spec.get("n_train") or 0), int(round(latest["big_batch"] / latest["pushes"])))
-    used = max(int(spec.get("workers") or 1), len(workers))
+    used = training_processes(int(spec.get("workers") or 1), workers)
     return {"noise_scale": {"samples": round(found.noise_batch, 1), "workers_that_help": found.workers,
                             "capped_at_training_set": bool(found.training_samples),
                             "training_processes": used, "pushes_measured": int(latest.get("pushes", 0))},

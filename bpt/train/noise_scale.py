@@ -46,9 +46,10 @@ class NoiseEstimate:
     training_samples: int = 0  # set by `within`: the training set the workers were capped at
 
     def message(self) -> str:
-        cap = (f", more than the {self.training_samples} training samples" if self.training_samples else "")
-        return (f"gradient noise scale about {self.noise_batch:.0f} samples{cap}: beyond about {self.workers} "
-                f"worker{'s' if self.workers != 1 else ''}, more workers add samples, not speed")
+        cap = (f" (at most: their batches hold the {self.training_samples} training samples)"
+               if self.training_samples else "")
+        return (f"gradient noise scale about {self.noise_batch:.0f} samples: beyond about {self.workers} "
+                f"worker{'s' if self.workers != 1 else ''}{cap}, more workers add samples, not speed")
 
     def within(self, n_train: int, step_batch: int) -> "NoiseEstimate":
         """At most the workers whose batches together hold the training set. Once a model fits
@@ -103,16 +104,26 @@ def latest_sums(sums: dict) -> dict:
     """The sums of the latest epochs (fields "<name>:<epoch>"), newest first, until they hold
     LATEST_PUSHES pushes and give an estimate, else all of them; sums without epochs (kept
     before they were kept by epoch) as they are."""
-    epochs = sorted({int(k.split(":", 1)[1]) for k in sums if ":" in k}, reverse=True)
+    epochs = sorted(measured_epochs(sums), reverse=True)
     if not epochs:
         return {k: sums[k] for k in FIELDS if k in sums}
     taken = dict.fromkeys(FIELDS, 0.0)
     for epoch in epochs:
-        for name in FIELDS:
-            taken[name] += sums.get(f"{name}:{epoch}", 0.0)
+        for name, value in epoch_sums(sums, epoch).items():
+            taken[name] += value
         if taken["pushes"] >= LATEST_PUSHES and _estimate(taken) is not None:
             break
     return taken
+
+
+def measured_epochs(sums: dict) -> set[int]:
+    """The epochs a job's sums hold (fields "<name>:<epoch>")."""
+    return {int(k.split(":", 1)[1]) for k in sums if ":" in k}
+
+
+def epoch_sums(sums: dict, epoch: int) -> dict:
+    """One epoch's sums, by the plain field names `from_sums` reads."""
+    return {name: sums.get(f"{name}:{epoch}", 0.0) for name in FIELDS}
 
 
 def _estimate(sums: dict) -> NoiseEstimate | None:

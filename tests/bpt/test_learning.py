@@ -1,3 +1,5 @@
+import pytest
+
 from bpt.train import learning
 
 
@@ -21,7 +23,7 @@ def _evals(vals):
 
 
 def test_a_job_still_climbing_when_its_epochs_ran_out_says_so_and_names_the_workers():
-    climbing = _evals([0.10, 0.20, 0.23, 0.28, 0.32, 0.36, 0.40, 0.42])  # glyphs at 4 workers, 12 epochs
+    climbing = _evals([0.10, 0.20, 0.23, 0.28, 0.32, 0.36, 0.40, 0.42])  # shaped like glyphs at 4 workers
     warning = learning.verdict(0.42, climbing, 10, all_epochs=True, workers=4)
     assert "still learning" in warning and "0.280" in warning and "0.420" in warning
     assert "fewer than 4 training processes" in warning
@@ -30,13 +32,24 @@ def test_a_job_still_climbing_when_its_epochs_ran_out_says_so_and_names_the_work
 
 
 def test_a_converged_or_stuck_job_is_not_still_learning():
-    converged = _evals([0.35, 0.61, 0.84, 0.92, 0.95, 0.98, 0.97, 0.97, 0.98, 0.97])  # digits at 2 workers
+    converged = _evals([0.35, 0.61, 0.84, 0.92, 0.95, 0.98, 0.97, 0.97, 0.98, 0.97])  # shaped like digits
     assert learning.verdict(0.98, converged, 10, all_epochs=True, workers=2) is None
     plateau = _evals([0.29, 0.40, 0.58, 0.67, 0.62, 0.62, 0.62, 0.62])  # stuck: no rise to name
     assert learning.verdict(0.66, plateau, 3, all_epochs=True, workers=3) is None
     # the margin: 4.9 points over the first half's best is not a rise, 5 is
     assert learning.still_learning(_evals([0.5, 0.5, 0.5, 0.549])) is None
     assert learning.still_learning(_evals([0.5, 0.5, 0.5, 0.55])) is not None
+    assert learning.still_learning(_evals([0.9, 0.9, 0.9, 0.95])) is not None  # 0.9 + 0.05 > 0.95 in floats
+    assert learning.rise(_evals([0.9, 0.8, 0.85, 0.95])) == pytest.approx(0.05)
+
+
+def test_a_final_evaluation_that_scored_validation_counts():
+    """Under sync the last round is evaluated only by the job's finish, which scores the
+    validation split too: without it a 4-epoch sync job would have 3 scores and no verdict."""
+    rounds = [{"accuracy": v, "val_accuracy": v} for v in (0.2, 0.3, 0.4)]
+    assert learning.still_learning(rounds) is None
+    final = {"accuracy": 0.5, "val_accuracy": 0.5, "final": True}
+    assert "0.300 over the first half" in learning.still_learning(rounds + [final])
 
 
 def test_too_few_evaluations_or_none_from_workers_say_nothing():

@@ -151,7 +151,8 @@ def test_workers_that_help_never_exceed_the_batches_that_hold_the_training_set()
     capped = metrics.scaling({"workers": 20, "n_train": 432}, {}, sums)
     assert capped["noise_scale"]["workers_that_help"] == 432 // 32
     assert capped["noise_scale"]["capped_at_training_set"] is True
-    assert "more than the 432 training samples: beyond about 13 workers" in capped["scaling_warning"]
+    assert ("beyond about 13 workers (at most: their batches hold the 432 training samples)"
+            in capped["scaling_warning"])
     assert metrics.scaling({"workers": 13, "n_train": 432}, {}, sums)["scaling_warning"] is None
     plain = metrics.scaling({"workers": 4, "n_train": 10**6}, {}, sums)["noise_scale"]
     assert plain["workers_that_help"] == found.workers and plain["capped_at_training_set"] is False

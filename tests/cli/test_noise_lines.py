@@ -16,7 +16,7 @@ def summary(capped: bool) -> dict:
 
 def test_a_capped_noise_scale_says_its_workers_are_an_upper_bound():
     status = "\n".join(status_lines(summary(True)))
-    assert "about 13 training processes help at most (their batches hold the training set)" in status
+    assert "samples: at most 13 training processes help" in status
     assert "beyond about 13 training processes, whose batches hold the training set" in summary_markdown(summary(True))
     assert "at most" not in "\n".join(status_lines(summary(False)))
     assert "whose batches" not in summary_markdown(summary(False))

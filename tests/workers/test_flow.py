@@ -226,7 +226,8 @@ def test_a_job_whose_finisher_died_is_finished_by_a_takeover_on_a_real_worker(wo
     from bpt.broker import clock
 
     spec, store, _ = staged_job(client, job_id)
-    assert store.claim_finish()  # ... and its holder died before evaluating
+    stopped = "validation accuracy 0.9000 reached the target 0.9 at version 3"
+    assert store.claim_finish("dead", reason=stopped)  # ... and its holder died before evaluating
     now = clock.now(client)
     takeovers = lambda at: [a for j, a in reconciler.reconcile_pass(app, client, lease, 10, now=at)  # noqa: E731
                             if j == job_id and isinstance(a, reconcile.Finish)]
@@ -240,6 +241,8 @@ def test_a_job_whose_finisher_died_is_finished_by_a_takeover_on_a_real_worker(wo
         time.sleep(0.1)
     events = [e["event"] for e in store.events()]
     assert events.count("finish-taken-over") == 1 and events.count("finished") == 1
+    state = store.state()  # ended for its first finisher's reason: not "all epochs", and not judged still learning
+    assert state["reason"] == stopped and "still learning" not in state.get("warning", ""), state
 
 
 def test_a_final_evaluation_that_raises_fails_the_job_instead_of_leaving_it_finishing(client, job_id):

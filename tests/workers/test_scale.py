@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.scale_spread import JOB, K, median_staleness
 from bpt.data.prepare import prepare
+from bpt.train import learning
 from bpt.settings import Settings
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED
@@ -50,9 +51,13 @@ def test_sixteen_workers_learn_digits_aug_with_the_default_rule(cluster):
         time.sleep(0.2)
     state = store.state()
     assert state["status"] == "done", state
-    # No chance or fall verdict. A "still learning" one is the truth about this job: 4 epochs at
-    # 16 workers end while validation accuracy still climbs (7 of 8 runs of benchmarks.scale_spread
-    # rose 7.6 to 10.4 points from the first half's best to the last quarter's), and it must say so.
+    # No chance or fall verdict; the still-learning one exactly when validation rose past its
+    # margin. This job (4 epochs at 16 workers) usually ends still climbing: 7 of 8 runs of
+    # benchmarks.scale_spread rose 7.6 to 10.4 points from the first half's best to the last
+    # quarter's, and warned, so the warning is expected here, not a failure.
+    rose = learning.rise(store.evals())
+    assert rose is not None, store.evals()
+    assert ("still learning" in state.get("warning", "")) == learning.climbed(rose), (rose, state)
     assert "warning" not in state or "still learning" in state["warning"], state
     assert state["test_accuracy"] >= ACCURACY_BAR, (state, median_staleness(store.staleness_histogram()))
     pushes = [e for e in store.events() if e["event"] == "push-accepted"]
