@@ -34,8 +34,8 @@ FORMAT = "bpt-checkpoint/1"
 KEPT_EVENTS = 500
 HASHES = ("staleness", "guard", "gradients", "worker_stats")  # statistics carried over as they are
 # State fields that describe the job's end or its current holder: a resumed job starts without them.
-NOT_CARRIED = ("status", "since", "finisher", "error", "reason", "finished", "warning", "staged_bytes",
-               "lost_workers", "test_accuracy", "test_loss", "top_k_accuracy")
+NOT_CARRIED = ("status", "since", "finisher", "finish_reason", "error", "reason", "finished", "warning",
+               "staged_bytes", "lost_workers", "test_accuracy", "test_loss", "top_k_accuracy")
 SNAPSHOT_TRIES = 20
 
 

@@ -161,7 +161,9 @@ def finish_job(store: JobStore, weights: WeightStore, spec: JobSpec, takeover: s
         return False
     if takeover:
         store.log("finish-taken-over", reason=takeover)
-        reason = reason or store.state().get("finish_reason", "")  # a target or patience stop stays one
+    # Whoever wins a claim a dead finisher left (the reconciler's finish task, the scheduler's
+    # round) ends the job for that finisher's reason: a target or patience stop stays one.
+    reason = reason or str(store.state().get("finish_reason", ""))
     patience = lifecycle.TAKEOVER["claim"]
     with Keeper(lambda: store.renew_claim(token), patience / 4, at_most=FINISH_RENEWALS_S):
         return _evaluate_and_complete(store, weights, spec, model, source, reason)

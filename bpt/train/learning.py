@@ -1,7 +1,7 @@
 """Did the job learn? A pure verdict on its evaluations, so that a distributed job that ends
 near chance, falls and does not recover, or is still climbing when its epochs run out, says
 so instead of reporting plain success (16 workers under the paper's AGWU once ended at 9.2%
-and exited 0; on small data, 4 workers at a one-process job's 12 epochs ended 36 and 63
+and exited 0; on small data, 4 workers at a one-process job's 12 epochs ended 36 to 52
 points under it (medians of two runs), still learning: docs/scaling.md)."""
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def still_learning(evaluations: list[dict], workers: int = 1) -> str | None:
     is at least RISE_MARGIN above its best over the first half: the epochs ran out while it
     climbed. Why it matters with workers: under the averaging rules K workers' pushes add up
     to about one push's step, so at equal epochs they move the model less than one process,
-    and a small job ends before it has learned (glyphs, 4 workers, 12 epochs: medians 0.63 and
-    0.36 where one process reached 0.99, benchmarks.small_data, docs/scaling.md). The job has
+    and a small job ends before it has learned (glyphs, 4 workers, 12 epochs: medians 0.48 and
+    0.64 where one process reached 0.99, benchmarks.small_data, docs/scaling.md). The job has
     no one-process run to compare with; a climb still under way is what it can see. Not seen:
     a job stuck on a plateau. Not sized to the validation slice: on 48 images 5 points is 2.4
     images, so a small slice's noise can make a rise (the guardrail's fall_bound is sized; a

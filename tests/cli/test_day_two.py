@@ -140,6 +140,8 @@ def test_a_cancelled_job_on_a_cluster_resumes_in_place_and_trains_every_subset_o
     assert bpt("gc", "--redis-url", redis_url).returncode == 0
     early = bpt("train", "--redis-url", redis_url, "--resume", "no-such-job")
     assert early.returncode == 2 and len(early.stderr.strip().splitlines()) == 1, early.stderr
+    # a reason an earlier finish claim kept (flow.finish_job) must not end the resumed job
+    client.hset(f"bpt:job:{{{job}}}:state", "finish_reason", "validation accuracy 0.9 reached the target 0.9")
     resumed = bpt("train", "--redis-url", redis_url, "--resume", job, "--json", "--out", str(tmp_path / "out"))
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
@@ -148,6 +150,7 @@ def test_a_cancelled_job_on_a_cluster_resumes_in_place_and_trains_every_subset_o
 
     n_subsets = len(partition.subsets(spec["n_train"], spec["subset_size"]))
     assert summary["status"] == "done" and summary["test_accuracy"] >= 0.95
+    assert summary["reason"] == "all 30 epochs trained", summary["reason"]
     assert client.hlen(f"bpt:job:{{{job}}}:applied") == 30 * n_subsets  # each subset and epoch once
     assert summary["accepted_pushes"] + summary["rejected_pushes"] + summary["invalid_pushes"] == 30 * n_subsets
     assert summary["versions"] == summary["accepted_pushes"] > stopped_at
