@@ -46,12 +46,11 @@ def choices_for(case: str, seed: int, workers: int) -> JobChoices:
                       **FOLDER_RECIPE)
 
 
-def first_epoch_estimate(sums: dict, n_train: int, batch: int) -> noise_scale.NoiseEstimate | None:
+def first_epoch_estimate(sums: dict, n_train: int) -> noise_scale.NoiseEstimate | None:
     """The estimate from the job's first epoch alone (what a warning "early in the run" sees),
     capped at the training set as the job's own is (NoiseEstimate.within)."""
     epochs = noise_scale.measured_epochs(sums)
-    found = noise_scale.from_sums(noise_scale.epoch_sums(sums, min(epochs))) if epochs else None
-    return found.within(n_train, batch) if found else None
+    return noise_scale.from_sums(noise_scale.epoch_sums(sums, min(epochs)), n_train) if epochs else None
 
 
 def run(cases: list[str], workers: list[int], seeds: list[int]) -> list[dict]:
@@ -63,7 +62,7 @@ def run(cases: list[str], workers: list[int], seeds: list[int]) -> list[dict]:
                     spec, data, weights = prepare(choices_for(case, seed, k))
                     m = run_bpt_job(settings, app, client, spec, data, weights)
                     sums = JobStore(client, spec.job_id).gradient_sums()
-                    first = first_epoch_estimate(sums, data.n_train, spec.train.batch_size)
+                    first = first_epoch_estimate(sums, data.n_train)
                     latest = m.get("noise_scale") or {}
                     per_epoch = len(subsets(data.n_train, spec.subset_size))
                     rows.append({"case": case, "workers": k, "seed": seed, "accuracy": m["test_accuracy"],

@@ -52,11 +52,9 @@ def scaling(spec: dict, workers: dict[str, dict], gradients: dict) -> dict:
     from bpt.train.noise_scale import from_sums, latest_sums
 
     latest = latest_sums(gradients)
-    found = from_sums(latest)
+    found = from_sums(latest, int(spec.get("n_train") or 0))  # workers capped at the training set
     if found is None:
         return {"noise_scale": None, "scaling_warning": None}
-    if latest.get("pushes"):  # capped at the training set (NoiseEstimate.within); the batch a worker steps on
-        found = found.within(int(spec.get("n_train") or 0), int(round(latest["big_batch"] / latest["pushes"])))
     used = training_processes(int(spec.get("workers") or 1), workers)
     return {"noise_scale": {"samples": round(found.noise_batch, 1), "workers_that_help": found.workers,
                             "capped_at_training_set": bool(found.training_samples),

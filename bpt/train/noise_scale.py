@@ -92,12 +92,13 @@ def usable(stats: GradStats | None) -> bool:
         math.isfinite(v) and v > 0 for v in (stats.small, stats.big))
 
 
-def from_sums(sums: dict) -> NoiseEstimate | None:
+def from_sums(sums: dict, n_train: int = 0) -> NoiseEstimate | None:
     """The estimate from a job's summed statistics (JobStore.gradient_sums): the job's latest
-    (`latest_sums`), the mean of each measured quantity over those pushes, then `estimate`.
-    The big batch measured is a worker's whole batch (its halves are the small one), so it is
-    also the batch a worker steps on."""
-    return _estimate(latest_sums(sums))
+    (`latest_sums`), the mean of each measured quantity over those pushes, then `estimate`,
+    its workers capped at the training set of n_train samples (NoiseEstimate.within; 0: not
+    capped). The big batch measured is a worker's whole batch (its halves are the small one),
+    so it is also the batch a worker steps on."""
+    return _estimate(latest_sums(sums), n_train)
 
 
 def latest_sums(sums: dict) -> dict:
@@ -126,11 +127,13 @@ def epoch_sums(sums: dict, epoch: int) -> dict:
     return {name: sums.get(f"{name}:{epoch}", 0.0) for name in FIELDS}
 
 
-def _estimate(sums: dict) -> NoiseEstimate | None:
+def _estimate(sums: dict, n_train: int = 0) -> NoiseEstimate | None:
     n = sums.get("pushes", 0)
     if n < 1:
         return None
-    return estimate(sums["small"] / n, sums["big"] / n, int(round(sums["batch"] / n)), sums["big_batch"] / n)
+    step_batch = sums["big_batch"] / n
+    found = estimate(sums["small"] / n, sums["big"] / n, int(round(sums["batch"] / n)), step_batch)
+    return found.within(n_train, int(round(step_batch))) if found else None
 
 
 def too_few_subsets(subsets_per_epoch: int, workers: int) -> str | None:
