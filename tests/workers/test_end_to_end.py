@@ -21,6 +21,8 @@ from bpt.workers.flow import task_kwargs
 from bpt.workers.submit import submit
 from bpt.train import learning
 
+from benchmarks import digits_spread
+
 pytestmark = pytest.mark.slow
 
 
@@ -61,10 +63,13 @@ def run_job(app, client, settings, job_id, timeout=120, **choices):
 
 
 def test_digits_job_reaches_97_percent_with_consistent_counters(workers, app, client, settings, job_id):
+    """The job is benchmarks.digits_spread's JOB, which measures its spread (40 runs on both
+    brokers: 0.9721 to 0.9861, median 0.9805)."""
     spec, store = run_job(app, client, settings, job_id)
     state = store.state()
     assert state["status"] == "done", state
-    assert state["test_accuracy"] >= 0.97
+    print(f"test accuracy {state['test_accuracy']:.4f}")  # shown with -rP: the spread in a suite
+    assert state["test_accuracy"] >= digits_spread.BARS["digits"], state["test_accuracy"]
     assert state["accepted"] + state["rejected"] == spec.total_tasks
     assert state["version"] == state["accepted"]  # one version per accepted push
     assert sum(store.staleness_histogram().values()) == state["accepted"]

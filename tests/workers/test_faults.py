@@ -23,6 +23,9 @@ from bpt.workers.app import make_app
 from bpt.workers.launcher import LocalWorkers
 from bpt.workers.submit import submit
 
+from benchmarks import digits_spread
+from benchmarks.digits_spread import active_task, wait_done, wait_version
+
 pytestmark = pytest.mark.slow
 
 
@@ -43,30 +46,6 @@ def start_job(server, settings, app, job_id, epochs=15):
     return spec, submit(app, connect(server.url), settings, spec, data, weights)
 
 
-def wait_done(store, timeout=120):
-    deadline = time.monotonic() + timeout
-    while store.status() not in FINISHED:
-        assert time.monotonic() < deadline, store.state()
-        time.sleep(0.1)
-    return store.state()
-
-
-def wait_version(store, version, timeout=60):
-    deadline = time.monotonic() + timeout
-    while int(store.client.hget(store.keys.weights, "version") or 0) < version:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-
-
-def active_task(app):
-    """(worker name, pool process pid) of a task running right now."""
-    for _ in range(50):
-        for name, tasks in (app.control.inspect(timeout=0.5).active() or {}).items():
-            if tasks:
-                return name, tasks[0]["worker_pid"]
-    raise AssertionError("no task was ever active")
-
-
 def assert_each_subset_applied_once(spec, store, state):
     applied = store.client.hgetall(store.keys.applied)
     assert len(applied) == spec.total_tasks  # one outcome per (epoch, subset), no more, no fewer
@@ -75,19 +54,21 @@ def assert_each_subset_applied_once(spec, store, state):
 
 
 def test_kill_9_of_a_training_process_redelivers_its_subset(broker, tmp_path):
-    with cluster(broker, slowdowns=(6.0, 6.0)) as (server, settings, app, workers):
-        _, calm = start_job(server, settings, app, "calm")
+    """The job, its slowdowns and the kill are benchmarks.digits_spread's (KILL_JOB), which
+    measures this pair's spread: 40 runs on both brokers, killed 0.9694 to 0.9861."""
+    with cluster(broker, slowdowns=digits_spread.KILL_SLOWDOWNS) as (server, settings, app, workers):
+        _, calm = digits_spread.submit_job(app, connect(server.url), settings, digits_spread.KILL_JOB, "calm")
         undisturbed = wait_done(calm)
-        spec, store = start_job(server, settings, app, "killed")
-        wait_version(store, 20)
-        _, pid = active_task(app)
-        os.kill(pid, signal.SIGKILL)  # the pool process running the task; its worker lives on
+        spec, store = digits_spread.submit_job(app, connect(server.url), settings, digits_spread.KILL_JOB, "killed")
+        digits_spread.kill_a_training_process(app, store)  # a pool process running a task; its worker lives on
         state = wait_done(store)
         assert state["status"] == "done"
         assert_each_subset_applied_once(spec, store, state)
+    scores = f"killed {state['test_accuracy']:.4f}, undisturbed {undisturbed['test_accuracy']:.4f}"
+    print(scores)  # shown with -rP: the spread in a suite, beside digits_spread's
     # Asynchronous runs differ by about a point from run to run anyway; a kill must not cost more.
-    assert state["test_accuracy"] >= undisturbed["test_accuracy"] - 0.02
-    assert state["test_accuracy"] >= 0.96
+    assert state["test_accuracy"] >= undisturbed["test_accuracy"] - 0.02, scores
+    assert state["test_accuracy"] >= digits_spread.BARS["killed"], scores
 
 
 def test_kill_9_of_a_whole_worker_redelivers_after_the_visibility_timeout(broker):
