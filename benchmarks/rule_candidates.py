@@ -34,7 +34,10 @@ best) after 60,000 samples as diverged:
   push times r in [1, K] from the gradient statistics the workers measure, at base lrs 0.01
   and 0.02 (no lr scaling: the gain is the scaling), and with one worker 3x slower;
 - (2026-12-06) DiLoCo's outer optimizer on the semi-synchronous rounds: each round's average
-  is a Nesterov step, momentum 0.9, at outer lr 0.7 (DiLoCo's) and 0.2.
+  is a Nesterov step, momentum 0.9, at outer lr 0.7 (DiLoCo's) and 0.2;
+- (2026-12-06) an asynchronous Adasum (bpt.train.adasum): a full delta combined with the
+  updates applied since its pull, so orthogonal updates add and agreeing ones average, at
+  base lrs 0.01, 0.02 and 0.05, and with one worker 3x slower.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ def gained(exponent: float, warm_share: float):
 
 # The second set: (name, rule, base lr, workers' momentum, options). Options: "scaling"
 # (the workers' lr scaling, default none), "q" (False: every push's q is 1), "cluster" ("slow": one
-# worker 3x slower). Rules: a merge rule, "local" (local SGD), "buffer" (FedBuff), "semisync".
+# worker 3x slower). Rules: a merge rule, "local" (local SGD), "buffer" (FedBuff), "semisync",
+# "adasum" (rule async, each push combined by bpt.train.adasum).
 SECOND = [
     ("local SGD rounds, outer lr 1", "local", 0.05, 0.9, {}),
     ("normalized (the default), lr x sqrt(K)", "normalized", 0.02, 0.9, {"scaling": "sqrt"}),
@@ -92,6 +96,12 @@ SECOND = [
     # 2026-12-06: DiLoCo's outer Nesterov (Douillard et al. 2023) on the semi-synchronous rounds
     ("semi-synchronous rounds, outer Nesterov 0.9", "semisync", 0.05, 0.9, {"outer_lr": 0.7, "outer_momentum": 0.9}),
     ("semi-synchronous rounds, outer Nesterov 0.9", "semisync", 0.05, 0.9, {"outer_lr": 0.2, "outer_momentum": 0.9}),
+    # 2026-12-06: an asynchronous Adasum (bpt.train.adasum): each full delta combined with the
+    # updates applied since its pull, workers at the base lr
+    ("asynchronous Adasum", "adasum", 0.01, 0.9, {}),
+    ("asynchronous Adasum", "adasum", 0.02, 0.9, {}),
+    ("asynchronous Adasum", "adasum", 0.05, 0.9, {}),
+    ("asynchronous Adasum, one worker 3x slower", "adasum", 0.02, 0.9, {"cluster": "slow"}),
 ]
 
 
@@ -110,7 +120,8 @@ def second(data, costs: dict, k: int, eval_every: int, only: list[str]) -> None:
                            train=training.TrainParams(32, lr, momentum, lr_schedule="constant",
                                                       warmup_epochs=WARMUP / len(data.x_train),
                                                       lr_scaling=options.get("scaling", "none")),
-                           rule=merge.MergeRule(rule if rule in merge.RULES else "normalized"),
+                           rule=merge.MergeRule("async" if rule == "adasum" else rule if rule in merge.RULES else "normalized"),
+                           adasum=rule == "adasum",
                            buffer=emulator.Buffered(0, options.get("outer_lr", 1.0),
                                                     options.get("outer_momentum", 0.0), barrier=rule == "semisync")
                            if rule in ("buffer", "semisync") else None)

@@ -37,7 +37,7 @@ from bpt.train import inner
 from bpt.train import merge, rule_step
 from bpt.model import registry as models
 from bpt.plan import partition
-from bpt.train import training
+from bpt.train import adasum, training
 from bpt.train.merge import MergeRule
 from bpt.train.evaluation import Scorer
 from bpt.train.schedule import lr_factor, lr_scale
@@ -75,6 +75,7 @@ class Job:
     plugin: str = ""
     reset_momentum: bool = False  # clear a worker's optimizer state at every pull
     buffer: "Buffered | None" = None  # FedBuff-style aggregation (emulator only), instead of rule
+    adasum: bool = False  # the rule's scaled push combined with the updates since its pull by Adasum (bpt.train.adasum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +291,9 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
             if scale is None:
                 curve.rejected += 1
             else:
+                if job.adasum:  # the push adds adasum(U, scale D) - U, U the updates since its pull
+                    delta, scale = adasum.increment(merge.subtract(weights, pulled),
+                                                    {k: v * scale for k, v in delta.items()}), 1.0
                 weights = merge.apply_delta(weights, delta, scale)
                 version += 1
                 curve.staleness[staleness] = curve.staleness.get(staleness, 0) + 1

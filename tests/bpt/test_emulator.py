@@ -39,6 +39,17 @@ def test_one_worker_with_full_steps_is_one_plain_process(digits, job):
     assert curve.final_accuracy == pytest.approx(expected, abs=1 / len(data.x_test))
 
 
+def test_asynchronous_adasum_is_plain_async_without_staleness_and_differs_with_it(digits, job):
+    """One worker's pushes have no update since their pull, so Adasum adds each delta whole;
+    at 4 workers every stale push is combined with what was applied since its pull."""
+    data, initial = digits
+    for workers, same in ((1, True), (4, False)):
+        runs = [emulator.emulate(job(data, epochs=1, rule=MergeRule("async"), adasum=on), emulator.Cluster(workers=workers),
+                                 data, initial, eval_every=10**9) for on in (False, True)]
+        assert (runs[0].accuracy == runs[1].accuracy) is same
+        assert runs[0].staleness == runs[1].staleness  # the same pushes, in the same order
+
+
 def test_pushes_go_through_the_stores_merge_function_with_the_live_count(digits, monkeypatch, job):
     data, initial = digits
     seen = []
