@@ -46,6 +46,17 @@ def run_bpt_job(settings, app, client, spec, data, weights) -> dict:
     return result_metrics(store)
 
 
+def median_staleness(histogram: dict[int, int]) -> int | None:
+    """The median staleness of a job's pushes from its histogram (staleness -> pushes; the
+    upper median of an even count), None before any push."""
+    total, seen = sum(histogram.values()), 0
+    for staleness, count in sorted(histogram.items()):
+        seen += count
+        if seen * 2 > total:
+            return staleness
+    return None
+
+
 def machine() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -30,17 +30,11 @@ from bpt.data.prepare import JobChoices
 
 from bpt.train import learning, merge
 
-from .common import local_cluster, table, write_json
+from .common import local_cluster, median_staleness, table, write_json
 
 K = 16
 JOB = JobChoices(DatasetSpec("digits-aug", 20_000), epochs=4, subset_size=256, workers=K)
 BARS = (0.95, 0.94)
-
-
-def median_staleness(histogram: dict[int, int]) -> int | None:
-    """The median staleness of a job's accepted pushes (None before any)."""
-    ordered = sorted(s for s, n in histogram.items() for _ in range(n))
-    return ordered[len(ordered) // 2] if ordered else None
 
 
 def run_once(app, client, settings, job: JobChoices = JOB, deadline_s: float = 400) -> dict:

@@ -26,7 +26,7 @@ from bpt.train import training
 from bpt.train.merge import MergeRule
 from bpt.data.prepare import JobChoices, prepare
 
-from .common import RESULTS, table, write_json
+from .common import RESULTS, median_staleness, table, write_json
 
 RULES = {
     "normalized": lambda: (MergeRule("normalized"), None),
@@ -49,7 +49,7 @@ def emulated(data, initial, rule_name: str, k: int, args) -> dict:
                              eval_every=args.eval_every, target=args.target)
     return {"rule": rule_name, "workers": k, "samples_to_target": curve.samples_to(args.target),
             "final_accuracy": curve.final_accuracy, "best_accuracy": max(curve.accuracy),
-            "median_staleness": _median(curve.staleness), "rejected": curve.rejected,
+            "median_staleness": median_staleness(curve.staleness), "rejected": curve.rejected,
             "staleness_histogram": {str(s): n for s, n in sorted(curve.staleness.items())},
             "curve": list(zip(curve.samples, curve.accuracy)), "seconds": time.perf_counter() - began}
 
@@ -89,15 +89,6 @@ def _better(a: dict, b: dict) -> bool:
     return a["samples_to_target"] < b["samples_to_target"]
 
 
-def _median(histogram: dict[int, int]) -> int | None:
-    total, seen = sum(histogram.values()), 0
-    for staleness, count in sorted(histogram.items()):
-        seen += count
-        if seen * 2 >= total:
-            return staleness
-    return None
-
-
 def plot(rows: list[dict], baseline: int | None, target: float, path: str) -> None:
     import matplotlib
 
@@ -135,7 +126,7 @@ def real_cross_check(args) -> None:
         emu = emulated(data, weights, "normalized", k, argparse.Namespace(**{**vars(args), "target": 2.0}))
         real_hist = {int(s): n for s, n in real["staleness_histogram"].items()}
         rows.append({"workers": k, "real_acc": real["test_accuracy"], "emulated_acc": emu["final_accuracy"],
-                     "real_median_s": _median(real_hist), "emulated_median_s": emu["median_staleness"],
+                     "real_median_s": median_staleness(real_hist), "emulated_median_s": emu["median_staleness"],
                      "real_wall_s": real["wall_seconds"], "real_histogram": real["staleness_histogram"],
                      "emulated_histogram": emu["staleness_histogram"]})
     print(f"digits-aug {args.samples} samples, subsets of {args.subset_size}, {args.epochs} epochs, rule normalized")

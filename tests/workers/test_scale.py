@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from benchmarks.scale_spread import JOB, K, median_staleness
+from benchmarks.common import median_staleness
+from benchmarks.scale_spread import JOB, K
 from bpt.data.prepare import prepare
 from bpt.train import learning
 from bpt.settings import Settings
