@@ -55,7 +55,8 @@ def assert_each_subset_applied_once(spec, store, state):
 
 def test_kill_9_of_a_training_process_redelivers_its_subset(broker, tmp_path):
     """The job, its slowdowns and the kill are benchmarks.digits_spread's (KILL_JOB), which
-    measures this pair's spread: 40 runs on both brokers, killed 0.9694 to 0.9861."""
+    measures this pair's spread: 40 runs on both brokers, killed 0.9694 to 0.9889, killed
+    minus undisturbed -0.0139 at worst (5 images; the bar allows 7)."""
     with cluster(broker, slowdowns=digits_spread.KILL_SLOWDOWNS) as (server, settings, app, workers):
         _, calm = digits_spread.submit_job(app, connect(server.url), settings, digits_spread.KILL_JOB, "calm")
         undisturbed = wait_done(calm)
@@ -67,7 +68,7 @@ def test_kill_9_of_a_training_process_redelivers_its_subset(broker, tmp_path):
     scores = f"killed {state['test_accuracy']:.4f}, undisturbed {undisturbed['test_accuracy']:.4f}"
     print(scores)  # shown with -rP: the spread in a suite, beside digits_spread's
     # Asynchronous runs differ by about a point from run to run anyway; a kill must not cost more.
-    assert state["test_accuracy"] >= undisturbed["test_accuracy"] - 0.02, scores
+    assert state["test_accuracy"] >= undisturbed["test_accuracy"] - digits_spread.KILL_COST, scores
     assert state["test_accuracy"] >= digits_spread.BARS["killed"], scores
 
 
