@@ -292,8 +292,7 @@ def emulate(job: Job, cluster: Cluster, data, initial: dict[str, np.ndarray], *,
                 curve.rejected += 1
             else:
                 if job.adasum:  # the push adds adasum(U, scale D) - U, U the updates since its pull
-                    delta, scale = adasum.increment(merge.subtract(weights, pulled),
-                                                    {k: v * scale for k, v in delta.items()}), 1.0
+                    delta, scale = adasum.increment(merge.subtract(weights, pulled), delta, scale), 1.0
                 weights = merge.apply_delta(weights, delta, scale)
                 version += 1
                 curve.staleness[staleness] = curve.staleness.get(staleness, 0) + 1

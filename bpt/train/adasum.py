@@ -27,23 +27,24 @@ Weights = Mapping[str, np.ndarray]
 
 
 def combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """adasum(a, b) for one layer; a zero update leaves the other as it is."""
-    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    dot, aa, bb = float(a64 @ b64), float(a64 @ a64), float(b64 @ b64)
+    """adasum(a, b) for one layer, in float64; a zero update leaves the other as it is."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    dot, aa, bb = float(np.vdot(a64, b64)), float(np.vdot(a64, a64)), float(np.vdot(b64, b64))
     if aa == 0.0 or bb == 0.0:
-        return (a64 + b64).reshape(a.shape).astype(a.dtype)
-    return ((1 - dot / (2 * aa)) * a64 + (1 - dot / (2 * bb)) * b64).reshape(a.shape).astype(a.dtype)
+        return a64 + b64
+    return (1 - dot / (2 * aa)) * a64 + (1 - dot / (2 * bb)) * b64
 
 
-def increment(applied: Weights, delta: Weights) -> dict[str, np.ndarray]:
-    """What a push adds to weights that already hold `applied` (the updates since its pull),
-    so that together they are adasum(applied, delta), layer by layer. Integer tensors (counts
-    such as batch norm's) take the delta as it is."""
+def increment(applied: Weights, delta: Weights, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """What a push of scale x delta adds to weights that already hold `applied` (the updates
+    since its pull), so that together they are adasum(applied, scale x delta), layer by
+    layer, in the delta's dtype. Integer tensors (counts such as batch norm's) are not
+    updates to combine: they take the delta as it is, unscaled, as merge.apply_delta does."""
     out = {}
     for name, d in delta.items():
-        u = applied[name]
         if not np.issubdtype(d.dtype, np.floating):
             out[name] = d
             continue
-        out[name] = (combine(u, d).astype(np.float64) - u.astype(np.float64)).astype(d.dtype)
+        u = applied[name].astype(np.float64)
+        out[name] = (combine(u, scale * d.astype(np.float64)) - u).astype(d.dtype)
     return out

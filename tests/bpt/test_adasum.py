@@ -28,6 +28,13 @@ def test_a_stale_push_repeating_what_was_applied_adds_nothing():
     assert step["n"].tolist() == [1]  # integer counts taken as they are
 
 
+def test_the_push_is_scaled_before_it_is_combined_and_counts_are_not_scaled():
+    applied = {"w": np.array([0.0, 2.0]), "n": np.array([4])}
+    step = adasum.increment(applied, {"w": np.array([3.0, 0.0]), "n": np.array([1])}, scale=0.5)
+    assert np.allclose(step["w"], [1.5, 0.0])  # orthogonal to what was applied: added whole, at its scale
+    assert step["n"].tolist() == [1] and step["n"].dtype == np.array([1]).dtype
+
+
 def test_the_increment_makes_the_weights_the_adasum_of_both_layer_by_layer():
     rng = np.random.default_rng(0)
     applied = {"a": rng.normal(size=5), "b": rng.normal(size=(2, 3))}
