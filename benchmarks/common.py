@@ -20,13 +20,15 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int, slowdowns=None, poll_seconds: float = 0.05):
-    """A private Redis server and `workers` local worker processes: (settings, app, client)."""
+def local_cluster(workers: int, slowdowns=None, poll_seconds: float = 0.05, **settings_fields):
+    """A private Redis server and `workers` local worker processes: (settings, app, client).
+    settings_fields: other Settings fields (a broker_url, a visibility_timeout)."""
     from bpt.workers.app import make_app
     from bpt.workers.launcher import LocalWorkers
 
     with PrivateRedis() as server:
-        settings = dataclasses.replace(Settings(), redis_url=server.url, workers=workers, poll_seconds=poll_seconds)
+        settings = dataclasses.replace(Settings(), redis_url=server.url, workers=workers, poll_seconds=poll_seconds,
+                                       **settings_fields)
         with LocalWorkers(settings, workers, slowdowns=slowdowns):
             app = make_app(settings)
             try:

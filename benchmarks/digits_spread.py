@@ -27,20 +27,16 @@ run's first job meets colder workers and whatever ran before it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import statistics
 import time
 
-from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED
-from bpt.broker.redis_server import PrivateRedis
 from bpt.data.datasets import DatasetSpec
 from bpt.data.prepare import JobChoices, prepare
-from bpt.settings import Settings
 
-from .common import table, write_json
+from .common import local_cluster, table, write_json
 
 JOB = JobChoices(DatasetSpec("digits"), workers=2)  # the end-to-end test's job, its 97% bar
 KILL_JOB = JobChoices(DatasetSpec("digits"), epochs=15, workers=2)  # the kill -9 test's, its 96% bar
@@ -48,23 +44,6 @@ KILL_SLOWDOWNS = (6.0, 6.0)  # both workers slowed, so that a task is running wh
 KILL_AT_VERSION = 20
 BARS = {"digits": 0.97, "killed": 0.96}  # the tests' absolute bars (the undisturbed job has none)
 KILL_COST = 0.02  # the fault test's relative bar: the killed job within this of the undisturbed one
-
-
-@contextlib.contextmanager
-def cluster(broker: str | None, slowdowns=(1.0, 1.0), **overrides):
-    """The tests' cluster: a private Redis, two local workers of one thread, the given broker."""
-    from bpt.workers.app import make_app
-    from bpt.workers.launcher import LocalWorkers
-
-    with PrivateRedis() as server:
-        settings = Settings(redis_url=server.url, broker_url=broker, workers=2, threads=1, poll_seconds=0.05,
-                            **overrides)
-        with LocalWorkers(settings, len(slowdowns), slowdowns=list(slowdowns)) as workers:
-            app = make_app(settings)
-            try:
-                yield settings, app, connect(server.url), workers
-            finally:
-                app.close()
 
 
 def submit_job(app, client, settings, choices: JobChoices, job_id: str):
@@ -135,14 +114,15 @@ def main() -> None:
     args = parser.parse_args()
     rows: dict[str, list[float]] = {}
     if "digits" in args.jobs:
-        with cluster(args.broker) as (settings, app, client, _):
+        with local_cluster(2, broker_url=args.broker) as (settings, app, client):
             for run in range(args.runs):
                 _, store = submit_job(app, client, settings, JOB, f"digits-{run}")
                 state = wait_done(store)
                 rows.setdefault("digits", []).append(state["test_accuracy"])
                 print(f"digits run {run}: {state['status']} {state['test_accuracy']:.4f}", flush=True)
     if "killed" in args.jobs:
-        with cluster(args.broker, slowdowns=KILL_SLOWDOWNS, visibility_timeout=600) as (settings, app, client, _):
+        with local_cluster(2, slowdowns=list(KILL_SLOWDOWNS), broker_url=args.broker,
+                           visibility_timeout=600) as (settings, app, client):
             for run in range(args.runs):
                 _, calm = submit_job(app, client, settings, KILL_JOB, f"calm-{run}")
                 rows.setdefault("calm", []).append(wait_done(calm)["test_accuracy"])
