@@ -63,13 +63,16 @@ def run_job(app, client, settings, job_id, timeout=120, **choices):
     return spec, store
 
 
-def test_digits_job_reaches_97_percent_with_consistent_counters(workers, app, client, settings, job_id):
-    """The job is benchmarks.digits_spread's JOB, which measures its spread (40 runs on both
-    brokers: 0.9721 to 0.9889, median 0.9805)."""
+def test_digits_job_reaches_its_bar_with_consistent_counters(workers, app, client, settings, job_id):
+    """The job is benchmarks.digits_spread's JOB, whose spread is measured there (100 runs
+    outside full suites: 0.9721 to 0.9889, median 0.9805); its bar sits under the 0.9694 that full suites
+    reached on RabbitMQ 4 times (docs/benchmarks.md, "The 2-worker digits tests' spread")."""
     spec, store = run_job(app, client, settings, job_id)
     state = store.state()
     assert state["status"] == "done", state
-    print(f"test accuracy {state['test_accuracy']:.4f}")  # shown with -rP: the spread in a suite
+    print(f"test accuracy {state['test_accuracy']:.4f}, accepted {state['accepted']}, rejected {state['rejected']}, "
+          f"duplicates {state.get('duplicates', 0)}, staleness {sorted(store.staleness_histogram().items())}, "
+          f"samples {({w: s['samples'] for w, s in store.worker_stats().items()})}")  # -rP shows it: a suite's spread
     assert state["test_accuracy"] >= digits_spread.BARS["digits"], state["test_accuracy"]
     assert state["accepted"] + state["rejected"] == spec.total_tasks
     assert state["version"] == state["accepted"]  # one version per accepted push
