@@ -179,8 +179,34 @@ def wait(client, job: str, timeout: float) -> dict:
         except redis.RedisError:
             pass  # Redis restarting
         if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job} not done in {timeout} s")
+            raise TimeoutError(f"job {job} not done in {timeout} s: {stuck(client, job)}")
         time.sleep(0.5)
+
+
+def stuck(client, job: str) -> str:
+    """What a job that did not end was doing: its state, the live workers, the train queue's
+    depth and its last events (a hang in CI is diagnosed from this line alone)."""
+    from bpt.broker import clock, recovery
+    from bpt.broker.job_store import JobStore
+    from bpt.workers.app import TRAIN_QUEUE
+
+    try:
+        store = JobStore(client, job)
+        state = store.state()
+        brief = {k: state.get(k) for k in ("status", "epoch", "accepted", "rejected", "duplicates", "lost_workers")}
+        brief["version"] = int(client.hget(store.keys.weights, "version") or 0)
+        brief["alive"] = sorted(alive_workers(client))
+        brief["queued"] = client.llen(TRAIN_QUEUE)  # the broker is this Redis (docker-compose.yml)
+        brief["reconciler"] = recovery.lease_holder(client)  # who reconciles now (None: nobody)
+        now = clock.now(client)
+        events = [e for e in store.events() if e["event"] != "guard-check"][-12:]
+        brief["last_events"] = [{"ago_s": round(now - e["time"], 1),
+                                 **{k: v for k, v in e.items() if k in ("event", "worker", "epoch", "piece", "reason",
+                                                                         "subsets", "version", "action")}}
+                                for e in events]
+        return json.dumps(brief, default=str)
+    except Exception as e:  # a diagnosis must never replace the timeout it explains
+        return f"(its state could not be read: {e})"
 
 
 def judge(client, job: str, wall: float) -> dict:
