@@ -186,17 +186,17 @@ def wait(client, job: str, timeout: float) -> dict:
 def stuck(client, job: str) -> str:
     """What a job that did not end was doing: its state, the live workers, the train queue's
     depth and its last events (a hang in CI is diagnosed from this line alone)."""
-    from bpt.broker import clock, recovery
-    from bpt.broker.job_store import JobStore
-    from bpt.workers.app import TRAIN_QUEUE
-
     try:
+        from bpt.broker import clock, recovery
+        from bpt.broker.job_store import JobStore
+        from bpt.workers.app import TRAIN_QUEUE
+
         store = JobStore(client, job)
         state = store.state()
         brief = {k: state.get(k) for k in ("status", "epoch", "accepted", "rejected", "duplicates", "lost_workers")}
         brief["version"] = int(client.hget(store.keys.weights, "version") or 0)
         brief["alive"] = sorted(alive_workers(client))
-        brief["queued"] = client.llen(TRAIN_QUEUE)  # the broker is this Redis (docker-compose.yml)
+        brief["queued_in_redis"] = client.llen(TRAIN_QUEUE)  # compose's broker: this Redis, db 0 (not RabbitMQ)
         brief["reconciler"] = recovery.lease_holder(client)  # who reconciles now (None: nobody)
         now = clock.now(client)
         events = [e for e in store.events() if e["event"] != "guard-check"][-12:]
