@@ -10,6 +10,9 @@ import shutil
 import tempfile
 import time
 
+import redis
+from kombu.exceptions import OperationalError
+
 from bpt.errors import BptError
 from bpt.settings import Settings
 from bpt.broker import processes
@@ -72,19 +75,27 @@ class LocalWorkers:
 
     def wait_ready(self, timeout: float) -> None:
         app = make_app(self.settings)
-        deadline = time.monotonic() + timeout
+        deadline, last_error = time.monotonic() + timeout, ""
         try:
             while time.monotonic() < deadline:
                 dead = [n for n, p in zip(self.names, self.procs) if p.poll() is not None]
                 if dead:
                     self.failed = True
                     raise BptError(f"worker {dead[0]} exited at start; see {self.log_dir}")
-                replies = app.control.ping(timeout=0.5)
+                try:
+                    replies = app.control.ping(timeout=0.5)
+                except (redis.RedisError, OperationalError, OSError) as e:
+                    # a ping's connection dropped (CI once saw Redis close it while workers
+                    # started): polling again is what a not-yet-ready worker gets too; a server
+                    # that is really gone fails the deadline, with this error in the message
+                    last_error = f" (last ping: {e})"
+                    time.sleep(0.2)
+                    continue
                 seen = {name for reply in replies for name in reply}
                 if seen >= set(self.names):
                     return
             self.failed = True
-            raise BptError(f"workers did not come up within {timeout:.0f}s; see {self.log_dir}")
+            raise BptError(f"workers did not come up within {timeout:.0f}s{last_error}; see {self.log_dir}")
         finally:
             app.close()
 
