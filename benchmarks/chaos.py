@@ -157,6 +157,15 @@ class Sampler(threading.Thread):
                 client = None
 
 
+def took_a_task(client, store, worker: str) -> bool | None:
+    """Whether `worker` had taken a task of the job, finished or in hand (what the
+    reconciler's worker-lost report looks for); None when Redis could not say (restarting)."""
+    try:
+        return bool(client.sismember(store.keys.runners, worker))
+    except Exception:  # Redis restarting: the judge skips this kill
+        return None
+
+
 def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int = 0, log=print) -> dict:
     """One soak: the main job, undisturbed or under the plan's disturbances (placed at
     fractions of undisturbed_s). Returns the outcomes, the disturbances done and the samples."""
@@ -230,10 +239,12 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
                 if now >= next_kill and kills < plan.max_kills:
                     victims = [n for n in fleet.procs if n not in (frozen, fleet.skewed, cut)]
                     victim = rng.choice(victims)
+                    took = took_a_task(client, store, victim)
                     fleet.kill(victim)
                     born = fleet.start()
                     kills += 1
-                    disturbances.append({"t": round(now - began, 1), "what": "kill -9", "detail": f"{victim} -> {born}"})
+                    disturbances.append({"t": round(now - began, 1), "what": "kill -9", "detail": f"{victim} -> {born}",
+                                         "took_main_task": took})
                     log(f"  {now - began:6.1f}s kill -9 {victim}, started {born}")
                     next_kill = now + rng.uniform(*plan.kill_every)
                 time.sleep(0.1)

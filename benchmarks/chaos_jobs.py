@@ -39,6 +39,7 @@ def outcome(spec, store: JobStore, wall: float) -> dict:
             # the job keeps the reconciler's lost workers in its state too: its event log holds only the
             # last MAX_EVENTS, and a loaded run's early kills can fall out of it
             "workers_lost": max(events.count("worker-lost"), len(str(state.get("lost_workers") or "").split())),
+            "lost_names": sorted(set(str(state.get("lost_workers") or "").split())),
             "events": len(events), "error": state.get("error")}
 
 

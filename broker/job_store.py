@@ -297,7 +297,9 @@ class JobStore:
         pipe.hset(who, token, json.dumps({"worker": worker, "pid": pid, "arrived": clock.now(self.client)}))
         pipe.smembers(key)
         pipe.hgetall(who)
-        members, runners = pipe.execute()[2:]
+        if worker:  # the reconciler reports a dead worker lost in every job it had a task of
+            pipe.sadd(self.keys.runners, worker)
+        members, runners = pipe.execute()[2:4]
         runners = {k.decode(): json.loads(v) for k, v in runners.items()}
         return {m.decode(): runners.get(m.decode(), {"worker": "", "pid": 0, "arrived": 0.0}) for m in members}
 

@@ -103,6 +103,10 @@ class JobKeys:
         return self._k("workers")
 
     @property
+    def runners(self) -> str:  # set: the workers that took a task of this job (finished or not)
+        return self._k("runners")
+
+    @property
     def gradients(self) -> str:  # hash: summed gradient statistics of accepted pushes (bpt.train.noise_scale)
         return self._k("grads")
 

@@ -147,8 +147,8 @@ def _apply(app, client, scripts, lease: str, store: JobStore, snap: reconcile.Sn
 
 def _report_lost_workers(client, lease: str, jobs: list[str], registry: dict, alive: dict) -> None:
     """A worker alive at the last pass and dead at this one: a worker-lost event (or
-    worker-left, when it signed off) in each open job it trained, at once rather than when
-    the job next moves (a death showed nothing for 30-40 s)."""
+    worker-left, when it signed off) in each open job it took a task of (finished or still
+    in hand), at once rather than when the job next moves (a death showed nothing for 30-40 s)."""
     before = {n.decode() for n in client.smembers(RECONCILER_SEEN)}
     lost = reconcile.lost_workers(before, set(alive))
     if lost and recovery.lease_holder(client) == lease:
@@ -156,9 +156,11 @@ def _report_lost_workers(client, lease: str, jobs: list[str], registry: dict, al
             store = JobStore(client, job_id)
             if store.status() not in lifecycle.OPEN:
                 continue
-            trained = {k.decode() for k in client.hkeys(store.keys.worker_stats)}
+            # took a task of it: one that died in its first task of the job has no :tasks yet
+            # (the chaos soak's kills under load landed there and went unreported)
+            ran = {m.decode() for m in client.smembers(store.keys.runners)}
             for name in lost:
-                if f"{name}:tasks" in trained:
+                if name in ran or client.hexists(store.keys.worker_stats, f"{name}:tasks"):
                     entry = registry.get(name, {})
                     event = "worker-left" if entry.get("stopped") else "worker-lost"
                     store.log(event, worker=name, silent_s=round(clock.now(client) - entry.get("heartbeat", 0), 1))

@@ -237,3 +237,25 @@ def test_live_k_stays_true_with_ten_thousand_finished_jobs_in_the_index():
             holder = recovery.lease_holder(client)
     assert samples == [2] * 30, samples
     assert holder  # one of the workers holds the reconciler lease
+
+
+def test_a_worker_that_died_with_its_first_task_of_a_job_in_hand_is_reported_lost(app, client, job_id, lease):
+    """The chaos soak's kills, under a full suite's load, landed on workers whose first task
+    of the main job was still running: with only a finished task (`<worker>:tasks`) counting,
+    none was reported. A task taken is enough now; a worker that never took one is not named."""
+    spec, store, _ = staged_job(client, job_id)
+    bystander = "test-bystander@nowhere"
+    now = clock.now(client) + 1000
+    alive_at(client, now)  # FAKE
+    client.hset(worker_registry.worker_key(bystander), mapping={"heartbeat": now, "processes": 1})
+    client.sadd("bpt:workers", bystander)
+    try:
+        store.count_delivery(0, spec.waves(0)[0][0], "delivery-1", FAKE, 4242)  # FAKE took a subset, never pushed
+        reconciler.reconcile_pass(app, client, lease, 10, now=now)  # both seen alive
+        reconciler.reconcile_pass(app, client, lease, 10, now=now + 11)  # both silent past the timeout
+    finally:
+        client.delete(worker_registry.worker_key(bystander))
+        client.srem("bpt:workers", bystander)
+    lost = [e["worker"] for e in store.events() if e["event"] == "worker-lost"]
+    assert lost == [FAKE]
+    assert store.state()["lost_workers"] == FAKE
