@@ -66,7 +66,7 @@ def run_job(app, client, settings, job_id, timeout=120, **choices):
 def test_digits_job_reaches_its_bar_with_consistent_counters(workers, app, client, settings, job_id):
     """The job is benchmarks.digits_spread's JOB, whose spread is measured there (100 runs
     outside full suites: 0.9721 to 0.9889); its bar sits one image under the 0.9694 at which
-    three full suites ended it on RabbitMQ (docs/benchmarks.md, "The 2-worker digits tests'
+    four full suites ended it on RabbitMQ (docs/benchmarks.md, "The 2-worker digits tests'
     spread")."""
     spec, store = run_job(app, client, settings, job_id)
     state = store.state()
