@@ -35,6 +35,7 @@ import threading
 import time
 
 from bpt.settings import Settings
+from bpt.job import lifecycle
 from bpt.broker import processes
 from bpt.broker.connection import connect
 from bpt.broker.job_store import FINISHED, JobStore
@@ -205,10 +206,13 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             cut, healed = None, None
             next_kill = began + rng.uniform(*plan.kill_every) if disturb else float("inf")
             kills, thawed, deadline = 0, None, began + 3 * (undisturbed_s or 600.0) + 180
-            frozen = None
+            frozen, open_s = None, None
             while time.monotonic() < deadline:
                 try:
-                    if store.status() in FINISHED:
+                    status = store.status()
+                    if open_s is None and status not in lifecycle.OPEN:  # finishing: no worker-lost any more
+                        open_s = round(time.monotonic() - began, 1)
+                    if status in FINISHED:
                         break
                 except Exception:
                     pass  # Redis restarting
@@ -257,7 +261,9 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
                 disturbances.append({"t": round(time.monotonic() - began, 1), "what": f"link up {cut}",
                                      "detail": "after the main job ended"})
             client = connect(server.url)
-            result = {"main": outcome(spec, JobStore(client, spec.job_id), wall), "disturbances": disturbances}
+            result = {"main": {**outcome(spec, JobStore(client, spec.job_id), wall),
+                               "open_s": open_s if open_s is not None else round(wall, 1)},
+                      "disturbances": disturbances}
             if recovering is not None:
                 while time.monotonic() - began < FINISHER_STOPPED_S:
                     time.sleep(0.5)
@@ -271,6 +277,7 @@ def run(plan: Plan, disturb: bool, undisturbed_s: float | None = None, seed: int
             sampler.join(5)
             result["samples"] = sampler.samples
             result["skewed_worker"] = fleet.skewed
+            result["heartbeat_timeout"] = settings.heartbeat_timeout  # the workers' (worker_env passes it on)
             result["hosts"] = NetHosts.unavailable() or f"each worker in a network namespace of its own ({hosts.count})"
             return result
         finally:

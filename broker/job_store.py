@@ -290,7 +290,8 @@ class JobStore:
         """Count one delivery (token) of the task training `piece` of `epoch`, run by process
         `pid` of `worker`; returns every delivery counted (token -> worker, pid, arrived by
         Redis's clock). Celery redelivers a task whose process died with the same task id,
-        so each delivery brings its own token."""
+        so each delivery brings its own token. Adds `worker` to the job's runners (whom the
+        reconciler reports lost if it dies while the job is open)."""
         key, who = self.keys.deliveries(epoch, piece), self.keys.delivery_runners(epoch, piece)
         pipe = self.client.pipeline(transaction=True)
         pipe.sadd(key, token)
@@ -299,9 +300,9 @@ class JobStore:
         pipe.hgetall(who)
         if worker:  # the reconciler reports a dead worker lost in every job it had a task of
             pipe.sadd(self.keys.runners, worker)
-        members, runners = pipe.execute()[2:4]
-        runners = {k.decode(): json.loads(v) for k, v in runners.items()}
-        return {m.decode(): runners.get(m.decode(), {"worker": "", "pid": 0, "arrived": 0.0}) for m in members}
+        members, by_token = pipe.execute()[2:4]
+        by_token = {k.decode(): json.loads(v) for k, v in by_token.items()}
+        return {m.decode(): by_token.get(m.decode(), {"worker": "", "pid": 0, "arrived": 0.0}) for m in members}
 
     def give_back_delivery(self, epoch: int, piece, token: str) -> None:
         """Uncount a delivery that ended cleanly (it did not kill its process)."""

@@ -178,7 +178,7 @@ class JobKeys:
         """The per-wave and per-task keys a finished job no longer needs (done sets, release
         flags, sync rounds, delivery counts, the reconciler's notes); its results and counters stay."""
         return [f"{self.base}:{part}:*" for part in ("done", "released", "round", "deliveries", "acted")] + [
-            f"{self.base}:reconciler*"]
+            f"{self.base}:reconciler*", f"{self.base}:runners"]
 
 
 def glob_escape(text: str) -> str:

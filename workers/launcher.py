@@ -84,6 +84,8 @@ class LocalWorkers:
                     raise BptError(f"worker {dead[0]} exited at start; see {self.log_dir}")
                 try:
                     replies = app.control.ping(timeout=0.5)
+                except (redis.AuthenticationError, redis.ResponseError):
+                    raise  # a wrong password or a refused command: no waiting makes it right
                 except (redis.RedisError, OperationalError, OSError) as e:
                     # a ping's connection dropped (CI once saw Redis close it while workers
                     # started): polling again is what a not-yet-ready worker gets too; a server
@@ -91,6 +93,7 @@ class LocalWorkers:
                     last_error = f" (last ping: {e})"
                     time.sleep(0.2)
                     continue
+                last_error = ""
                 seen = {name for reply in replies for name in reply}
                 if seen >= set(self.names):
                     return

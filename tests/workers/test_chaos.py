@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from benchmarks import chaos
-from bpt.settings import Settings
 from bpt.workers import reconciler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -42,10 +41,13 @@ def test_the_reconciler_reported_the_killed_workers_lost(report):
     main = report["chaos"]["main"]
     kills = [d for d in report["chaos"]["disturbances"] if d["what"] == "kill -9"]
     # seen dead only after the heartbeat timeout, by a reconciler that may first take the
-    # killed one's lease over: a kill later than that before the job's end may go unreported
-    noticed = Settings().heartbeat_timeout + reconciler.LEASE_TTL + 2 * reconciler.INTERVAL
-    took = {d["detail"].split(" -> ")[0] for d in kills if d.get("took_main_task") and d["t"] + noticed <= main["wall_s"]}
+    # killed one's lease over; reported only while the job is open (open_s: when it stopped
+    # being so, its final evaluation included): a kill later than that may go unreported
+    noticed = report["chaos"]["heartbeat_timeout"] + reconciler.LEASE_TTL + 2 * reconciler.INTERVAL
+    took = {d["detail"].split(" -> ")[0] for d in kills if d.get("took_main_task") and d["t"] + noticed <= main["open_s"]}
     print(f"killed in time, having taken a task of the main job: {sorted(took)}; reported lost: {main['lost_names']}")
+    if not took:
+        pytest.skip(f"no kill landed on a worker with a main-job task in time to be noticed: {kills}")
     assert took <= set(main["lost_names"]), (kills, main)
 
 
