@@ -129,20 +129,20 @@ def main() -> None:
     args = parser.parse_args()
     rows: dict[str, list[float]] = {}
     digits = dataclasses.replace(JOB, rule=args.rule) if args.rule else JOB
+    def digits_run(settings, app, client, run: int, how: str = "") -> None:
+        _, store = submit_job(app, client, settings, digits, f"digits-{run}")
+        state = wait_done(store)
+        rows.setdefault("digits", []).append(state["test_accuracy"])
+        print(f"digits run {run}{how}: {state['status']} {state['test_accuracy']:.4f}", flush=True)
+
     if "digits" in args.jobs and args.cold:
         for run in range(args.runs):  # a fresh cluster each time, as the end-to-end test starts one
             with local_cluster(args.processes, broker_url=args.broker) as (settings, app, client):
-                _, store = submit_job(app, client, settings, digits, f"digits-{run}")
-                state = wait_done(store)
-            rows.setdefault("digits", []).append(state["test_accuracy"])
-            print(f"digits run {run} (cold): {state['status']} {state['test_accuracy']:.4f}", flush=True)
+                digits_run(settings, app, client, run, " (cold)")
     elif "digits" in args.jobs:
         with local_cluster(args.processes, broker_url=args.broker) as (settings, app, client):
             for run in range(args.runs):
-                _, store = submit_job(app, client, settings, digits, f"digits-{run}")
-                state = wait_done(store)
-                rows.setdefault("digits", []).append(state["test_accuracy"])
-                print(f"digits run {run}: {state['status']} {state['test_accuracy']:.4f}", flush=True)
+                digits_run(settings, app, client, run)
     if "killed" in args.jobs:
         with local_cluster(2, slowdowns=list(KILL_SLOWDOWNS), broker_url=args.broker,
                            visibility_timeout=600) as (settings, app, client):
